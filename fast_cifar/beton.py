@@ -1,0 +1,137 @@
+"""CIFAR-10 as FFCV .beton files: writing them, and checking them before training.
+
+A data folder holds `train.beton`, `test.beton` and `dataset.json`, which records
+each file's record count and sha256, the class names, the train split's
+per-channel mean and std (used to normalize on the device) and the source.
+"""
+import contextlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from ffcv.fields import IntField, RGBImageField
+from ffcv.reader import Reader
+from ffcv.writer import DatasetWriter
+
+from fast_cifar.errors import UserError
+from fast_cifar.files import atomic_path, sha256, write_json
+from fast_cifar.sources import SPLITS
+
+INFO_FILE = "dataset.json"
+FIELD_TYPES = {"image": RGBImageField, "label": IntField}
+
+
+def beton_path(folder, split):
+    return Path(folder) / f"{split}.beton"
+
+
+# --- writing ---------------------------------------------------------------------
+
+
+class _Samples:
+    """The indexable (image, label) view that ffcv's DatasetWriter reads."""
+
+    def __init__(self, split):
+        self.split = split
+
+    def __len__(self):
+        return len(self.split.labels)
+
+    def __getitem__(self, index):
+        return self.split.images[index], int(self.split.labels[index])
+
+
+def write_dataset(splits, folder, source, num_workers=-1):
+    """Write both splits and dataset.json; every file appears complete or not at all."""
+    folder = Path(folder)
+    info = {"source": source, "classes": splits["train"].classes, "splits": {}}
+    info.update(channel_stats(splits["train"].images))
+    with contextlib.ExitStack() as renames:  # all files are renamed into place only if every write succeeded
+        for name in SPLITS:
+            temporary = renames.enter_context(atomic_path(beton_path(folder, name)))
+            fields = {"image": RGBImageField(write_mode="raw"), "label": IntField()}
+            DatasetWriter(str(temporary), fields, num_workers=num_workers).from_indexed_dataset(_Samples(splits[name]))
+            records = check_beton(temporary, len(info["classes"]))
+            if records != len(splits[name].labels):
+                raise UserError(f"wrote {records} records to {name}.beton, expected {len(splits[name].labels)}")
+            info["splits"][name] = {"file": f"{name}.beton", "records": records, "sha256": sha256(temporary)}
+        write_json(folder / INFO_FILE, info)
+    return info
+
+
+def channel_stats(images, chunk=10_000):
+    """Per-channel mean and std on the 0-255 scale, accumulated in float64 chunk by chunk."""
+    total = np.zeros(3)
+    total_sq = np.zeros(3)
+    for start in range(0, len(images), chunk):
+        pixels = images[start:start + chunk].reshape(-1, 3).astype(np.float64)
+        total += pixels.sum(axis=0)
+        total_sq += (pixels ** 2).sum(axis=0)
+    count = images.shape[0] * images.shape[1] * images.shape[2]
+    mean = total / count
+    std = np.sqrt(total_sq / count - mean ** 2)
+    return {"mean": mean.round(4).tolist(), "std": std.round(4).tolist()}
+
+
+# --- reading ---------------------------------------------------------------------
+
+
+@dataclass
+class DatasetInfo:
+    folder: Path
+    classes: list
+    mean: list
+    std: list
+    records: dict  # split -> count
+    source: str
+
+    def path(self, split):
+        return beton_path(self.folder, split)
+
+
+def load_dataset_info(folder, verify_checksums=True):
+    """Check the data folder before training: one clear error for anything missing or corrupt."""
+    folder = Path(folder)
+    info_path = folder / INFO_FILE
+    if not info_path.is_file():
+        raise UserError(f"no {INFO_FILE} in {folder}: write the data set first "
+                        f"(python scripts/write_datasets.py --data.path {folder})")
+    try:
+        info = json.loads(info_path.read_text())
+        splits, classes = info["splits"], info["classes"]
+        mean, std = info["mean"], info["std"]
+    except (json.JSONDecodeError, KeyError, TypeError) as error:
+        raise UserError(f"{info_path} is not a valid dataset description ({error})") from None
+
+    for name in SPLITS:
+        path = beton_path(folder, name)
+        if not path.is_file():
+            raise UserError(f"missing {path}: write the data set first (python scripts/write_datasets.py)")
+        if verify_checksums and sha256(path) != splits[name]["sha256"]:
+            raise UserError(f"{path} is corrupt or was changed: its sha256 does not match {INFO_FILE}")
+        records = check_beton(path, len(classes))
+        if records != splits[name]["records"]:
+            raise UserError(f"{path} holds {records} records, {INFO_FILE} says {splits[name]['records']}")
+    records = {name: splits[name]["records"] for name in SPLITS}
+    return DatasetInfo(folder, classes, mean, std, records, info.get("source", "unknown"))
+
+
+def check_beton(path, num_classes):
+    """Open a .beton with ffcv's reader and check its fields, image sizes and labels; return its length."""
+    try:
+        reader = Reader(str(path))
+    except Exception as error:  # ffcv raises bare asserts, numpy and index errors on damaged headers
+        raise UserError(f"{path} is not a readable .beton file ({type(error).__name__}: {error})") from None
+    types = {name: type(handler) for name, handler in reader.handlers.items()}
+    if types != FIELD_TYPES:
+        found = ", ".join(f"{name}: {kind.__name__}" for name, kind in types.items())
+        raise UserError(f"{path} has fields ({found}), expected (image: RGBImageField, label: IntField)")
+    if reader.num_samples == 0:
+        raise UserError(f"{path} holds no records")
+    images, labels = (reader.metadata[f"f{reader.field_names.index(name)}"] for name in ("image", "label"))
+    if (images["width"] != 32).any() or (images["height"] != 32).any():
+        raise UserError(f"{path} holds images that are not 32x32")
+    if labels.min() < 0 or labels.max() >= num_classes:
+        raise UserError(f"{path} holds labels outside 0..{num_classes - 1}")
+    return int(reader.num_samples)

@@ -1,0 +1,159 @@
+"""Every training setting, declared once with fastargs, read from YAML and the command line.
+
+    python fast_cifar/train.py --config rn18_configs/24ep.yaml --training.epochs 2
+
+Values come from the YAML file first, then from `--section.key value` flags.
+Unlike plain fastargs, unknown keys, bad values and missing files are errors
+(one line each), and booleans accept `true/false` from the command line.
+"""
+import argparse
+import difflib
+from pathlib import Path
+
+import yaml
+from fastargs import Config, Param, Section
+from fastargs.validation import And, Checker, InRange, OneOf
+
+from fast_cifar.errors import UserError
+
+
+class Boolean(Checker):
+    """fastargs' own `bool` turns the string 'false' into True; this one does not."""
+
+    def check(self, value):
+        if isinstance(value, bool):
+            return value
+        text = str(value).strip().lower()
+        if text in ("true", "yes", "on", "1"):
+            return True
+        if text in ("false", "no", "off", "0"):
+            return False
+        raise ValueError(value)
+
+    def help(self):
+        return "true or false"
+
+
+class FloatList(Checker):
+    """A YAML list of numbers, or comma-separated numbers on the command line."""
+
+    def check(self, value):
+        items = value.split(",") if isinstance(value, str) else value
+        return [float(item) for item in items]
+
+    def help(self):
+        return "a list of floats (a,b,c)"
+
+
+POSITIVE_INT = And(int, InRange(min=1))
+NON_NEGATIVE_INT = And(int, InRange(min=0))
+POSITIVE_FLOAT = And(float, InRange(min=0, max=float("inf")))
+
+
+def declare_train_sections(config):
+    Section("data", "Where the .beton files are and how to load them", config_descriptor=config).params(
+        path=Param(str, "folder with train.beton, test.beton and dataset.json", default="data/cifar10"),
+        num_workers=Param(And(int, InRange(min=-1)), "FFCV loader threads (-1: all cores)", default=-1),
+        train_subset=Param(NON_NEGATIVE_INT, "train on the first N images only (0: all)", default=0),
+        test_subset=Param(NON_NEGATIVE_INT, "evaluate on the first N images only (0: all)", default=0),
+    )
+    Section("model", "ResNet-18 for 32x32 images", config_descriptor=config).params(
+        width=Param(POSITIVE_INT, "channels of the first stage (64 is ResNet-18)", default=64),
+        channels_last=Param(Boolean(), "channels-last memory format", default=True),
+    )
+    Section("training", "Adam with a one-cycle schedule", config_descriptor=config).params(
+        epochs=Param(POSITIVE_INT, "number of epochs", default=24),
+        batch_size=Param(POSITIVE_INT, "training batch size", default=512),
+        test_batch_size=Param(POSITIVE_INT, "evaluation batch size", default=1000),
+        lr=Param(POSITIVE_FLOAT, "max LR of the one-cycle schedule when the LR finder is off", default=2e-3),
+        weight_decay=Param(And(float, InRange(min=0)), "Adam's (L2) weight decay", default=1e-4),
+        pct_start=Param(And(float, InRange(min=0.01, max=0.99)), "fraction of steps spent warming up", default=0.25),
+        label_smoothing=Param(And(float, InRange(min=0, max=0.99)), "label smoothing of the loss", default=0.1),
+        precision=Param(OneOf(["auto", "bf16", "fp32"]), "auto: bf16 on CUDA, fp32 on the CPU", default="auto"),
+        compile=Param(Boolean(), "torch.compile the model", default=True),
+        compile_mode=Param(OneOf(["default", "reduce-overhead", "max-autotune"]), "torch.compile mode", default="default"),
+        eval_flip_tta=Param(Boolean(), "also report test accuracy averaged over a horizontal flip", default=False),
+        device=Param(OneOf(["auto", "cpu", "cuda"]), "auto: the GPU when there is one", default="auto"),
+        seed=Param(int, "seed for weights, data order and augmentation", default=0),
+    )
+    Section("lr_finder", "LR range test run before training to pick the max LR", config_descriptor=config).params(
+        enabled=Param(Boolean(), "run it (else use training.lr)", default=True),
+        min_lr=Param(POSITIVE_FLOAT, "first LR of the sweep", default=1e-6),
+        max_lr=Param(POSITIVE_FLOAT, "last LR of the sweep", default=1.0),
+        num_iters=Param(POSITIVE_INT, "steps in the sweep", default=100),
+        smoothing=Param(And(float, InRange(min=0, max=0.999)), "EMA factor of the smoothed loss", default=0.9),
+        divergence=Param(And(float, InRange(min=1)), "stop once the loss exceeds this times its minimum", default=4.0),
+        divisor=Param(And(float, InRange(min=1)), "suggested LR = LR at the loss minimum / divisor", default=10.0),
+    )
+    Section("output", "What a run writes", config_descriptor=config).params(
+        dir=Param(str, "parent folder of the run folders", default="runs"),
+        name=Param(str, "run folder name (empty: date and time)", default=""),
+        accuracy_targets=Param(FloatList(), "test accuracies whose time-to-reach is recorded",
+                               default=[0.90, 0.93, 0.94, 0.95]),
+        checkpoint=Param(Boolean(), "save the final model", default=True),
+    )
+
+
+class _OneLineParser(argparse.ArgumentParser):
+    def error(self, message):
+        raise UserError(message)
+
+
+def parse_config(declare_sections, argv=None, description=""):
+    """Declare the sections, read `--config FILE` then the flags, validate; return a namespace."""
+    config = Config()
+    declare_sections(config)
+    parser = _OneLineParser(description=description, allow_abbrev=False, argument_default=argparse.SUPPRESS)
+    parser.add_argument("--config", "--config-file", "-C", dest="config_file", help="YAML file of settings")
+    for path, param in config.entries.items():
+        help_text = f"{param.desc}; {param.checker.help()} [default: {param.default}]"
+        parser.add_argument("--" + ".".join(path), metavar="VALUE", help=help_text)
+    flags = vars(parser.parse_args(argv))  # holds only what was given
+
+    config_file = flags.pop("config_file", None)
+    if config_file:
+        config.collect(read_yaml(config_file, config))
+    config.collect(flags)  # flags override the file
+    return validated(config)
+
+
+def read_yaml(file, config):
+    path = Path(file)
+    if not path.is_file():
+        raise UserError(f"config file not found: {path}")
+    try:
+        content = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as error:
+        raise UserError(f"config file {path} is not valid YAML: {str(error).splitlines()[0]}") from None
+    if not isinstance(content, dict):
+        raise UserError(f"config file {path} must hold sections of key: value pairs")
+    known = {".".join(entry) for entry in config.entries}
+    for key in _flat_keys(content):
+        if key not in known:
+            hint = difflib.get_close_matches(key, known, n=1)
+            raise UserError(f"unknown config key '{key}' in {path}" + (f" (did you mean '{hint[0]}'?)" if hint else ""))
+    return content
+
+
+def _flat_keys(tree, prefix=""):
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            yield from _flat_keys(value, name + ".")
+        else:
+            yield name
+
+
+def validated(config):
+    errors = config.validate(mode="errordict")
+    if errors:
+        path = next(iter(errors))
+        param = config.entries[path]
+        got = config.content.get(path)
+        raise UserError(f"bad value for {'.'.join(path)}: got {got!r}, expected {param.checker.help()}")
+    return config.get()
+
+
+def as_dict(namespace):
+    """The nested namespace back as plain dicts, for JSON."""
+    return {key: as_dict(value) if hasattr(value, "__dict__") else value for key, value in vars(namespace).items()}

@@ -1,0 +1,172 @@
+"""What a run leaves behind: one folder with results.json, the plots and the final weights.
+
+results.json is rewritten after every epoch (`"finished": false` until the end),
+each time atomically, so a crash leaves the last complete record, never a torn one.
+"""
+import contextlib
+import datetime
+import importlib.metadata
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only, no display needed
+import matplotlib.pyplot as plt  # noqa: E402
+import torch  # noqa: E402
+
+from fast_cifar.errors import UserError  # noqa: E402
+from fast_cifar.files import atomic_path, write_json  # noqa: E402
+
+PACKAGES = ("torch", "torchvision", "ffcv", "numpy", "numba", "fastargs")
+
+
+def make_run_folder(parent, name=""):
+    """Create (or reuse, when named) the run folder and check that it is writable."""
+    name = name or datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    folder = Path(parent) / name
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / ".write-test"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as error:
+        raise UserError(f"cannot write to output folder {folder}: {error.strerror or error}") from None
+    return folder
+
+
+class Timer:
+    """`with Timer(device) as timer: ...` then `timer.seconds`; waits for queued GPU work at both ends."""
+
+    def __init__(self, device):
+        self.device = device
+        self.seconds = None
+
+    def _synchronize(self):
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+    def __enter__(self):
+        self._synchronize()
+        self.start = time.perf_counter()
+        return self
+
+    def __exit__(self, *exception):
+        self._synchronize()
+        self.seconds = round(time.perf_counter() - self.start, 4)
+
+
+class RunRecord:
+    def __init__(self, folder, config, device, argv):
+        self.folder = Path(folder)
+        self.device = device
+        self.started = time.perf_counter()
+        self.data = {
+            "finished": False,
+            "command": " ".join([Path(sys.argv[0]).name, *(argv if argv is not None else sys.argv[1:])]),
+            "started_at": datetime.datetime.now().isoformat(timespec="seconds"),
+            "config": config,
+            "versions": versions(),
+            "device": describe_device(device),
+            "timings": {},
+            "epochs": [],
+        }
+
+    @property
+    def timings(self):
+        return self.data["timings"]
+
+    @contextlib.contextmanager
+    def timed(self, name):
+        """Time a block into timings[name]."""
+        with Timer(self.device) as timer:
+            yield
+        self.timings[name] = timer.seconds
+
+    def add_epoch(self, **metrics):
+        self.data["epochs"].append(metrics)
+
+    def summarize(self, accuracy_targets):
+        epochs = self.data["epochs"]
+        best = max(epochs, key=lambda e: e["test_accuracy"])
+        elapsed, reached = 0.0, {}
+        for epoch in epochs:  # time-to-accuracy counts training and evaluation, not set-up
+            elapsed += epoch["train_seconds"] + epoch["eval_seconds"]
+            for target in accuracy_targets:
+                if epoch["test_accuracy"] >= target and str(target) not in reached:
+                    reached[str(target)] = round(elapsed, 3)
+        self.timings["training"] = round(sum(e["train_seconds"] for e in epochs), 4)
+        self.timings["evaluation"] = round(sum(e["eval_seconds"] for e in epochs), 4)
+        self.timings["time_to_accuracy"] = {str(t): reached.get(str(t)) for t in accuracy_targets}
+        self.data["best"] = {"test_accuracy": best["test_accuracy"], "epoch": best["epoch"]}
+        return self.data["best"]
+
+    def save(self, finished=False):
+        self.data["finished"] = finished
+        self.timings["total"] = round(time.perf_counter() - self.started, 4)
+        write_json(self.folder / "results.json", self.data)
+
+
+def versions():
+    found = {"python": platform.python_version()}
+    for package in PACKAGES:
+        try:
+            found[package] = importlib.metadata.version(package)
+        except importlib.metadata.PackageNotFoundError:
+            found[package] = None
+    found["cuda"] = torch.version.cuda
+    found["cudnn"] = torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None
+    return found
+
+
+def describe_device(device):
+    if device.type == "cuda":
+        properties = torch.cuda.get_device_properties(device)
+        return {"type": "cuda", "name": properties.name, "memory_gib": round(properties.total_memory / 2**30, 1),
+                "capability": f"{properties.major}.{properties.minor}", "count": torch.cuda.device_count()}
+    return {"type": "cpu", "name": platform.processor() or platform.machine(), "cores": os.cpu_count(),
+            "torch_threads": torch.get_num_threads()}
+
+
+def save_checkpoint(model, path):
+    with atomic_path(path) as temporary:
+        torch.save(model.state_dict(), temporary)
+
+
+# --- plots -------------------------------------------------------------------------
+
+
+def _save_figure(figure, path):
+    with atomic_path(path) as temporary:
+        figure.savefig(temporary, format="png", dpi=120, bbox_inches="tight")
+    plt.close(figure)
+
+
+def plot_curves(epochs, path):
+    numbers = [e["epoch"] for e in epochs]
+    figure, (loss_axis, accuracy_axis) = plt.subplots(1, 2, figsize=(11, 4))
+    for split, style in (("train", "-o"), ("test", "-s")):
+        loss_axis.plot(numbers, [e[f"{split}_loss"] for e in epochs], style, label=split, markersize=3)
+        accuracy_axis.plot(numbers, [100 * e[f"{split}_accuracy"] for e in epochs], style, label=split, markersize=3)
+    loss_axis.set(xlabel="epoch", ylabel="loss", title="Loss")
+    accuracy_axis.set(xlabel="epoch", ylabel="accuracy (%)", title="Accuracy")
+    for axis in (loss_axis, accuracy_axis):
+        axis.grid(alpha=0.3)
+        axis.legend()
+    _save_figure(figure, path)
+
+
+def plot_lr_finder(result, path):
+    figure, axis = plt.subplots(figsize=(6, 4))
+    axis.plot(result.lrs, result.losses, alpha=0.3, label="loss")
+    axis.plot(result.lrs, result.smoothed_losses, label="smoothed loss")
+    axis.axvline(result.suggested_lr, color="tab:red", linestyle="--",
+                 label=f"suggested max LR {result.suggested_lr:.2e}")
+    axis.axvline(result.min_loss_lr, color="tab:gray", linestyle=":", label=f"minimum at {result.min_loss_lr:.2e}")
+    axis.set(xscale="log", xlabel="learning rate", ylabel="training loss", title="LR range test")
+    axis.grid(alpha=0.3)
+    axis.legend()
+    _save_figure(figure, path)

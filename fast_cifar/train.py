@@ -1,0 +1,221 @@
+"""Train ResNet-18 on CIFAR-10 from FFCV .beton files.
+
+    python fast_cifar/train.py --config rn18_configs/24ep.yaml
+    python fast_cifar/train.py --config rn18_configs/cpu_small.yaml --training.epochs 2
+
+One batch, start to end: data.py's loader decodes it, crops, flips and
+normalizes it onto the device in channels-last layout; `train_epoch` runs the
+model under bf16 autocast, takes the label-smoothed cross-entropy, and steps
+Adam and the one-cycle schedule, whose max LR the LR finder picked. The same
+loss is reported for the test split. Timings and metrics go to results.py.
+"""
+import contextlib
+import copy
+import random
+import sys
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from fast_cifar.beton import load_dataset_info
+from fast_cifar.config import as_dict, declare_train_sections, parse_config
+from fast_cifar.data import make_loader
+from fast_cifar.errors import UserError, exit_on_user_error
+from fast_cifar.lr_finder import find_lr
+from fast_cifar.model import ResNet18, receptive_fields
+from fast_cifar.results import RunRecord, Timer, make_run_folder, plot_curves, plot_lr_finder, save_checkpoint
+
+
+def pick_device(name):
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise UserError("training.device is 'cuda' but torch sees no GPU")
+    return torch.device(name)
+
+
+def pick_dtype(precision, device):
+    if precision == "auto":
+        precision = "bf16" if device.type == "cuda" else "fp32"
+    return torch.bfloat16 if precision == "bf16" else torch.float32
+
+
+def seed_everything(seed):
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def forward(model, images, dtype):
+    # bf16 autocast: convs and matmuls in bf16, BatchNorm and the loss in fp32.
+    with torch.autocast(images.device.type, dtype=dtype, enabled=dtype != torch.float32):
+        return model(images).float()
+
+
+def train_epoch(model, loader, optimizer, scheduler, dtype, label_smoothing, description):
+    """One pass over the train split; sums stay on the device so no step waits for the GPU."""
+    model.train()
+    loss_sum = correct = 0
+    seen = 0
+    for images, labels in tqdm(loader, desc=description, leave=False):
+        logits = forward(model, images, dtype)
+        loss = F.cross_entropy(logits, labels, label_smoothing=label_smoothing)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        scheduler.step()
+        loss_sum += loss.detach() * len(labels)
+        correct += (logits.argmax(1) == labels).sum()
+        seen += len(labels)
+    return float(loss_sum) / seen, float(correct) / seen
+
+
+@torch.no_grad()
+def evaluate(model, loader, dtype, label_smoothing, flip_tta=False):
+    """Test loss and accuracy, plus accuracy over the image and its mirror when `flip_tta`."""
+    model.eval()
+    loss_sum = correct = correct_tta = 0
+    seen = 0
+    for images, labels in loader:
+        logits = forward(model, images, dtype)
+        loss_sum += F.cross_entropy(logits, labels, label_smoothing=label_smoothing, reduction="sum")
+        correct += (logits.argmax(1) == labels).sum()
+        if flip_tta:
+            logits = logits + forward(model, images.flip(3), dtype)
+            correct_tta += (logits.argmax(1) == labels).sum()
+        seen += len(labels)
+    metrics = {"test_loss": float(loss_sum) / seen, "test_accuracy": float(correct) / seen}
+    if flip_tta:
+        metrics["test_accuracy_flip_tta"] = float(correct_tta) / seen
+    return metrics
+
+
+def endless(loader):
+    """Batches from epoch after epoch; closing this generator stops the epoch in progress."""
+    while True:
+        yield from loader
+
+
+def first_batch(loader):
+    """The first batch of a fresh epoch: for FFCV's first epoch this includes JIT-compiling the pipeline."""
+    with contextlib.closing(iter(loader)) as batches:
+        return next(batches)
+
+
+def warm_up(model, compiled, optimizer, train_batch, test_batch, last_test_size, dtype):
+    """Trigger torch.compile's train and eval graphs (and cuDNN's choices) on real batches,
+    then restore weights, BatchNorm statistics and optimizer state as they were."""
+    saved_model, saved_optimizer = copy.deepcopy(model.state_dict()), copy.deepcopy(optimizer.state_dict())
+    compiled.train()
+    images, labels = train_batch
+    F.cross_entropy(forward(compiled, images, dtype), labels).backward()
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    compiled.eval()
+    with torch.no_grad():  # every batch shape evaluation will see: full batches and the last one
+        for size in {len(test_batch[0]), last_test_size}:
+            forward(compiled, test_batch[0][:size], dtype)
+    model.load_state_dict(saved_model)  # copies in place: the compiled graphs stay valid
+    optimizer.load_state_dict(saved_optimizer)
+
+
+def build_loaders(cfg, info, device, dtype):
+    shared = dict(device=device, dtype=dtype, num_workers=cfg.data.num_workers, seed=cfg.training.seed,
+                  channels_last=cfg.model.channels_last)
+    train_loader = make_loader(info, "train", cfg.training.batch_size, train=True,
+                               subset=cfg.data.train_subset, **shared)
+    test_loader = make_loader(info, "test", cfg.training.test_batch_size, train=False,
+                              subset=cfg.data.test_subset, **shared)
+    if len(train_loader) == 0:
+        raise UserError(f"training.batch_size {cfg.training.batch_size} is larger than the "
+                        f"{cfg.data.train_subset or info.records['train']} training images")
+    return train_loader, test_loader
+
+
+def run_lr_finder(cfg, model, train_loader, make_optimizer, dtype, record):
+    """The range test on a copy of the model; returns the suggested max LR and plots the sweep."""
+    settings = {key: value for key, value in vars(cfg.lr_finder).items() if key != "enabled"}
+    label_smoothing = cfg.training.label_smoothing
+
+    def loss_of(net, images, labels):
+        return F.cross_entropy(forward(net, images, dtype), labels, label_smoothing=label_smoothing)
+
+    with record.timed("lr_finder"), contextlib.closing(endless(train_loader)) as batches:
+        sweep = find_lr(model, batches, loss_of, make_optimizer, **settings)
+    record.data["lr_finder"] = sweep.to_dict()
+    plot_lr_finder(sweep, record.folder / "lr_finder.png")
+    print(f"LR finder: loss lowest at LR {sweep.min_loss_lr:.2e}, max LR {sweep.suggested_lr:.2e} "
+          f"({record.timings['lr_finder']:.1f}s)")
+    return sweep.suggested_lr
+
+
+@exit_on_user_error
+def main(argv=None):
+    cfg = parse_config(declare_train_sections, argv, description=__doc__)
+    device = pick_device(cfg.training.device)
+    dtype = pick_dtype(cfg.training.precision, device)
+    torch.backends.cudnn.benchmark = True  # fixed shapes: let cuDNN time its algorithms once
+    record = RunRecord(make_run_folder(cfg.output.dir, cfg.output.name), as_dict(cfg), device, argv)
+    seed_everything(cfg.training.seed)
+    print(f"run folder: {record.folder} | device: {record.data['device']['name']} | compute dtype: {dtype}")
+
+    with record.timed("data_setup"):
+        info = load_dataset_info(cfg.data.path)
+        train_loader, test_loader = build_loaders(cfg, info, device, dtype)
+    record.data["data"] = {"folder": str(info.folder), "source": info.source, "records": info.records,
+                           "train_images_per_epoch": len(train_loader) * cfg.training.batch_size,
+                           "test_images": len(test_loader.indices)}
+    with record.timed("ffcv_jit"):  # FFCV compiles each pipeline on its loader's first batch
+        warm_batches = first_batch(train_loader), first_batch(test_loader)
+
+    memory_format = torch.channels_last if cfg.model.channels_last else torch.contiguous_format
+    model = ResNet18(len(info.classes), cfg.model.width).to(device, memory_format=memory_format)
+    record.data["model"] = {"parameters": sum(p.numel() for p in model.parameters()),
+                            "receptive_fields": receptive_fields(model)}
+
+    def make_optimizer(params, lr=cfg.training.lr):
+        return torch.optim.Adam(params, lr=lr, weight_decay=cfg.training.weight_decay, fused=device.type == "cuda")
+
+    max_lr = cfg.training.lr
+    if cfg.lr_finder.enabled:
+        max_lr = run_lr_finder(cfg, model, train_loader, make_optimizer, dtype, record)
+    record.data["max_lr"] = max_lr
+
+    epochs, label_smoothing, flip_tta = cfg.training.epochs, cfg.training.label_smoothing, cfg.training.eval_flip_tta
+    optimizer = make_optimizer(model.parameters(), max_lr)
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr, epochs=epochs, steps_per_epoch=len(train_loader),
+                                                    pct_start=cfg.training.pct_start)
+    compiled = torch.compile(model, mode=cfg.training.compile_mode) if cfg.training.compile else model
+    with record.timed("compile"):
+        last_test_size = record.data["data"]["test_images"] - (len(test_loader) - 1) * cfg.training.test_batch_size
+        warm_up(model, compiled, optimizer, *warm_batches, last_test_size, dtype)
+
+    for epoch in range(1, epochs + 1):
+        with Timer(device) as train_timer:
+            train_loss, train_accuracy = train_epoch(compiled, train_loader, optimizer, scheduler, dtype,
+                                                     label_smoothing, f"epoch {epoch}/{epochs}")
+        with Timer(device) as eval_timer:
+            test_metrics = evaluate(compiled, test_loader, dtype, label_smoothing, flip_tta)
+        record.add_epoch(epoch=epoch, train_loss=train_loss, train_accuracy=train_accuracy, **test_metrics,
+                         train_seconds=train_timer.seconds, eval_seconds=eval_timer.seconds,
+                         lr=scheduler.get_last_lr()[0])
+        print(f"epoch {epoch:>3}/{epochs}  train loss {train_loss:.3f} acc {100 * train_accuracy:5.2f}%  "
+              f"test loss {test_metrics['test_loss']:.3f} acc {100 * test_metrics['test_accuracy']:5.2f}%  "
+              f"({train_timer.seconds:.1f}s + {eval_timer.seconds:.1f}s)")
+        record.summarize(cfg.output.accuracy_targets)
+        record.save()  # a partial record survives a crash
+
+    if cfg.output.checkpoint:
+        save_checkpoint(model, record.folder / "model.pt")
+    plot_curves(record.data["epochs"], record.folder / "loss_accuracy_plots.png")
+    best = record.summarize(cfg.output.accuracy_targets)
+    record.save(finished=True)
+    print(f"results: {record.folder / 'results.json'}")
+    print(f"Maximum Test Accuracy: {100 * best['test_accuracy']:.2f}% at Epoch: {best['epoch']}")
+    return record.data
+
+
+if __name__ == "__main__":
+    main()
