@@ -129,6 +129,8 @@ def check_beton(path, num_classes):
         raise UserError(f"{path} has fields ({found}), expected (image: RGBImageField, label: IntField)")
     if reader.num_samples == 0:
         raise UserError(f"{path} holds no records")
+    if len(reader.alloc_table) != reader.num_samples:  # the allocation table is the file's last part
+        raise UserError(f"{path} is truncated: {len(reader.alloc_table)} of {reader.num_samples} images indexed")
     images, labels = (reader.metadata[f"f{reader.field_names.index(name)}"] for name in ("image", "label"))
     if (images["width"] != 32).any() or (images["height"] != 32).any():
         raise UserError(f"{path} holds images that are not 32x32")

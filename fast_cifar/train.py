@@ -157,13 +157,13 @@ def main(argv=None):
     device = pick_device(cfg.training.device)
     dtype = pick_dtype(cfg.training.precision, device)
     torch.backends.cudnn.benchmark = True  # fixed shapes: let cuDNN time its algorithms once
-    record = RunRecord(make_run_folder(cfg.output.dir, cfg.output.name), as_dict(cfg), device, argv)
     seed_everything(cfg.training.seed)
-    print(f"run folder: {record.folder} | device: {record.data['device']['name']} | compute dtype: {dtype}")
-
-    with record.timed("data_setup"):
+    with Timer(device) as data_timer:  # checks the data before anything is written
         info = load_dataset_info(cfg.data.path)
         train_loader, test_loader = build_loaders(cfg, info, device, dtype)
+    record = RunRecord(make_run_folder(cfg.output.dir, cfg.output.name), as_dict(cfg), device, argv)
+    record.timings["data_setup"] = data_timer.seconds
+    print(f"run folder: {record.folder} | device: {record.data['device']['name']} | compute dtype: {dtype}")
     record.data["data"] = {"folder": str(info.folder), "source": info.source, "records": info.records,
                            "train_images_per_epoch": len(train_loader) * cfg.training.batch_size,
                            "test_images": len(test_loader.indices)}

@@ -1,0 +1,68 @@
+"""Shared test data: a synthetic data set, the offline CIFAR-10 copy and a small real subset of it."""
+import io
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from fast_cifar.beton import write_dataset
+from fast_cifar.sources import load_source, make_synthetic
+
+REPO = Path(__file__).resolve().parents[1]
+OFFLINE_COPY = REPO.parent / "shared" / "datasets" / "cifar10-jpeg.tar.gz"
+SMALL = dict(width=8, train=512, test=200)
+
+
+def run_script(script, *args, cwd=REPO):
+    """Run one of the project's command-line scripts the way a user does."""
+    return subprocess.run([sys.executable, str(REPO / script), *map(str, args)],
+                          capture_output=True, text=True, cwd=cwd)
+
+
+def error_lines(stderr):
+    return [line for line in stderr.splitlines() if line.strip()]
+
+
+@pytest.fixture(scope="session")
+def offline_copy():
+    if not OFFLINE_COPY.exists():
+        pytest.skip(f"the offline CIFAR-10 copy is not at {OFFLINE_COPY}")
+    return OFFLINE_COPY
+
+
+@pytest.fixture(scope="session")
+def synthetic_folder(tmp_path_factory):
+    """train.beton/test.beton/dataset.json of a small learnable synthetic data set."""
+    folder = tmp_path_factory.mktemp("synthetic")
+    splits = make_synthetic(SMALL["train"], SMALL["test"])
+    write_dataset(splits, folder, "synthetic", num_workers=2)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def real_subset_archive(offline_copy, tmp_path_factory):
+    """A .tar.gz in the offline copy's layout with the first 20 train and 10 test images of each class."""
+    keep = {"train": 20, "test": 10}
+    path = tmp_path_factory.mktemp("real_subset") / "cifar10-small.tar.gz"
+    counts = {}
+    with tarfile.open(offline_copy) as source, tarfile.open(path, "w:gz") as target:
+        for member in source:
+            parts = member.name.split("/")
+            if not member.isfile() or len(parts) != 4:
+                continue
+            key = (parts[1], parts[2])  # (split, class)
+            if counts.get(key, 0) < keep[parts[1]]:
+                counts[key] = counts.get(key, 0) + 1
+                target.addfile(member, io.BytesIO(source.extractfile(member).read()))
+    return path
+
+
+@pytest.fixture(scope="session")
+def real_folder(offline_copy, tmp_path_factory):
+    """The whole offline copy written as .beton files, as `write_datasets.py` does."""
+    folder = tmp_path_factory.mktemp("cifar10")
+    splits, description = load_source(str(offline_copy))
+    write_dataset(splits, folder, description, num_workers=2)
+    return folder

@@ -1,0 +1,66 @@
+import pytest
+
+from fast_cifar.config import as_dict, declare_train_sections, parse_config
+from fast_cifar.errors import UserError
+
+from conftest import REPO
+
+
+def parse(*argv):
+    return parse_config(declare_train_sections, [str(arg) for arg in argv])
+
+
+def test_24ep_recipe():
+    cfg = parse("--config", REPO / "rn18_configs" / "24ep.yaml")
+    assert (cfg.training.epochs, cfg.training.batch_size) == (24, 512)
+    assert cfg.training.compile and cfg.lr_finder.enabled and cfg.model.width == 64
+    assert cfg.training.precision == "auto"  # bf16 on CUDA
+
+
+def test_every_config_file_parses():
+    for path in (REPO / "rn18_configs").glob("*.yaml"):
+        parse("--config", path)
+
+
+def test_command_line_overrides_file(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("training:\n  epochs: 7\n  compile: true\n")
+    cfg = parse("--config", path, "--training.epochs", "2", "--training.compile", "false")
+    assert cfg.training.epochs == 2 and cfg.training.compile is False
+    # Giving the default value explicitly still overrides the file.
+    assert parse("--config", path, "--training.epochs", "24").training.epochs == 24
+    assert parse("-C", path).training.epochs == 7
+
+
+def test_lists_and_defaults():
+    cfg = parse("--output.accuracy_targets", "0.5,0.75")
+    assert cfg.output.accuracy_targets == [0.5, 0.75]
+    assert as_dict(cfg)["data"]["path"] == "data/cifar10"
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--training.epochs", "0"], "training.epochs"),
+    (["--training.batch_size", "-4"], "training.batch_size"),
+    (["--training.epochs", "many"], "training.epochs"),
+    (["--training.compile", "maybe"], "training.compile"),
+    (["--training.precision", "fp16"], "training.precision"),
+    (["--training.epoch", "3"], "unrecognized arguments"),
+    (["--config", "no/such/file.yaml"], "not found"),
+])
+def test_bad_values_are_one_line_errors(argv, message):
+    with pytest.raises(UserError, match=message) as error:
+        parse(*argv)
+    assert "\n" not in str(error.value)
+
+
+@pytest.mark.parametrize("text, message", [
+    ("training:\n  epoch: 3\n", "unknown config key 'training.epoch'.*did you mean 'training.epochs'"),
+    ("training:\n  epochs: 0\n", "training.epochs"),
+    ("training: [1, 2\n", "not valid YAML"),
+    ("- 1\n- 2\n", "sections"),
+])
+def test_bad_files_are_one_line_errors(tmp_path, text, message):
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
+    with pytest.raises(UserError, match=message):
+        parse("--config", path)

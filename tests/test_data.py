@@ -1,0 +1,91 @@
+import itertools
+
+import numpy as np
+import pytest
+import torch
+from ffcv.loader import Loader, OrderOption
+
+from fast_cifar.beton import load_dataset_info
+from fast_cifar.data import CROP_PADDING, image_pipeline, label_pipeline, make_loader, subset_indices
+
+CPU = torch.device("cpu")
+
+
+def sequential_loader(info, augment, batch_size=100):
+    """The train pipeline (augment=True) or the test one, over the test split in file order."""
+    return Loader(str(info.path("test")), batch_size=batch_size, num_workers=2, order=OrderOption.SEQUENTIAL,
+                  drop_last=False, pipelines={"image": image_pipeline(info, CPU, torch.float32, augment),
+                                              "label": label_pipeline(CPU)})
+
+
+def all_batches(loader):
+    images, labels = zip(*[(x.clone(), y.clone()) for x, y in loader])
+    return torch.cat(images), torch.cat(labels)
+
+
+def test_train_loader_batches(synthetic_folder):
+    info = load_dataset_info(synthetic_folder)
+    loader = make_loader(info, "train", 64, CPU, torch.float32, train=True, num_workers=2)
+    assert len(loader) == 512 // 64
+    images, labels = next(iter(loader))
+    assert images.shape == (64, 3, 32, 32) and images.dtype == torch.float32
+    assert images.is_contiguous(memory_format=torch.channels_last)
+    assert labels.shape == (64,) and labels.dtype == torch.int64
+    assert 0 <= labels.min() and labels.max() < 10
+
+
+def test_test_loader_is_sequential_complete_and_normalized(real_folder):
+    info = load_dataset_info(real_folder)
+    loader = make_loader(info, "test", 1000, CPU, torch.bfloat16, train=False, num_workers=2)
+    images, labels = all_batches(loader)
+    assert images.dtype == torch.bfloat16 and images.shape == (10000, 3, 32, 32)
+    assert labels.tolist() == sorted(labels.tolist())  # file order: the copy is sorted by class
+    assert np.bincount(labels.numpy()).tolist() == [1000] * 10
+    # normalized with the train split's statistics: about zero mean and unit std on the test split
+    per_channel = images.float().transpose(0, 1).reshape(3, -1)
+    np.testing.assert_allclose(per_channel.mean(1).numpy(), 0, atol=0.05)
+    np.testing.assert_allclose(per_channel.std(1).numpy(), 1, atol=0.05)
+
+
+def test_subset_is_fixed_random_and_sorted():
+    first, second = subset_indices(1000, 100), subset_indices(1000, 100)
+    assert np.array_equal(first, second) and np.all(np.diff(first) > 0)
+    assert first.max() > 500  # spread over the file, not its first (single-class) part
+    assert subset_indices(1000, 0) is None and subset_indices(50, 100) is None
+
+
+def find_transform(augmented, plain, fill):
+    """The (flip, dy, dx) under which `augmented` is `plain` translated and mirrored, or None."""
+    size = plain.shape[-1]
+    for flip, dy, dx in itertools.product((False, True), *[range(-CROP_PADDING, CROP_PADDING + 1)] * 2):
+        candidate = augmented.flip(-1) if flip else augmented
+        expected = fill.expand_as(plain).clone()
+        rows, cols = slice(max(0, -dy), min(size, size - dy)), slice(max(0, -dx), min(size, size - dx))
+        source_rows, source_cols = slice(max(0, dy), min(size, size + dy)), slice(max(0, dx), min(size, size + dx))
+        expected[:, rows, cols] = plain[:, source_rows, source_cols]
+        if torch.allclose(candidate, expected, atol=1e-5):
+            return flip, dy, dx
+    return None
+
+
+def test_augmentation_is_a_random_translate_and_flip(synthetic_folder):
+    info = load_dataset_info(synthetic_folder)
+    plain, labels = all_batches(sequential_loader(info, augment=False))
+    augmented, augmented_labels = all_batches(sequential_loader(info, augment=True))
+    assert torch.equal(labels, augmented_labels)
+    # the padding colour is the data set's mean, rounded to a pixel value, then normalized
+    mean, std = torch.tensor(info.mean), torch.tensor(info.std)
+    fill = ((mean.round() - mean) / std).view(3, 1, 1)
+    transforms = [find_transform(a, p, fill) for a, p in zip(augmented, plain)]
+    assert None not in transforms  # every image is exactly one of the 162 crops and flips
+    flips = np.mean([t[0] for t in transforms])
+    shifted = np.mean([(t[1], t[2]) != (0, 0) for t in transforms])
+    assert 0.3 < flips < 0.7 and shifted > 0.8
+    assert len({t[1:] for t in transforms}) > 20  # many different offsets
+
+
+def test_augmentation_differs_between_epochs(synthetic_folder):
+    info = load_dataset_info(synthetic_folder)
+    loader = sequential_loader(info, augment=True)
+    first, second = all_batches(loader)[0], all_batches(loader)[0]
+    assert not torch.equal(first, second)

@@ -1,0 +1,61 @@
+import pytest
+import torch
+import torch.nn.functional as F
+
+from fast_cifar.errors import UserError
+from fast_cifar.lr_finder import find_lr, sweep_lrs
+
+
+def problem(seed=0):
+    """A small linearly separable classification task and a model for it."""
+    generator = torch.Generator().manual_seed(seed)
+    weights = torch.randn(20, 4, generator=generator)
+    batches = []
+    for _ in range(200):
+        x = torch.randn(64, 20, generator=generator)
+        batches.append((x, (x @ weights).argmax(1)))
+    torch.manual_seed(seed)
+    model = torch.nn.Sequential(torch.nn.Linear(20, 32), torch.nn.BatchNorm1d(32), torch.nn.ReLU(),
+                                torch.nn.Linear(32, 4))
+    return model, batches
+
+
+def loss_of(model, x, y):
+    return F.cross_entropy(model(x), y)
+
+
+def adam(params):
+    return torch.optim.Adam(params)
+
+
+def test_sweep_is_exponential():
+    lrs = sweep_lrs(1e-4, 1.0, 5)
+    assert lrs == pytest.approx([1e-4, 1e-3, 1e-2, 1e-1, 1.0])
+
+
+def test_finds_a_sensible_lr_and_leaves_the_model_alone():
+    model, batches = problem()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    result = find_lr(model, batches, loss_of, adam, min_lr=1e-5, max_lr=10.0, num_iters=100, divisor=10)
+    # the loss fell along the sweep, and the suggestion sits a decade below the minimum
+    assert min(result.smoothed_losses) < 0.8 * result.smoothed_losses[0]
+    assert result.suggested_lr == pytest.approx(result.min_loss_lr / 10)
+    assert 1e-4 < result.suggested_lr < 1.0
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())  # BN stats too
+    assert model.training  # mode untouched
+
+
+def test_divergence_ends_the_sweep_and_is_not_a_result():
+    model, batches = problem()
+    result = find_lr(model, batches, loss_of, lambda p: torch.optim.SGD(p, lr=1), min_lr=1e-3, max_lr=1e6,
+                     num_iters=100, divergence=2.0)
+    assert result.stopped_early and len(result.lrs) < 100
+    assert max(result.smoothed_losses) <= 2.0 * min(result.smoothed_losses)
+    assert result.min_loss_lr < 1e6
+
+
+def test_divergence_on_first_step_is_an_error():
+    model, batches = problem()
+    bad_loss = lambda model, x, y: loss_of(model, x, y) * float("nan")  # noqa: E731
+    with pytest.raises(UserError, match="min_lr"):
+        find_lr(model, batches, bad_loss, adam, num_iters=10)

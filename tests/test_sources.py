@@ -1,0 +1,133 @@
+import pickle
+import tarfile
+import urllib.error
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from fast_cifar import sources
+from fast_cifar.errors import UserError
+from fast_cifar.sources import load_source, make_synthetic
+
+
+def write_image_folder(root, splits, suffix=".png"):
+    for name, split in splits.items():
+        for index, (image, label) in enumerate(zip(split.images, split.labels)):
+            folder = root / name / split.classes[label]
+            folder.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(image).save(folder / f"{index:04d}{suffix}")
+
+
+def write_torchvision_folder(folder, splits):
+    """The layout of torchvision's cifar-10-batches-py: pickled dicts of CHW rows."""
+    folder.mkdir(parents=True)
+    train, test = splits["train"], splits["test"]
+    rows = lambda images: images.transpose(0, 3, 1, 2).reshape(len(images), -1)  # noqa: E731
+    chunks = np.array_split(np.arange(len(train.labels)), 5)
+    for number, chunk in enumerate(chunks, start=1):
+        batch = {"data": rows(train.images[chunk]), "labels": train.labels[chunk].tolist()}
+        (folder / f"data_batch_{number}").write_bytes(pickle.dumps(batch))
+    (folder / "test_batch").write_bytes(pickle.dumps({"data": rows(test.images), "labels": test.labels.tolist()}))
+    (folder / "batches.meta").write_bytes(pickle.dumps({"label_names": train.classes}))
+
+
+def assert_same_splits(found, expected, exact=True):
+    for name in ("train", "test"):
+        assert found[name].images.shape == expected[name].images.shape
+        assert found[name].images.dtype == np.uint8
+        assert found[name].classes == expected[name].classes
+        if exact:
+            np.testing.assert_array_equal(found[name].images, expected[name].images)
+            np.testing.assert_array_equal(found[name].labels, expected[name].labels)
+
+
+@pytest.fixture
+def small():
+    return make_synthetic(50, 20)
+
+
+def test_synthetic_is_balanced_and_deterministic():
+    first, second = make_synthetic(100, 40), make_synthetic(100, 40)
+    np.testing.assert_array_equal(first["train"].images, second["train"].images)
+    assert np.bincount(first["train"].labels).tolist() == [10] * 10
+    assert first["test"].images.shape == (40, 32, 32, 3)
+
+
+def test_torchvision_folder_and_archive(small, tmp_path):
+    folder = tmp_path / "cifar-10-batches-py"
+    write_torchvision_folder(folder, small)
+    for path in (folder, tmp_path):  # the folder itself or its parent
+        splits, description = load_source(str(path))
+        assert "torchvision" in description
+        assert_same_splits(splits, small)
+
+    archive = tmp_path / "cifar-10-python.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(folder, arcname="cifar-10-batches-py")
+    splits, _ = load_source(str(archive))
+    assert_same_splits(splits, small)
+
+
+def test_image_folder_and_archive_sorted_by_class(tmp_path):
+    # One image per (split, class) in label order, so sorting by class keeps the order.
+    splits = make_synthetic(10, 10)
+    for split in splits.values():
+        order = np.argsort(split.labels)
+        split.images, split.labels = split.images[order], split.labels[order]
+    write_image_folder(tmp_path / "pngs", splits)
+    found, description = load_source(str(tmp_path / "pngs"))
+    assert "image folder" in description
+    assert_same_splits(found, splits)  # PNG is lossless: exact pixels
+
+    archive = tmp_path / "pngs.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(tmp_path / "pngs", arcname="copy")
+    found, _ = load_source(str(archive))
+    assert_same_splits(found, splits)
+
+
+def test_real_subset_of_offline_copy(real_subset_archive):
+    splits, _ = load_source(str(real_subset_archive))
+    assert splits["train"].classes[:3] == ["airplane", "automobile", "bird"]
+    assert len(splits["train"].labels) == 200 and len(splits["test"].labels) == 100
+    assert np.bincount(splits["test"].labels).tolist() == [10] * 10
+    assert 80 < splits["train"].images.mean() < 160  # real photos, not blank
+
+
+def test_download_failure_says_how_to_use_a_local_copy(monkeypatch, tmp_path):
+    import torchvision
+
+    def offline(*args, **kwargs):
+        raise urllib.error.URLError("no network")
+
+    monkeypatch.setattr(torchvision.datasets, "CIFAR10", offline)
+    with pytest.raises(UserError, match="--data.source .*cifar10-jpeg.tar.gz"):
+        sources.load_source("download", cache_dir=tmp_path)
+
+
+@pytest.mark.parametrize("problem", ["missing", "not_an_archive", "corrupt_archive", "wrong_size",
+                                     "classes_differ", "empty", "bad_image"])
+def test_bad_sources_give_one_clear_error(problem, tmp_path, small):
+    path = tmp_path / "source"
+    if problem == "not_an_archive":
+        path.write_text("hello")
+    elif problem == "corrupt_archive":
+        write_image_folder(tmp_path / "pngs", small)
+        with tarfile.open(path, "w:gz") as tar:
+            tar.add(tmp_path / "pngs", arcname="copy")
+        path.write_bytes(path.read_bytes()[:2000])
+    elif problem == "wrong_size":
+        write_image_folder(path, small)
+        Image.new("RGB", (64, 64)).save(path / "train" / "class_0" / "big.png")
+    elif problem == "classes_differ":
+        write_image_folder(path, small)
+        (path / "test" / "class_3").rename(path / "test" / "class_x")
+    elif problem == "empty":
+        path.mkdir()
+    elif problem == "bad_image":
+        write_image_folder(path, small)
+        (path / "test" / "class_1" / "broken.jpg").write_bytes(b"not a jpeg")
+    with pytest.raises(UserError) as error:
+        load_source(str(path))
+    assert "\n" not in str(error.value)

@@ -1,0 +1,105 @@
+"""End to end: train.py on small data, compile off and on, and every kind of bad input."""
+import json
+import re
+
+import pytest
+import torch
+
+from fast_cifar import train
+from fast_cifar.model import ResNet18
+
+from conftest import REPO, error_lines, run_script
+
+SMALL_RUN = ["--model.width", "8", "--training.batch_size", "64", "--training.test_batch_size", "64",
+             "--lr_finder.num_iters", "12", "--data.num_workers", "2"]
+
+
+def test_cli_run_writes_results_plots_and_checkpoint(real_folder, tmp_path):
+    """A short run on a real subset, through the command line as a user runs it."""
+    result = run_script("fast_cifar/train.py", "--config", REPO / "rn18_configs" / "24ep.yaml", *SMALL_RUN,
+                        "--data.path", real_folder, "--data.train_subset", 1024, "--data.test_subset", 500,
+                        "--training.epochs", 2, "--training.compile", "false", "--training.precision", "fp32",
+                        "--output.dir", tmp_path, "--output.name", "run")
+    assert result.returncode == 0, result.stderr[-3000:]
+    last_line = result.stdout.strip().splitlines()[-1]
+    assert re.fullmatch(r"Maximum Test Accuracy: \d+\.\d\d% at Epoch: [12]", last_line)
+
+    folder = tmp_path / "run"
+    record = json.loads((folder / "results.json").read_text())
+    assert record["finished"] and record["config"]["training"]["epochs"] == 2
+    assert {"python", "torch", "ffcv", "cuda"} <= set(record["versions"]) and record["versions"]["ffcv"] == "1.0.2"
+    assert record["device"]["type"] == "cpu"
+    assert record["data"]["records"] == {"train": 50000, "test": 10000}
+    assert record["data"]["train_images_per_epoch"] == 1024 and record["data"]["test_images"] == 500
+    assert record["model"]["receptive_fields"][-2]["receptive_field"] == 109
+    assert len(record["lr_finder"]["lrs"]) > 0 and record["max_lr"] == record["lr_finder"]["suggested_lr"]
+
+    epochs = record["epochs"]
+    assert [e["epoch"] for e in epochs] == [1, 2]
+    for epoch in epochs:
+        assert {"train_loss", "train_accuracy", "test_loss", "test_accuracy", "test_accuracy_flip_tta",
+                "train_seconds", "eval_seconds", "lr"} <= set(epoch)
+        assert 0 <= epoch["test_accuracy"] <= 1 and epoch["train_seconds"] > 0
+    assert epochs[-1]["lr"] < record["max_lr"] / 100  # the one-cycle schedule ran to its end
+    assert epochs[1]["train_loss"] < epochs[0]["train_loss"]
+
+    timings = record["timings"]
+    for key in ("data_setup", "ffcv_jit", "lr_finder", "compile", "training", "evaluation", "total"):
+        assert timings[key] > 0, key
+    assert timings["total"] > timings["training"] + timings["evaluation"] + timings["ffcv_jit"]
+    assert set(timings["time_to_accuracy"]) == {"0.9", "0.93", "0.94", "0.95"}
+    best = max(epochs, key=lambda e: e["test_accuracy"])
+    assert record["best"] == {"test_accuracy": best["test_accuracy"], "epoch": best["epoch"]}
+
+    for plot in ("loss_accuracy_plots.png", "lr_finder.png"):
+        assert (folder / plot).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    ResNet18(width=8).load_state_dict(torch.load(folder / "model.pt"))
+    assert not list(folder.glob(".*.tmp"))
+
+
+def test_compiled_run_learns(synthetic_folder, tmp_path):
+    torch._dynamo.reset()
+    record = train.main([*SMALL_RUN, "--data.path", str(synthetic_folder), "--training.epochs", "6",
+                         "--training.compile", "true", "--output.dir", str(tmp_path), "--output.name", "compiled"])
+    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] >= 1  # torch.compile really ran
+    assert record["config"]["training"]["compile"] is True
+    assert record["timings"]["compile"] > 0
+    assert record["best"]["test_accuracy"] > 0.6  # the synthetic classes are easy to tell apart
+    assert json.loads((tmp_path / "compiled" / "results.json").read_text())["finished"]
+
+
+def corrupt(folder):
+    data = bytearray((folder / "train.beton").read_bytes())
+    data[-100] ^= 0xFF
+    (folder / "train.beton").write_bytes(bytes(data))
+
+
+BAD_RUNS = {
+    "missing data folder": (["--data.path", "{tmp}/nowhere"], "dataset.json"),
+    "corrupt beton": (["--data.path", "{corrupt}"], "sha256"),
+    "missing config": (["--config", "{tmp}/none.yaml"], "config file not found"),
+    "unknown key": (["--training.epoch", "2"], "unrecognized arguments"),
+    "zero epochs": (["--training.epochs", "0"], "training.epochs"),
+    "zero batch size": (["--training.batch_size", "0"], "training.batch_size"),
+    "batch larger than data": (["--training.batch_size", "100000"], "larger than"),
+    "unwritable output": (["--output.dir", "{tmp}/a_file/runs"], "cannot write to output folder"),
+}
+
+
+@pytest.mark.parametrize("case", BAD_RUNS)
+def test_bad_input_is_one_line_and_writes_nothing(case, synthetic_folder, tmp_path, capsys):
+    (tmp_path / "a_file").write_text("")
+    damaged = tmp_path / "damaged"
+    damaged.mkdir()
+    for path in synthetic_folder.iterdir():
+        (damaged / path.name).write_bytes(path.read_bytes())
+    corrupt(damaged)
+    overrides, message = BAD_RUNS[case]
+    argv = ["--data.path", str(synthetic_folder), "--output.dir", str(tmp_path / "runs")]
+    argv += [arg.format(tmp=tmp_path, corrupt=damaged) for arg in overrides]
+    with pytest.raises(SystemExit) as exit:
+        train.main(argv)
+    assert exit.value.code == 2
+    lines = error_lines(capsys.readouterr().err)
+    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], lines
+    assert not (tmp_path / "runs").exists()
