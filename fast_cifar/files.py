@@ -26,9 +26,13 @@ def atomic_path(path):
             os.remove(temporary)
 
 
-def write_json(path, content):
+def write_text(path, text):
     with atomic_path(path) as temporary:
-        temporary.write_text(json.dumps(content, indent=2) + "\n")
+        temporary.write_text(text)
+
+
+def write_json(path, content):
+    write_text(path, json.dumps(content, indent=2) + "\n")
 
 
 def sha256(path, chunk_bytes=1 << 22):

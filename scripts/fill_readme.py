@@ -1,0 +1,101 @@
+"""Fill README.md's Results section from a run's results.json.
+
+    python scripts/fill_readme.py runs/RUN --fill.store benchmarks/results/NAME
+
+--fill.store first copies results.json and the plots into a folder that is committed,
+so the README's links work; the section is rewritten between its two markers.
+"""
+import json
+import shutil
+import sys
+from pathlib import Path
+
+from fastargs import Param, Section
+
+from fast_cifar.config import parse_config
+from fast_cifar.errors import UserError, exit_on_user_error
+from fast_cifar.files import write_text
+
+START, END = "<!-- results:start -->", "<!-- results:end -->"
+FILES = ("results.json", "loss_accuracy_plots.png", "lr_finder.png")
+TIMING_ROWS = [
+    ("data_setup", "data set-up: check the .beton files, build the loaders"),
+    ("ffcv_jit", "FFCV's first batches (JIT-compiling the pipelines)"),
+    ("lr_finder", "LR finder"),
+    ("compile", "warm-up: torch.compile of the train and eval graphs"),
+    ("training", "training"),
+    ("evaluation", "evaluation, every epoch"),
+    ("total", "total wall-clock, start to results.json"),
+]
+
+
+def declare_sections(config):
+    Section("fill", "Where the results come from and go", config_descriptor=config).params(
+        store=Param(str, "copy results.json and plots here first (a committed folder)", default=""),
+        readme=Param(str, "the README to rewrite", default="README.md"),
+    )
+
+
+def describe_device(device, versions):
+    if device["type"] == "cuda":
+        name = f"{device['name']} (CUDA {versions['cuda']})"
+    else:
+        name = f"CPU {device['name']}, {device['cores']} cores"
+    return f"{name}, torch {versions['torch']}, ffcv {versions['ffcv']}, Python {versions['python']}"
+
+
+def render(record, folder, readme):
+    epochs, timings, best = record["epochs"], record["timings"], record["best"]
+    images = record["data"]["train_images_per_epoch"] * len(epochs)
+    link = Path(folder).resolve().relative_to(Path(readme).resolve().parent)
+    last = epochs[-1]
+    tta = f" (with flip test-time augmentation: {100 * last['test_accuracy_flip_tta']:.2f}% at the last epoch)" \
+        if "test_accuracy_flip_tta" in last else ""
+    lines = [
+        f"Measured on **{describe_device(record['device'], record['versions'])}**, "
+        f"data: {record['data']['source']}, {record['started_at'][:10]}.",
+        f"Command: `{record['command']}` ([results.json]({link}/results.json)).",
+        "",
+        f"**Maximum test accuracy: {100 * best['test_accuracy']:.2f}% at epoch {best['epoch']}** "
+        f"of {len(epochs)}{tta}.",
+        "",
+        "| stage | seconds |",
+        "| --- | ---: |",
+    ]
+    lines += [f"| {label} | {timings[key]:.2f} |" for key, label in TIMING_ROWS if key in timings]
+    lines.append(f"| training throughput | {images / timings['training']:,.0f} images/s |")
+    for target, seconds in timings["time_to_accuracy"].items():
+        lines.append(f"| time to {100 * float(target):g}% test accuracy | "
+                     f"{'not reached' if seconds is None else f'{seconds:.2f}'} |")
+    lines += ["", f"![loss and accuracy curves]({link}/loss_accuracy_plots.png)"]
+    return "\n".join(lines)
+
+
+@exit_on_user_error
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv or argv[0].startswith("-"):
+        raise UserError("usage: fill_readme.py RUN_FOLDER [--fill.store DIR] [--fill.readme README.md]")
+    run, cfg = Path(argv[0]), parse_config(declare_sections, argv[1:], description=__doc__).fill
+    if not (run / "results.json").is_file():
+        raise UserError(f"no results.json in {run}")
+    record = json.loads((run / "results.json").read_text())
+    if not record.get("finished"):
+        raise UserError(f"{run / 'results.json'} is from an unfinished run")
+    folder = Path(cfg.store) if cfg.store else run
+    if cfg.store:
+        folder.mkdir(parents=True, exist_ok=True)
+        for name in FILES:
+            if (run / name).exists():
+                shutil.copyfile(run / name, folder / name)
+    text = Path(cfg.readme).read_text()
+    if START not in text or END not in text:
+        raise UserError(f"{cfg.readme} has no '{START}' ... '{END}' section to fill")
+    before, rest = text.split(START, 1)
+    after = rest.split(END, 1)[1]
+    write_text(cfg.readme, f"{before}{START}\n{render(record, folder, cfg.readme)}\n{END}{after}")
+    print(f"filled {cfg.readme} from {run / 'results.json'}")
+
+
+if __name__ == "__main__":
+    main()

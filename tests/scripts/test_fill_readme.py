@@ -1,0 +1,40 @@
+import json
+
+from conftest import error_lines, run_script
+
+RECORD = {
+    "finished": True, "command": "train.py --config rn18_configs/24ep.yaml", "started_at": "2026-11-24T20:00:00",
+    "device": {"type": "cuda", "name": "NVIDIA H100 80GB HBM3"},
+    "versions": {"torch": "2.11.0", "ffcv": "1.0.2", "python": "3.12.3", "cuda": "12.8"},
+    "data": {"source": "image folder at cifar10-jpeg.tar.gz", "train_images_per_epoch": 1000},
+    "epochs": [{"epoch": 1, "test_accuracy": 0.91}, {"epoch": 2, "test_accuracy": 0.935}],
+    "best": {"test_accuracy": 0.935, "epoch": 2},
+    "timings": {"data_setup": 1.0, "ffcv_jit": 2.0, "compile": 3.0, "training": 4.0, "evaluation": 0.5,
+                "total": 12.0, "time_to_accuracy": {"0.9": 2.2, "0.95": None}},
+}
+
+
+def test_fills_the_section_and_stores_the_files(tmp_path):
+    run = tmp_path / "runs" / "gpu"
+    run.mkdir(parents=True)
+    (run / "results.json").write_text(json.dumps(RECORD))
+    (run / "loss_accuracy_plots.png").write_bytes(b"png")
+    readme = tmp_path / "README.md"
+    readme.write_text("# title\n<!-- results:start -->\nold\n<!-- results:end -->\ntail\n")
+    store = tmp_path / "benchmarks" / "results" / "h100"
+    result = run_script("scripts/fill_readme.py", run, "--fill.store", store, "--fill.readme", readme)
+    assert result.returncode == 0, result.stderr
+    text = readme.read_text()
+    assert text.startswith("# title\n<!-- results:start -->\n") and text.endswith("<!-- results:end -->\ntail\n")
+    assert "\nold\n" not in text and "NVIDIA H100 80GB HBM3" in text
+    assert "**Maximum test accuracy: 93.50% at epoch 2** of 2" in text
+    assert "| training throughput | 500 images/s |" in text  # 2 epochs x 1000 images / 4 s
+    assert "| time to 95% test accuracy | not reached |" in text
+    assert "](benchmarks/results/h100/loss_accuracy_plots.png)" in text
+    assert (store / "results.json").exists() and (store / "loss_accuracy_plots.png").exists()
+
+
+def test_unfinished_run_is_refused(tmp_path):
+    (tmp_path / "results.json").write_text(json.dumps(RECORD | {"finished": False}))
+    result = run_script("scripts/fill_readme.py", tmp_path, "--fill.readme", tmp_path / "README.md")
+    assert result.returncode == 2 and "unfinished" in error_lines(result.stderr)[0]

@@ -1,0 +1,48 @@
+import json
+
+import pytest
+import torch
+
+from fast_cifar.errors import UserError
+from fast_cifar.results import RunRecord, Timer, make_run_folder, plot_curves
+
+CPU = torch.device("cpu")
+
+
+def epoch(number, accuracy, seconds=10.0):
+    return dict(epoch=number, train_loss=1.0 / number, train_accuracy=accuracy, test_loss=1.0 / number,
+                test_accuracy=accuracy, train_seconds=seconds, eval_seconds=1.0)
+
+
+def test_summary_times_to_accuracy_and_best(tmp_path):
+    record = RunRecord(tmp_path, {"a": 1}, CPU, argv=["--x", "1"])
+    for number, accuracy in enumerate([0.85, 0.91, 0.935, 0.93], start=1):
+        record.add_epoch(**epoch(number, accuracy))
+    best = record.summarize([0.9, 0.93, 0.95])
+    assert best == {"test_accuracy": 0.935, "epoch": 3}
+    # each epoch costs 10 s of training and 1 s of evaluation
+    assert record.timings["time_to_accuracy"] == {"0.9": 22.0, "0.93": 33.0, "0.95": None}
+    assert record.timings["training"] == 40.0 and record.timings["evaluation"] == 4.0
+    record.save(finished=True)
+    saved = json.loads((tmp_path / "results.json").read_text())
+    assert saved["finished"] and saved["command"].endswith("--x 1") and saved["config"] == {"a": 1}
+    assert torch.__version__.startswith(saved["versions"]["torch"].split("+")[0])
+    assert not list(tmp_path.glob(".*.tmp"))
+
+
+def test_timer_measures_the_block():
+    with Timer(CPU) as timer:
+        sum(range(100_000))
+    assert 0 < timer.seconds < 5
+
+
+def test_run_folder_errors(tmp_path):
+    (tmp_path / "file").write_text("")
+    with pytest.raises(UserError, match="cannot write to output folder"):
+        make_run_folder(tmp_path / "file" / "runs", "x")
+    assert make_run_folder(tmp_path, "").parent == tmp_path  # a date-time name
+
+
+def test_curves_plot_is_a_png(tmp_path):
+    plot_curves([epoch(1, 0.5), epoch(2, 0.6)], tmp_path / "curves.png")
+    assert (tmp_path / "curves.png").read_bytes()[:4] == b"\x89PNG"
