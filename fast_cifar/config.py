@@ -53,6 +53,8 @@ POSITIVE_FLOAT = And(float, InRange(min=0, max=float("inf")))
 def declare_train_sections(config):
     Section("data", "Where the .beton files are and how to load them", config_descriptor=config).params(
         path=Param(str, "folder with train.beton, test.beton and dataset.json", default="data/cifar10"),
+        loader=Param(OneOf(["ffcv", "gpu"]), "ffcv: FFCV's loader; gpu: the split in device memory, augmented there",
+                     default="ffcv"),
         num_workers=Param(And(int, InRange(min=-1)), "FFCV loader threads (-1: all cores)", default=-1),
         train_subset=Param(NON_NEGATIVE_INT, "train on the first N images only (0: all)", default=0),
         test_subset=Param(NON_NEGATIVE_INT, "evaluate on the first N images only (0: all)", default=0),

@@ -1,17 +1,26 @@
-"""The input pipeline: FFCV loaders from .beton files to normalized batches on the device.
+"""The input pipeline: from .beton files to normalized batches on the device.
 
-Per batch, on the CPU, in FFCV's JIT-compiled (numba) threads:
+Two loaders make the same batches (`--data.loader`):
+
+ffcv (default): FFCV's Loader. Per batch, on the CPU, in JIT-compiled (numba) threads:
     decode raw uint8 HWC -> random crop (pad 4, crop back to 32x32) -> random flip
 then, as torch ops:
     to tensor -> to device -> channels-last NCHW view -> normalize, cast to the compute dtype.
-The test pipeline is the same minus the two augmentations.
+gpu: `DeviceLoader` reads the split once into device memory as uint8 and does the
+    same crop, flip and normalization there, batched, with no per-step host work.
+
+The test pipelines are the same minus the two augmentations.
 """
 import numpy as np
 import torch
 from torch import nn
 from ffcv.fields.decoders import IntDecoder, SimpleRGBImageDecoder
+from ffcv.fields.rgb_image import IMAGE_MODES
 from ffcv.loader import Loader, OrderOption
+from ffcv.reader import Reader
 from ffcv.transforms import RandomHorizontalFlip, RandomTranslate, Squeeze, ToDevice, ToTensor, ToTorchImage
+
+from fast_cifar.errors import UserError
 
 CROP_PADDING = 4
 
@@ -55,10 +64,18 @@ def subset_indices(records, subset):
     return np.sort(np.random.default_rng(0).choice(records, subset, replace=False))
 
 
-def make_loader(info, split, batch_size, device, dtype, *, train, num_workers=-1, subset=0, seed=0,
+def split_size(info, split, subset=0):
+    records = info.records[split]
+    return min(subset, records) if subset else records
+
+
+def make_loader(info, split, batch_size, device, dtype, *, train, kind="ffcv", num_workers=-1, subset=0, seed=0,
                 channels_last=True, distributed=False):
     """A loader over one split: shuffled, augmented, last partial batch dropped when `train`."""
     indices = subset_indices(info.records[split], subset)
+    if kind == "gpu":
+        return DeviceLoader(info, split, batch_size, device, dtype, train=train, indices=indices, seed=seed,
+                            channels_last=channels_last)
     return Loader(
         str(info.path(split)),
         batch_size=batch_size,
@@ -73,3 +90,85 @@ def make_loader(info, split, batch_size, device, dtype, *, train, num_workers=-1
             "label": label_pipeline(device),
         },
     )
+
+
+# --- the GPU data path -----------------------------------------------------------
+
+
+def read_split(path, indices=None):
+    """Images (N, 32, 32, 3) uint8 and labels (N,) of a raw-image .beton, straight from its bytes."""
+    reader = Reader(str(path))
+    images = reader.metadata[f"f{reader.field_names.index('image')}"]
+    labels = reader.metadata[f"f{reader.field_names.index('label')}"]
+    if indices is not None:
+        images, labels = images[indices], labels[indices]
+    if (images["mode"] != IMAGE_MODES["raw"]).any():
+        raise UserError(f"{path} holds compressed images; --data.loader gpu reads raw ones (write_datasets.py)")
+    file = np.memmap(path, dtype=np.uint8, mode="r")
+    pixels = np.arange(32 * 32 * 3)
+    out = np.empty((len(images), 32, 32, 3), dtype=np.uint8)
+    for start in range(0, len(images), 4096):  # gather in chunks: the index array is 8 bytes per pixel
+        pointers = images["data_ptr"][start:start + 4096].astype(np.int64)
+        out[start:start + 4096] = file[pointers[:, None] + pixels].reshape(-1, 32, 32, 3)
+    return out, labels.astype(np.int64)
+
+
+def crop_and_flip(padded, index, dy, dx, flip):
+    """Images `index` of the padded batch, translated by (dy, dx) and mirrored where `flip`.
+
+    Output pixel (r, c) is padded pixel (pad + dy + r, pad + dx + c), or column
+    (pad + dx + 31 - c) when flipped: FFCV's RandomTranslate then RandomHorizontalFlip,
+    done as one gather.
+    """
+    size = padded.shape[1] - 2 * CROP_PADDING
+    steps = torch.arange(size, device=padded.device)
+    rows = (CROP_PADDING + dy)[:, None] + steps
+    cols = (CROP_PADDING + dx)[:, None] + torch.where(flip[:, None], size - 1 - steps, steps)
+    return padded[index[:, None, None], rows[:, :, None], cols[:, None, :]]
+
+
+class DeviceLoader:
+    """A whole split as uint8 in device memory; each batch is gathered, augmented and normalized there.
+
+    Epoch e draws its order and augmentations from a generator seeded with (seed, e),
+    so runs with the same seed see the same batches.
+    """
+
+    def __init__(self, info, split, batch_size, device, dtype, *, train, indices=None, seed=0,
+                 channels_last=True):
+        images, labels = read_split(info.path(split), indices)
+        images = torch.from_numpy(images).to(device)
+        if train:  # pad once with the mean colour, as FFCV's RandomTranslate does per batch
+            fill = torch.tensor([int(round(channel)) for channel in info.mean], dtype=torch.uint8, device=device)
+            padded = fill.expand(len(images), 32 + 2 * CROP_PADDING, 32 + 2 * CROP_PADDING, 3).clone()
+            padded[:, CROP_PADDING:-CROP_PADDING, CROP_PADDING:-CROP_PADDING] = images
+            images = padded
+        self.images, self.labels = images, torch.from_numpy(labels).to(device)
+        self.batch_size, self.device, self.train, self.seed = batch_size, device, train, seed
+        self.channels_last = channels_last
+        self.normalize = Normalize(info.mean, info.std, dtype, device)
+        self.epoch = 0
+
+    def __len__(self):
+        count = len(self.labels)
+        return count // self.batch_size if self.train else -(-count // self.batch_size)
+
+    def __iter__(self):
+        generator = torch.Generator(self.device).manual_seed(self.seed * 100_003 + self.epoch)
+        self.epoch += 1
+        count = len(self.labels)
+        order = torch.randperm(count, generator=generator, device=self.device) if self.train \
+            else torch.arange(count, device=self.device)
+        for batch in range(len(self)):
+            index = order[batch * self.batch_size:(batch + 1) * self.batch_size]
+            if self.train:
+                shifts = torch.randint(-CROP_PADDING, CROP_PADDING + 1, (2, len(index)), generator=generator,
+                                       device=self.device)
+                flip = torch.rand(len(index), generator=generator, device=self.device) < 0.5
+                images = crop_and_flip(self.images, index, shifts[0], shifts[1], flip)
+            else:
+                images = self.images[index]
+            images = images.permute(0, 3, 1, 2)  # NHWC storage is NCHW channels-last
+            if not self.channels_last:
+                images = images.contiguous()
+            yield self.normalize(images), self.labels[index]

@@ -21,7 +21,7 @@ from tqdm import tqdm
 
 from fast_cifar.beton import load_dataset_info
 from fast_cifar.config import as_dict, declare_train_sections, parse_config
-from fast_cifar.data import make_loader
+from fast_cifar.data import make_loader, split_size
 from fast_cifar.errors import UserError, exit_on_user_error
 from fast_cifar.lr_finder import find_lr
 from fast_cifar.model import ResNet18, receptive_fields
@@ -122,8 +122,8 @@ def warm_up(model, compiled, optimizer, train_batch, test_batch, last_test_size,
 
 
 def build_loaders(cfg, info, device, dtype):
-    shared = dict(device=device, dtype=dtype, num_workers=cfg.data.num_workers, seed=cfg.training.seed,
-                  channels_last=cfg.model.channels_last)
+    shared = dict(device=device, dtype=dtype, kind=cfg.data.loader, num_workers=cfg.data.num_workers,
+                  seed=cfg.training.seed, channels_last=cfg.model.channels_last)
     train_loader = make_loader(info, "train", cfg.training.batch_size, train=True,
                                subset=cfg.data.train_subset, **shared)
     test_loader = make_loader(info, "test", cfg.training.test_batch_size, train=False,
@@ -166,8 +166,8 @@ def main(argv=None):
     print(f"run folder: {record.folder} | device: {record.data['device']['name']} | compute dtype: {dtype}")
     record.data["data"] = {"folder": str(info.folder), "source": info.source, "records": info.records,
                            "train_images_per_epoch": len(train_loader) * cfg.training.batch_size,
-                           "test_images": len(test_loader.indices)}
-    with record.timed("ffcv_jit"):  # FFCV compiles each pipeline on its loader's first batch
+                           "test_images": split_size(info, "test", cfg.data.test_subset)}
+    with record.timed("ffcv_jit"):  # FFCV compiles each pipeline on its loader's first batch (gpu loader: ~0)
         warm_batches = first_batch(train_loader), first_batch(test_loader)
 
     memory_format = torch.channels_last if cfg.model.channels_last else torch.contiguous_format

@@ -6,7 +6,9 @@ import torch
 from ffcv.loader import Loader, OrderOption
 
 from fast_cifar.beton import load_dataset_info
-from fast_cifar.data import CROP_PADDING, image_pipeline, label_pipeline, make_loader, subset_indices
+from fast_cifar.data import (CROP_PADDING, DeviceLoader, crop_and_flip, image_pipeline, label_pipeline, make_loader,
+                              read_split, subset_indices)
+from fast_cifar.sources import make_synthetic
 
 CPU = torch.device("cpu")
 
@@ -89,3 +91,53 @@ def test_augmentation_differs_between_epochs(synthetic_folder):
     loader = sequential_loader(info, augment=True)
     first, second = all_batches(loader)[0], all_batches(loader)[0]
     assert not torch.equal(first, second)
+
+
+# --- the GPU data path (run here on the CPU) ---------------------------------------
+
+
+def test_read_split_returns_the_written_pixels(synthetic_folder):
+    expected = make_synthetic(512, 200)["test"]  # what the fixture wrote
+    images, labels = read_split(synthetic_folder / "test.beton")
+    assert np.array_equal(images, expected.images) and np.array_equal(labels, expected.labels)
+    subset = np.array([3, 7, 150])
+    assert np.array_equal(read_split(synthetic_folder / "test.beton", subset)[0], expected.images[subset])
+
+
+def test_device_loader_test_batches_equal_ffcv(synthetic_folder):
+    info = load_dataset_info(synthetic_folder)
+    ffcv_images, ffcv_labels = all_batches(make_loader(info, "test", 64, CPU, torch.float32, train=False))
+    device = make_loader(info, "test", 64, CPU, torch.float32, train=False, kind="gpu")
+    assert len(device) == 4  # 200 = 3 x 64 + 8: the last partial batch is kept for evaluation
+    images, labels = all_batches(device)
+    assert torch.equal(images, ffcv_images) and torch.equal(labels, ffcv_labels)
+    assert next(iter(device))[0].is_contiguous(memory_format=torch.channels_last)
+
+
+def test_device_crop_and_flip_match_ffcv_for_the_same_choices(synthetic_folder):
+    info = load_dataset_info(synthetic_folder)
+    plain, _ = all_batches(sequential_loader(info, augment=False))
+    augmented, _ = all_batches(sequential_loader(info, augment=True))
+    mean, std = torch.tensor(info.mean), torch.tensor(info.std)
+    choices = [find_transform(a, p, ((mean.round() - mean) / std).view(3, 1, 1)) for a, p in zip(augmented, plain)]
+    flip, dy, dx = (torch.tensor(values) for values in zip(*choices))
+
+    padded = DeviceLoader(info, "test", 64, CPU, torch.float32, train=True).images  # test split, padded
+    ours = crop_and_flip(padded, torch.arange(len(flip)), dy, dx, flip).permute(0, 3, 1, 2)
+    normalize = DeviceLoader(info, "test", 64, CPU, torch.float32, train=False).normalize
+    assert torch.equal(normalize(ours), augmented)
+
+
+def test_device_train_loader_is_seeded_shuffled_and_drops_the_last_batch(synthetic_folder):
+    info = load_dataset_info(synthetic_folder)
+    first = make_loader(info, "train", 100, CPU, torch.bfloat16, train=True, kind="gpu", seed=3)
+    second = make_loader(info, "train", 100, CPU, torch.bfloat16, train=True, kind="gpu", seed=3)
+    assert len(first) == 5  # 512 // 100
+    epoch_one, labels_one = all_batches(first)
+    assert epoch_one.dtype == torch.bfloat16 and epoch_one.shape == (500, 3, 32, 32)
+    assert torch.equal(epoch_one, all_batches(second)[0])  # same seed, same batches
+    epoch_two, labels_two = all_batches(first)
+    assert not torch.equal(labels_one, labels_two)  # a new order each epoch
+    written = torch.from_numpy(np.bincount(make_synthetic(512, 200)["train"].labels, minlength=10))
+    assert (torch.bincount(labels_one, minlength=10) <= written).all()  # each image at most once
+

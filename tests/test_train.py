@@ -68,6 +68,16 @@ def test_compiled_run_learns(synthetic_folder, tmp_path):
     assert json.loads((tmp_path / "compiled" / "results.json").read_text())["finished"]
 
 
+def test_gpu_data_path_run_learns(synthetic_folder, tmp_path):
+    """--data.loader gpu on the CPU: no FFCV pipeline, same recipe."""
+    record = train.main([*SMALL_RUN, "--data.path", str(synthetic_folder), "--data.loader", "gpu",
+                         "--training.epochs", "6", "--training.compile", "false",
+                         "--output.dir", str(tmp_path), "--output.name", "gpu_loader"])
+    assert record["config"]["data"]["loader"] == "gpu"
+    assert record["best"]["test_accuracy"] > 0.6
+    assert record["timings"]["ffcv_jit"] < 1.0  # nothing to JIT-compile
+
+
 def corrupt(folder):
     data = bytearray((folder / "train.beton").read_bytes())
     data[-100] ^= 0xFF
