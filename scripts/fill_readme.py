@@ -22,7 +22,7 @@ TIMING_ROWS = [
     ("data_setup", "data set-up: check the .beton files, build the loaders"),
     ("ffcv_jit", "FFCV's first batches (JIT-compiling the pipelines)"),
     ("lr_finder", "LR finder"),
-    ("compile", "warm-up: torch.compile of the train and eval graphs"),
+    ("compile", "warm-up: one step and eval forwards (torch.compile, when on)"),
     ("training", "training"),
     ("evaluation", "evaluation, every epoch"),
     ("total", "total wall-clock, start to results.json"),
