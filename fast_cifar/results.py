@@ -140,7 +140,7 @@ def save_checkpoint(model, path):
 # --- plots -------------------------------------------------------------------------
 
 
-def _save_figure(figure, path):
+def save_figure(figure, path):
     with atomic_path(path) as temporary:
         figure.savefig(temporary, format="png", dpi=120, bbox_inches="tight")
     plt.close(figure)
@@ -158,7 +158,7 @@ def plot_curves(epochs, path):
         axis.xaxis.set_major_locator(MaxNLocator(integer=True))
         axis.grid(alpha=0.3)
         axis.legend()
-    _save_figure(figure, path)
+    save_figure(figure, path)
 
 
 def plot_lr_finder(result, path):
@@ -171,4 +171,4 @@ def plot_lr_finder(result, path):
     axis.set(xscale="log", xlabel="learning rate", ylabel="training loss", title="LR range test")
     axis.grid(alpha=0.3)
     axis.legend()
-    _save_figure(figure, path)
+    save_figure(figure, path)

@@ -54,19 +54,25 @@ def forward(model, images, dtype):
         return model(images).float()
 
 
+def train_step(model, optimizer, images, labels, dtype, label_smoothing=0.0):
+    """Forward, label-smoothed cross-entropy, backward, Adam step; returns the loss and logits."""
+    logits = forward(model, images, dtype)
+    loss = F.cross_entropy(logits, labels, label_smoothing=label_smoothing)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return loss.detach(), logits.detach()
+
+
 def train_epoch(model, loader, optimizer, scheduler, dtype, label_smoothing, description):
     """One pass over the train split; sums stay on the device so no step waits for the GPU."""
     model.train()
     loss_sum = correct = 0
     seen = 0
     for images, labels in tqdm(loader, desc=description, leave=False):
-        logits = forward(model, images, dtype)
-        loss = F.cross_entropy(logits, labels, label_smoothing=label_smoothing)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        loss, logits = train_step(model, optimizer, images, labels, dtype, label_smoothing)
         scheduler.step()
-        loss_sum += loss.detach() * len(labels)
+        loss_sum += loss * len(labels)
         correct += (logits.argmax(1) == labels).sum()
         seen += len(labels)
     return float(loss_sum) / seen, float(correct) / seen
@@ -109,10 +115,7 @@ def warm_up(model, compiled, optimizer, train_batch, test_batch, last_test_size,
     then restore weights, BatchNorm statistics and optimizer state as they were."""
     saved_model, saved_optimizer = copy.deepcopy(model.state_dict()), copy.deepcopy(optimizer.state_dict())
     compiled.train()
-    images, labels = train_batch
-    F.cross_entropy(forward(compiled, images, dtype), labels).backward()
-    optimizer.step()
-    optimizer.zero_grad(set_to_none=True)
+    train_step(compiled, optimizer, *train_batch, dtype)
     compiled.eval()
     with torch.no_grad():  # every batch shape evaluation will see: full batches and the last one
         for size in {len(test_batch[0]), last_test_size}:

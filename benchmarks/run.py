@@ -1,0 +1,216 @@
+"""What each ingredient buys: loaders, precision, memory format and torch.compile, against plain PyTorch.
+
+    python benchmarks/run.py                     # CPU mode without a GPU (minutes), GPU mode with one
+    python benchmarks/run.py --bench.mode cpu --bench.out benchmarks/results/bench_cpu
+
+Everything is measured in one process, one row after another, so ratios compare
+like with like. Loader rows: images/s of the loader alone over the train split
+with crop and flip, after its first batch (FFCV's JIT, worker start-up), which is
+timed apart. Training rows: the recipe with one ingredient changed, and the
+baseline (torchvision DataLoader, fp32, contiguous, eager); images/s over timed
+steps after warm-up steps (which include compilation), the epoch time that rate
+implies for 50,000 images, peak GPU memory, and the speed-up over the baseline.
+Writes results.json, table.md, loaders.png and training.png into --bench.out.
+"""
+import contextlib
+import datetime
+import os
+import sys
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import torch  # noqa: E402
+from fastargs import Param, Section  # noqa: E402
+from fastargs.validation import OneOf  # noqa: E402
+
+from baseline import to_device, torchvision_loader  # noqa: E402  (beside this script)
+
+from fast_cifar.beton import load_dataset_info  # noqa: E402
+from fast_cifar.config import NON_NEGATIVE_INT, parse_config  # noqa: E402
+from fast_cifar.data import make_loader, read_split  # noqa: E402
+from fast_cifar.errors import exit_on_user_error  # noqa: E402
+from fast_cifar.files import write_json, write_text  # noqa: E402
+from fast_cifar.model import ResNet18  # noqa: E402
+from fast_cifar.results import Timer, describe_device, save_figure, versions  # noqa: E402
+from fast_cifar.train import endless, train_step  # noqa: E402
+
+EPOCH_IMAGES = 50_000
+MODES = {  # sizes that finish in minutes on 2 CPU cores, and the real thing on a GPU
+    "cpu": dict(width=16, batch_size=64, loader_batch_size=512, loader_images=100_000, warmup_steps=3, timed_steps=40),
+    "gpu": dict(width=64, batch_size=512, loader_batch_size=512, loader_images=200_000, warmup_steps=15,
+                timed_steps=100),
+}
+BASELINE = dict(loader="torchvision", precision="fp32", channels_last=False, compile="off")
+RECIPES = {  # what train.py runs: on a CPU in fp32 and eager, as in cpu_small.yaml
+    "cpu": dict(loader="ffcv", precision="fp32", channels_last=True, compile="off"),
+    "gpu": dict(loader="ffcv", precision="bf16", channels_last=True, compile="default"),
+}
+CHANGES = {
+    "cpu": [("loader", "torchvision"), ("loader", "gpu"), ("channels_last", False), ("precision", "bf16"),
+            ("compile", "default")],
+    "gpu": [("loader", "torchvision"), ("loader", "gpu"), ("channels_last", False), ("precision", "fp32"),
+            ("compile", "off"), ("compile", "max-autotune")],
+}
+
+
+def declare_sections(config):
+    Section("bench", "What to measure and where to write it", config_descriptor=config).params(
+        mode=Param(OneOf(["auto", "cpu", "gpu"]), "auto: gpu when torch sees one", default="auto"),
+        data=Param(str, "folder with the .beton files", default="data/cifar10"),
+        out=Param(str, "results folder (default benchmarks/results/bench_<mode>)", default=""),
+        width=Param(NON_NEGATIVE_INT, "model width (0: the mode's)", default=0),
+        batch_size=Param(NON_NEGATIVE_INT, "training batch size (0: the mode's)", default=0),
+        loader_batch_size=Param(NON_NEGATIVE_INT, "batch size of the loader rows (0: the mode's)", default=0),
+        loader_images=Param(NON_NEGATIVE_INT, "images per loader measurement (0: the mode's)", default=0),
+        warmup_steps=Param(NON_NEGATIVE_INT, "untimed steps per training row (0: the mode's)", default=0),
+        timed_steps=Param(NON_NEGATIVE_INT, "timed steps per training row (0: the mode's)", default=0),
+        workers=Param(NON_NEGATIVE_INT, "DataLoader workers and FFCV threads (0: all cores)", default=0),
+    )
+
+
+class Loaders:
+    """Each loader built once and its first batch timed apart, so that rows time the steady state."""
+
+    def __init__(self, info, train_arrays, batch_size, device, workers):
+        self.info, self.arrays, self.batch_size, self.device, self.workers = info, train_arrays, batch_size, device, workers
+        self.streams, self.first_batch_seconds = {}, {}
+
+    def _stream(self, key, make):
+        if key not in self.streams:
+            stream = make()
+            with Timer(self.device) as first:
+                next(stream)
+            self.streams[key], self.first_batch_seconds[key] = stream, first.seconds
+        return self.streams[key]
+
+    def batches(self, kind, dtype, channels_last):
+        if kind == "torchvision":  # one DataLoader: its workers fork once, before FFCV starts threads
+            stream = self._stream("torchvision", lambda: endless(torchvision_loader(
+                *self.arrays, self.info.mean, self.info.std, self.batch_size, workers=self.workers)))
+            return to_device(stream, self.device, dtype, channels_last)
+        return self._stream((kind, dtype, channels_last), lambda: endless(make_loader(
+            self.info, "train", self.batch_size, self.device, dtype, train=True, kind=kind,
+            num_workers=self.workers, channels_last=channels_last)))
+
+    def close(self):
+        for stream in self.streams.values():
+            stream.close()
+
+
+def measure_loader(loaders, kind, images, device):
+    batches = loaders.batches(kind, torch.float32, True)
+    seen = 0
+    with Timer(device) as timer:
+        while seen < images:
+            seen += len(next(batches)[1])
+    key = kind if kind == "torchvision" else (kind, torch.float32, True)
+    return {"loader": kind, "first_batch_seconds": loaders.first_batch_seconds[key],
+            "images_per_second": round(seen / timer.seconds, 1)}
+
+
+def measure_training(loaders, name, setting, sizes, device):
+    dtype = torch.bfloat16 if setting["precision"] == "bf16" else torch.float32
+    memory_format = torch.channels_last if setting["channels_last"] else torch.contiguous_format
+    batches = loaders.batches(setting["loader"], dtype, setting["channels_last"])
+    torch.manual_seed(0)
+    torch._dynamo.reset()  # each compiled row pays its own compilation
+    model = ResNet18(width=sizes["width"]).to(device, memory_format=memory_format)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3, fused=device.type == "cuda")
+    net = model if setting["compile"] == "off" else torch.compile(model, mode=setting["compile"])
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    with Timer(device) as warmup:
+        for _ in range(sizes["warmup_steps"]):
+            train_step(net, optimizer, *next(batches), dtype)
+    with Timer(device) as timed:
+        for _ in range(sizes["timed_steps"]):
+            train_step(net, optimizer, *next(batches), dtype)
+    rate = sizes["timed_steps"] * sizes["batch_size"] / timed.seconds
+    return {"name": name, **setting, "warmup_seconds": warmup.seconds, "images_per_second": round(rate, 1),
+            "epoch_seconds": round(EPOCH_IMAGES / rate, 2),
+            "peak_memory_gib": round(torch.cuda.max_memory_allocated(device) / 2**30, 2)
+            if device.type == "cuda" else None}
+
+
+def training_rows(mode):
+    recipe = RECIPES[mode]
+    rows = [("baseline: plain PyTorch", BASELINE), ("recipe", recipe)]
+    rows += [(f"recipe, {key}={value}", recipe | {key: value}) for key, value in CHANGES[mode]]
+    return rows
+
+
+def write_table(results, path):
+    lines = [f"Device: {results['device']['name']} ({results['device']['type']}); data: {results['data']}; "
+             f"{results['date']}; `{results['command']}`", "",
+             "| loader | first batch (s) | images/s | vs torchvision DataLoader |", "| --- | ---: | ---: | ---: |"]
+    reference = next(r for r in results["loaders"] if r["loader"] == "torchvision")["images_per_second"]
+    for row in results["loaders"]:
+        lines.append(f"| {row['loader']} | {row['first_batch_seconds']:.2f} | {row['images_per_second']:,.0f} | "
+                     f"{row['images_per_second'] / reference:.1f}x |")
+    lines += ["", "| training | loader | precision | channels-last | compile | warm-up (s) | images/s | "
+                  "epoch (s) | peak GPU memory (GiB) | speed-up |", "| --- | --- | --- | --- | --- | ---: | ---: | ---: | ---: | ---: |"]
+    for row in results["training"]:
+        memory = "-" if row["peak_memory_gib"] is None else f"{row['peak_memory_gib']:.2f}"
+        lines.append(f"| {row['name']} | {row['loader']} | {row['precision']} | {row['channels_last']} | "
+                     f"{row['compile']} | {row['warmup_seconds']:.1f} | {row['images_per_second']:,.0f} | "
+                     f"{row['epoch_seconds']:.1f} | {memory} | {row['speedup']:.2f}x |")
+    write_text(path, "\n".join(lines) + "\n")
+
+
+def bar_plot(labels, values, title, path):
+    figure, axis = plt.subplots(figsize=(8, 0.45 * len(labels) + 1.2))
+    axis.barh(labels[::-1], values[::-1], color="tab:blue")
+    for y, value in enumerate(values[::-1]):
+        axis.text(value, y, f" {value:,.0f}", va="center")
+    axis.set(xlabel="images/s", title=title)
+    axis.margins(x=0.2)
+    save_figure(figure, path)
+
+
+@exit_on_user_error
+def main(argv=None):
+    cfg = parse_config(declare_sections, argv, description=__doc__).bench
+    mode = cfg.mode if cfg.mode != "auto" else ("gpu" if torch.cuda.is_available() else "cpu")
+    device = torch.device("cuda" if mode == "gpu" else "cpu")
+    sizes = {key: getattr(cfg, key) or default for key, default in MODES[mode].items()}
+    out = Path(cfg.out or f"benchmarks/results/bench_{mode}")
+    out.mkdir(parents=True, exist_ok=True)
+    torch.backends.cudnn.benchmark = True
+    torch._inductor.config.force_disable_caches = True  # every compiled row pays a cold compile
+    workers = cfg.workers or os.cpu_count()
+
+    info = load_dataset_info(cfg.data)
+    train_arrays = read_split(info.path("train"))
+    results = {"mode": mode, "date": datetime.date.today().isoformat(), "data": info.source,
+               "command": " ".join(["benchmarks/run.py", *(sys.argv[1:] if argv is None else argv)]),
+               "device": describe_device(device), "versions": versions(), "sizes": sizes | {"workers": workers}}
+    loader_rows = Loaders(info, train_arrays, sizes["loader_batch_size"], device, workers)
+    training_loaders = Loaders(info, train_arrays, sizes["batch_size"], device, workers)
+    with contextlib.closing(loader_rows), contextlib.closing(training_loaders):
+        for loaders in (loader_rows, training_loaders):  # DataLoader workers fork before FFCV starts threads
+            loaders.batches("torchvision", torch.float32, True)
+        results["loaders"] = [measure_loader(loader_rows, kind, sizes["loader_images"], device)
+                              for kind in ("torchvision", "ffcv", "gpu")]
+        loader_rows.close()  # stop its FFCV threads before the training rows
+        results["training"] = [measure_training(training_loaders, name, setting, sizes, device)
+                               for name, setting in training_rows(mode)]
+    baseline = results["training"][0]["images_per_second"]
+    for row in results["training"]:
+        row["speedup"] = round(row["images_per_second"] / baseline, 3)
+
+    write_json(out / "results.json", results)
+    write_table(results, out / "table.md")
+    bar_plot([r["loader"] for r in results["loaders"]], [r["images_per_second"] for r in results["loaders"]],
+             f"Loader throughput, train split with crop+flip ({results['device']['name']})", out / "loaders.png")
+    bar_plot([r["name"] for r in results["training"]], [r["images_per_second"] for r in results["training"]],
+             f"Training throughput, width {sizes['width']}, batch {sizes['batch_size']} "
+             f"({results['device']['name']})", out / "training.png")
+    print((out / "table.md").read_text())
+    return results
+
+
+if __name__ == "__main__":
+    main()
