@@ -77,6 +77,8 @@ def declare_train_sections(config):
         eval_flip_tta=Param(Boolean(), "also report test accuracy averaged over a horizontal flip", default=False),
         device=Param(OneOf(["auto", "cpu", "cuda"]), "auto: the GPU when there is one", default="auto"),
         seed=Param(int, "seed for weights, data order and augmentation", default=0),
+        deterministic=Param(Boolean(), "deterministic kernels only (slower; for exact reruns)", default=False),
+        resume=Param(str, "checkpoint.pt or run folder to continue, or 'auto' (empty: start afresh)", default=""),
     )
     Section("lr_finder", "LR range test run before training to pick the max LR", config_descriptor=config).params(
         enabled=Param(Boolean(), "run it (else use training.lr)", default=True),
@@ -92,7 +94,7 @@ def declare_train_sections(config):
         name=Param(str, "run folder name (empty: date and time)", default=""),
         accuracy_targets=Param(FloatList(), "test accuracies whose time-to-reach is recorded",
                                default=[0.90, 0.93, 0.94, 0.95]),
-        checkpoint=Param(Boolean(), "save the final model", default=True),
+        checkpoint=Param(Boolean(), "checkpoint.pt after every epoch, model.pt at the end", default=True),
     )
 
 

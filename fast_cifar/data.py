@@ -156,15 +156,15 @@ class DeviceLoader:
         self.batch_size, self.device, self.train, self.seed = batch_size, device, train, seed
         self.channels_last = channels_last
         self.normalize = Normalize(info.mean, info.std, dtype, device)
-        self.epoch = 0
+        self.next_epoch = 0  # as FFCV's Loader names it; the training loop sets it
 
     def __len__(self):
         count = len(self.labels)
         return count // self.batch_size if self.train else -(-count // self.batch_size)
 
     def __iter__(self):
-        generator = torch.Generator(self.device).manual_seed(self.seed * 100_003 + self.epoch)
-        self.epoch += 1
+        generator = torch.Generator(self.device).manual_seed(self.seed * 100_003 + self.next_epoch)
+        self.next_epoch += 1
         count = len(self.labels)
         order = torch.randperm(count, generator=generator, device=self.device) if self.train \
             else torch.arange(count, device=self.device)

@@ -65,6 +65,7 @@ class RunRecord:
         self.folder = Path(folder)
         self.device = device
         self.started = time.perf_counter()
+        self.checkpointed_epoch = None  # the epoch checkpoint.pt on disk holds
         self.data = {
             "finished": False,
             "command": " ".join([Path(sys.argv[0]).name, *(argv if argv is not None else sys.argv[1:])]),

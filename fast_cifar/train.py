@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from fast_cifar import checkpoint
 from fast_cifar.beton import load_dataset_info
 from fast_cifar.config import as_dict, declare_train_sections, parse_config
 from fast_cifar.data import make_loader, split_size
@@ -64,17 +65,25 @@ def train_step(model, optimizer, images, labels, dtype, label_smoothing=0.0):
     return loss.detach(), logits.detach()
 
 
+class Diverged(UserError):
+    """The training loss turned NaN or infinite."""
+
+
 def train_epoch(model, loader, optimizer, scheduler, dtype, label_smoothing, description):
     """One pass over the train split; sums stay on the device so no step waits for the GPU."""
     model.train()
     loss_sum = correct = 0
     seen = 0
-    for images, labels in tqdm(loader, desc=description, leave=False):
+    first_bad_step = -1  # becomes a device tensor: checked once, at the end of the epoch
+    for step, (images, labels) in enumerate(tqdm(loader, desc=description, leave=False), start=1):
         loss, logits = train_step(model, optimizer, images, labels, dtype, label_smoothing)
         scheduler.step()
         loss_sum += loss * len(labels)
         correct += (logits.argmax(1) == labels).sum()
+        first_bad_step = torch.where((first_bad_step < 0) & ~torch.isfinite(loss), step, first_bad_step)
         seen += len(labels)
+    if int(first_bad_step) >= 0:
+        raise Diverged(f"the training loss became non-finite at step {int(first_bad_step)} of {len(loader)}")
     return float(loss_sum) / seen, float(correct) / seen
 
 
@@ -154,17 +163,66 @@ def run_lr_finder(cfg, model, train_loader, make_optimizer, dtype, record):
     return sweep.suggested_lr
 
 
+def start_or_resume(cfg, argv, device):
+    """The run record, and the checkpoint state to continue from (None for a fresh run)."""
+    if not cfg.training.resume:
+        return RunRecord(make_run_folder(cfg.output.dir, cfg.output.name), as_dict(cfg), device, argv), None
+    path = checkpoint.find(cfg.training.resume, cfg.output.dir, cfg.output.name)
+    state = checkpoint.load(path, as_dict(cfg))
+    record = RunRecord(path.parent, as_dict(cfg), device, argv)
+    record.data.update({key: state["record"][key] for key in ("epochs", "lr_finder", "max_lr") if key in state["record"]})
+    record.data["resumed_after_epoch"] = record.checkpointed_epoch = state["epoch"]
+    print(f"resuming {path} after epoch {state['epoch']}")
+    return record, state
+
+
+def fit(cfg, record, model, compiled, optimizer, scheduler, loaders, dtype, first_epoch):
+    """The epochs: train, evaluate, record, checkpoint; a signal stops cleanly between checkpoints."""
+    train_loader, test_loader = loaders
+    epochs, label_smoothing = cfg.training.epochs, cfg.training.label_smoothing
+    with checkpoint.interruptible():
+        for epoch in range(first_epoch, epochs + 1):
+            train_loader.next_epoch = epoch  # order and augmentations follow from (seed, epoch)
+            with Timer(record.device) as train_timer:
+                try:
+                    train_loss, train_accuracy = train_epoch(compiled, train_loader, optimizer, scheduler, dtype,
+                                                             label_smoothing, f"epoch {epoch}/{epochs}")
+                except Diverged as error:
+                    raise Diverged(f"{error} in epoch {epoch}; {last_good(record, epoch)}") from None
+            with Timer(record.device) as eval_timer:
+                test_metrics = evaluate(compiled, test_loader, dtype, label_smoothing, cfg.training.eval_flip_tta)
+            record.add_epoch(epoch=epoch, train_loss=train_loss, train_accuracy=train_accuracy, **test_metrics,
+                             train_seconds=train_timer.seconds, eval_seconds=eval_timer.seconds,
+                             lr=scheduler.get_last_lr()[0])
+            record.summarize(cfg.output.accuracy_targets)
+            if cfg.output.checkpoint:
+                checkpoint.save(record.folder, epoch, model, optimizer, scheduler, record.data["max_lr"], record.data)
+                record.checkpointed_epoch = epoch
+            record.save()  # a partial record survives a crash
+            print(f"epoch {epoch:>3}/{epochs}  train loss {train_loss:.3f} acc {100 * train_accuracy:5.2f}%  "
+                  f"test loss {test_metrics['test_loss']:.3f} acc {100 * test_metrics['test_accuracy']:5.2f}%  "
+                  f"({train_timer.seconds:.1f}s + {eval_timer.seconds:.1f}s)")
+
+
+def last_good(record, epoch):
+    if record.checkpointed_epoch:
+        return f"the last good checkpoint, after epoch {record.checkpointed_epoch}, is " \
+               f"{record.folder / checkpoint.CHECKPOINT}"
+    return "no checkpoint was written before it"
+
+
 @exit_on_user_error
 def main(argv=None):
     cfg = parse_config(declare_train_sections, argv, description=__doc__)
     device = pick_device(cfg.training.device)
     dtype = pick_dtype(cfg.training.precision, device)
-    torch.backends.cudnn.benchmark = True  # fixed shapes: let cuDNN time its algorithms once
+    torch.backends.cudnn.benchmark = not cfg.training.deterministic  # fixed shapes: cuDNN times its algorithms once
+    torch.use_deterministic_algorithms(cfg.training.deterministic)
     seed_everything(cfg.training.seed)
     with Timer(device) as data_timer:  # checks the data before anything is written
         info = load_dataset_info(cfg.data.path)
         train_loader, test_loader = build_loaders(cfg, info, device, dtype)
-    record = RunRecord(make_run_folder(cfg.output.dir, cfg.output.name), as_dict(cfg), device, argv)
+    record, resumed = start_or_resume(cfg, argv, device)
     record.timings["data_setup"] = data_timer.seconds
     print(f"run folder: {record.folder} | device: {record.data['device']['name']} | compute dtype: {dtype}")
     record.data["data"] = {"folder": str(info.folder), "source": info.source, "records": info.records,
@@ -182,33 +240,31 @@ def main(argv=None):
         return torch.optim.Adam(params, lr=lr, weight_decay=cfg.training.weight_decay, fused=device.type == "cuda")
 
     max_lr = cfg.training.lr
-    if cfg.lr_finder.enabled:
+    if resumed:
+        max_lr = resumed["max_lr"]
+    elif cfg.lr_finder.enabled:
         max_lr = run_lr_finder(cfg, model, train_loader, make_optimizer, dtype, record)
     record.data["max_lr"] = max_lr
 
-    epochs, label_smoothing, flip_tta = cfg.training.epochs, cfg.training.label_smoothing, cfg.training.eval_flip_tta
     optimizer = make_optimizer(model.parameters(), max_lr)
-    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr, epochs=epochs, steps_per_epoch=len(train_loader),
-                                                    pct_start=cfg.training.pct_start)
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr, epochs=cfg.training.epochs,
+                                                    steps_per_epoch=len(train_loader), pct_start=cfg.training.pct_start)
+    if resumed:
+        checkpoint.restore(resumed, model, optimizer, scheduler)
     compiled = torch.compile(model, mode=cfg.training.compile_mode) if cfg.training.compile else model
     with record.timed("compile"):
         last_test_size = record.data["data"]["test_images"] - (len(test_loader) - 1) * cfg.training.test_batch_size
         warm_up(model, compiled, optimizer, *warm_batches, last_test_size, dtype)
 
-    for epoch in range(1, epochs + 1):
-        with Timer(device) as train_timer:
-            train_loss, train_accuracy = train_epoch(compiled, train_loader, optimizer, scheduler, dtype,
-                                                     label_smoothing, f"epoch {epoch}/{epochs}")
-        with Timer(device) as eval_timer:
-            test_metrics = evaluate(compiled, test_loader, dtype, label_smoothing, flip_tta)
-        record.add_epoch(epoch=epoch, train_loss=train_loss, train_accuracy=train_accuracy, **test_metrics,
-                         train_seconds=train_timer.seconds, eval_seconds=eval_timer.seconds,
-                         lr=scheduler.get_last_lr()[0])
-        print(f"epoch {epoch:>3}/{epochs}  train loss {train_loss:.3f} acc {100 * train_accuracy:5.2f}%  "
-              f"test loss {test_metrics['test_loss']:.3f} acc {100 * test_metrics['test_accuracy']:5.2f}%  "
-              f"({train_timer.seconds:.1f}s + {eval_timer.seconds:.1f}s)")
-        record.summarize(cfg.output.accuracy_targets)
-        record.save()  # a partial record survives a crash
+    first_epoch = resumed["epoch"] + 1 if resumed else 1
+    try:
+        fit(cfg, record, model, compiled, optimizer, scheduler, (train_loader, test_loader), dtype, first_epoch)
+    except checkpoint.Interrupted as signal_name:
+        saved = record.checkpointed_epoch
+        where = (f"resume after epoch {saved} with --training.resume {record.folder / checkpoint.CHECKPOINT}"
+                 if saved else "no checkpoint to resume from yet")
+        print(f"stopped by {signal_name}: {where}", file=sys.stderr)
+        sys.exit(130)
 
     if cfg.output.checkpoint:
         save_checkpoint(model, record.folder / "model.pt")

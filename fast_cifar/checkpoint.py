@@ -1,0 +1,94 @@
+"""Surviving interruption: a checkpoint after every epoch, resuming from it, and clean stops on signals.
+
+checkpoint.pt holds everything the next epoch depends on: weights, BatchNorm
+statistics, optimizer and scheduler state, the epoch, the max LR the finder
+chose, the RNG states and the record so far. It is written atomically, so the
+file on disk is always the last complete epoch. Each epoch's data order and
+augmentations follow from (seed, epoch), so a resumed run sees the batches the
+uninterrupted run would have seen.
+"""
+import contextlib
+import random
+import signal
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from fast_cifar.errors import UserError
+from fast_cifar.files import atomic_path
+
+CHECKPOINT = "checkpoint.pt"
+
+
+class Interrupted(Exception):
+    """SIGINT or SIGTERM arrived during training."""
+
+
+@contextlib.contextmanager
+def interruptible():
+    """Turn SIGINT and SIGTERM into `Interrupted` while the block runs, then restore the old handlers."""
+    def stop(signum, frame):
+        raise Interrupted(signal.Signals(signum).name)
+
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def save(folder, epoch, model, optimizer, scheduler, max_lr, record_data):
+    state = {"epoch": epoch, "max_lr": max_lr, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+             "scheduler": scheduler.state_dict(), "record": record_data,
+             "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}}
+    with atomic_path(Path(folder) / CHECKPOINT) as temporary:
+        torch.save(state, temporary)
+
+
+def find(resume, output_dir, name):
+    """The checkpoint `--training.resume` names: a path, or 'auto' for the run folder's (or the newest)."""
+    if resume != "auto":
+        path = Path(resume)
+        path = path / CHECKPOINT if path.is_dir() else path
+    elif name:
+        path = Path(output_dir) / name / CHECKPOINT
+    else:
+        found = sorted(Path(output_dir).glob(f"*/{CHECKPOINT}"), key=lambda p: p.stat().st_mtime)
+        path = found[-1] if found else Path(output_dir) / "*" / CHECKPOINT
+    if not path.is_file():
+        raise UserError(f"no checkpoint to resume from at {path}")
+    return path
+
+
+# Settings that may differ between a run and its resumption: they change speed, not results.
+FREE_TO_CHANGE = {"training.resume", "training.compile", "training.compile_mode", "data.num_workers", "data.path"}
+
+
+def _flat(config):
+    return {f"{section}.{key}": value for section in ("data", "model", "training") for key, value in config[section].items()}
+
+
+def load(path, config):
+    """Read a checkpoint and check that it belongs to a run with the same recipe."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=False)
+        saved = _flat(state["record"]["config"])
+    except Exception as error:  # torch raises many kinds on a damaged file
+        raise UserError(f"cannot read checkpoint {path} ({type(error).__name__}: {error})") from None
+    wanted = _flat(config)
+    changed = sorted(key for key in wanted if key not in FREE_TO_CHANGE and wanted[key] != saved.get(key))
+    if changed:
+        raise UserError(f"checkpoint {path} was made with other settings: "
+                        + ", ".join(f"{key}={saved.get(key)!r} (now {wanted[key]!r})" for key in changed))
+    return state
+
+
+def restore(state, model, optimizer, scheduler):
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    torch.set_rng_state(state["rng"]["torch"])
+    np.random.set_state(state["rng"]["numpy"])
+    random.setstate(state["rng"]["python"])
