@@ -79,12 +79,19 @@ def split_size(info, split, subset=0):
 
 
 def make_loader(info, split, batch_size, device, dtype, *, train, kind="ffcv", num_workers=-1, subset=0, seed=0,
-                channels_last=True, distributed=False):
-    """A loader over one split: shuffled, augmented, last partial batch dropped when `train`."""
+                channels_last=True, rank=0, world_size=1):
+    """A loader over one split: shuffled, augmented, last partial batch dropped when `train`.
+
+    With several ranks each reads its own shard: a fixed rank-strided slice of the
+    test split, and a new slice of each epoch's shuffled order of the train split.
+    """
     indices = subset_indices(info.records[split], subset)
+    if not train and world_size > 1:
+        indices = (np.arange(info.records[split]) if indices is None else indices)[rank::world_size]
+    train_shard = (rank, world_size) if train else (0, 1)
     if kind == "gpu":
         return DeviceLoader(info, split, batch_size, device, dtype, train=train, indices=indices, seed=seed,
-                            channels_last=channels_last)
+                            channels_last=channels_last, shard=train_shard)
     return Loader(
         str(info.path(split)),
         batch_size=batch_size,
@@ -93,7 +100,7 @@ def make_loader(info, split, batch_size, device, dtype, *, train, kind="ffcv", n
         drop_last=train,
         seed=seed,
         indices=indices,
-        distributed=distributed,
+        distributed=train and world_size > 1,  # FFCV shards with torch's DistributedSampler
         pipelines={
             "image": image_pipeline(info, device, dtype, augment=train, channels_last=channels_last),
             "label": label_pipeline(device),
@@ -139,12 +146,13 @@ def crop_and_flip(padded, index, dy, dx, flip):
 class DeviceLoader:
     """A whole split as uint8 in device memory; each batch is gathered, augmented and normalized there.
 
-    Epoch e draws its order and augmentations from a generator seeded with (seed, e),
-    so runs with the same seed see the same batches.
+    Epoch e draws its order from a generator seeded with (seed, e), the same on every
+    rank, and its augmentations from one seeded with (seed, e, rank), so runs with the
+    same seed see the same batches.
     """
 
     def __init__(self, info, split, batch_size, device, dtype, *, train, indices=None, seed=0,
-                 channels_last=True):
+                 channels_last=True, shard=(0, 1)):
         images, labels = read_split(info.path(split), indices)
         images = torch.from_numpy(images).to(device)
         if train:  # pad once with the mean colour, as FFCV's RandomTranslate does per batch
@@ -155,19 +163,27 @@ class DeviceLoader:
         self.images, self.labels = images, torch.from_numpy(labels).to(device)
         self.batch_size, self.device, self.train, self.seed = batch_size, device, train, seed
         self.channels_last = channels_last
+        self.rank, self.world_size = shard  # every rank draws the same order and takes its stride of it
         self.normalize = Normalize(info.mean, info.std, dtype, device)
         self.next_epoch = 0  # as FFCV's Loader names it; the training loop sets it
 
     def __len__(self):
-        count = len(self.labels)
+        count = len(range(self.rank, len(self.labels), self.world_size))
         return count // self.batch_size if self.train else -(-count // self.batch_size)
 
-    def __iter__(self):
-        generator = torch.Generator(self.device).manual_seed(self.seed * 100_003 + self.next_epoch)
-        self.next_epoch += 1
+    def epoch_order(self, epoch):
+        """This rank's samples for `epoch`, in order, and the generator for their augmentations."""
+        epoch_seed = self.seed * 100_003 + epoch
+        generator = torch.Generator(self.device).manual_seed(epoch_seed)
         count = len(self.labels)
         order = torch.randperm(count, generator=generator, device=self.device) if self.train \
             else torch.arange(count, device=self.device)
+        generator.manual_seed(epoch_seed * 1_000 + self.rank)  # each rank its own crops and flips
+        return order[self.rank::self.world_size], generator
+
+    def __iter__(self):
+        order, generator = self.epoch_order(self.next_epoch)
+        self.next_epoch += 1
         for batch in range(len(self)):
             index = order[batch * self.batch_size:(batch + 1) * self.batch_size]
             if self.train:

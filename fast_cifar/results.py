@@ -61,8 +61,9 @@ class Timer:
 
 
 class RunRecord:
-    def __init__(self, folder, config, device, argv):
-        self.folder = Path(folder)
+    def __init__(self, folder, config, device, argv, writes=True):
+        self.folder = Path(folder) if folder else None
+        self.writes = writes  # with several processes, only rank 0 writes and prints
         self.device = device
         self.started = time.perf_counter()
         self.checkpointed_epoch = None  # the epoch checkpoint.pt on disk holds
@@ -106,7 +107,13 @@ class RunRecord:
         self.data["best"] = {"test_accuracy": best["test_accuracy"], "epoch": best["epoch"]}
         return self.data["best"]
 
+    def say(self, message):
+        if self.writes:
+            print(message)
+
     def save(self, finished=False):
+        if not self.writes:
+            return
         self.data["finished"] = finished
         self.timings["total"] = round(time.perf_counter() - self.started, 4)
         write_json(self.folder / "results.json", self.data)

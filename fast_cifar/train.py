@@ -17,21 +17,25 @@ import sys
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from fast_cifar import checkpoint
 from fast_cifar.beton import load_dataset_info
 from fast_cifar.config import as_dict, declare_train_sections, parse_config
 from fast_cifar.data import make_loader, split_size
+from fast_cifar.distributed import World, from_rank_zero, join, leave, sum_over_ranks
 from fast_cifar.errors import UserError, exit_on_user_error
 from fast_cifar.lr_finder import find_lr
 from fast_cifar.model import ResNet18, receptive_fields
 from fast_cifar.results import RunRecord, Timer, make_run_folder, plot_curves, plot_lr_finder, save_checkpoint
 
 
-def pick_device(name):
+def pick_device(name, world):
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and torch.cuda.is_available():
+        return torch.device("cuda", world.local_rank)
     if name == "cuda" and not torch.cuda.is_available():
         raise UserError("training.device is 'cuda' but torch sees no GPU")
     return torch.device(name)
@@ -69,13 +73,21 @@ class Diverged(UserError):
     """The training loss turned NaN or infinite."""
 
 
-def train_epoch(model, loader, optimizer, scheduler, dtype, label_smoothing, description):
+def mean_over_ranks(sums, count, world):
+    """Each of `sums` (device scalars) over `count` samples, both totalled over all ranks."""
+    totals = torch.stack([*(value.double() for value in sums), torch.tensor(count, device=sums[0].device).double()])
+    *sums, count = sum_over_ranks(totals, world).tolist()
+    return [value / count for value in sums]
+
+
+def train_epoch(model, loader, optimizer, scheduler, dtype, label_smoothing, description, world=World()):
     """One pass over the train split; sums stay on the device so no step waits for the GPU."""
     model.train()
     loss_sum = correct = 0
     seen = 0
     first_bad_step = -1  # becomes a device tensor: checked once, at the end of the epoch
-    for step, (images, labels) in enumerate(tqdm(loader, desc=description, leave=False), start=1):
+    for step, (images, labels) in enumerate(tqdm(loader, desc=description, leave=False, disable=description is None),
+                                            start=1):
         loss, logits = train_step(model, optimizer, images, labels, dtype, label_smoothing)
         scheduler.step()
         loss_sum += loss * len(labels)
@@ -84,11 +96,11 @@ def train_epoch(model, loader, optimizer, scheduler, dtype, label_smoothing, des
         seen += len(labels)
     if int(first_bad_step) >= 0:
         raise Diverged(f"the training loss became non-finite at step {int(first_bad_step)} of {len(loader)}")
-    return float(loss_sum) / seen, float(correct) / seen
+    return mean_over_ranks([loss_sum, correct], seen, world)
 
 
 @torch.no_grad()
-def evaluate(model, loader, dtype, label_smoothing, flip_tta=False):
+def evaluate(model, loader, dtype, label_smoothing, flip_tta=False, world=World()):
     """Test loss and accuracy, plus accuracy over the image and its mirror when `flip_tta`."""
     model.eval()
     loss_sum = correct = correct_tta = 0
@@ -101,9 +113,11 @@ def evaluate(model, loader, dtype, label_smoothing, flip_tta=False):
             logits = logits + forward(model, images.flip(3), dtype)
             correct_tta += (logits.argmax(1) == labels).sum()
         seen += len(labels)
-    metrics = {"test_loss": float(loss_sum) / seen, "test_accuracy": float(correct) / seen}
+    loss, accuracy, accuracy_tta = mean_over_ranks([loss_sum, correct, torch.as_tensor(correct_tta, device=correct.device)],
+                                                   seen, world)
+    metrics = {"test_loss": loss, "test_accuracy": accuracy}
     if flip_tta:
-        metrics["test_accuracy_flip_tta"] = float(correct_tta) / seen
+        metrics["test_accuracy_flip_tta"] = accuracy_tta
     return metrics
 
 
@@ -133,10 +147,14 @@ def warm_up(model, compiled, optimizer, train_batch, test_batch, last_test_size,
     optimizer.load_state_dict(saved_optimizer)
 
 
-def build_loaders(cfg, info, device, dtype):
+def build_loaders(cfg, info, device, dtype, world):
+    """Train and test loaders for this rank; training.batch_size is the global batch, split over ranks."""
+    if cfg.training.batch_size % world.size:
+        raise UserError(f"training.batch_size {cfg.training.batch_size} does not split over {world.size} processes")
     shared = dict(device=device, dtype=dtype, kind=cfg.data.loader, num_workers=cfg.data.num_workers,
-                  seed=cfg.training.seed, channels_last=cfg.model.channels_last)
-    train_loader = make_loader(info, "train", cfg.training.batch_size, train=True,
+                  seed=cfg.training.seed, channels_last=cfg.model.channels_last, rank=world.rank,
+                  world_size=world.size)
+    train_loader = make_loader(info, "train", cfg.training.batch_size // world.size, train=True,
                                subset=cfg.data.train_subset, **shared)
     test_loader = make_loader(info, "test", cfg.training.test_batch_size, train=False,
                               subset=cfg.data.test_subset, **shared)
@@ -163,48 +181,51 @@ def run_lr_finder(cfg, model, train_loader, make_optimizer, dtype, record):
     return sweep.suggested_lr
 
 
-def start_or_resume(cfg, argv, device):
+def start_or_resume(cfg, argv, device, world):
     """The run record, and the checkpoint state to continue from (None for a fresh run)."""
     if not cfg.training.resume:
-        return RunRecord(make_run_folder(cfg.output.dir, cfg.output.name), as_dict(cfg), device, argv), None
+        folder = make_run_folder(cfg.output.dir, cfg.output.name) if world.is_main else None
+        return RunRecord(folder, as_dict(cfg), device, argv, writes=world.is_main), None
     path = checkpoint.find(cfg.training.resume, cfg.output.dir, cfg.output.name)
     state = checkpoint.load(path, as_dict(cfg))
-    record = RunRecord(path.parent, as_dict(cfg), device, argv)
+    record = RunRecord(path.parent, as_dict(cfg), device, argv, writes=world.is_main)
     record.data.update({key: state["record"][key] for key in ("epochs", "lr_finder", "max_lr") if key in state["record"]})
     record.data["resumed_after_epoch"] = record.checkpointed_epoch = state["epoch"]
-    print(f"resuming {path} after epoch {state['epoch']}")
+    record.say(f"resuming {path} after epoch {state['epoch']}")
     return record, state
 
 
-def fit(cfg, record, model, compiled, optimizer, scheduler, loaders, dtype, first_epoch):
+def fit(cfg, record, model, compiled, optimizer, scheduler, loaders, dtype, first_epoch, world):
     """The epochs: train, evaluate, record, checkpoint; a signal stops cleanly between checkpoints."""
     train_loader, test_loader = loaders
     epochs, label_smoothing = cfg.training.epochs, cfg.training.label_smoothing
     with checkpoint.interruptible():
         for epoch in range(first_epoch, epochs + 1):
             train_loader.next_epoch = epoch  # order and augmentations follow from (seed, epoch)
+            progress = f"epoch {epoch}/{epochs}" if world.is_main else None
             with Timer(record.device) as train_timer:
                 try:
                     train_loss, train_accuracy = train_epoch(compiled, train_loader, optimizer, scheduler, dtype,
-                                                             label_smoothing, f"epoch {epoch}/{epochs}")
+                                                             label_smoothing, progress, world)
                 except Diverged as error:
-                    raise Diverged(f"{error} in epoch {epoch}; {last_good(record, epoch)}") from None
+                    raise Diverged(f"{error} in epoch {epoch}; {last_good(record)}") from None
             with Timer(record.device) as eval_timer:
-                test_metrics = evaluate(compiled, test_loader, dtype, label_smoothing, cfg.training.eval_flip_tta)
+                test_metrics = evaluate(compiled, test_loader, dtype, label_smoothing, cfg.training.eval_flip_tta,
+                                        world)
             record.add_epoch(epoch=epoch, train_loss=train_loss, train_accuracy=train_accuracy, **test_metrics,
                              train_seconds=train_timer.seconds, eval_seconds=eval_timer.seconds,
                              lr=scheduler.get_last_lr()[0])
             record.summarize(cfg.output.accuracy_targets)
-            if cfg.output.checkpoint:
+            if cfg.output.checkpoint and record.writes:
                 checkpoint.save(record.folder, epoch, model, optimizer, scheduler, record.data["max_lr"], record.data)
                 record.checkpointed_epoch = epoch
             record.save()  # a partial record survives a crash
-            print(f"epoch {epoch:>3}/{epochs}  train loss {train_loss:.3f} acc {100 * train_accuracy:5.2f}%  "
-                  f"test loss {test_metrics['test_loss']:.3f} acc {100 * test_metrics['test_accuracy']:5.2f}%  "
-                  f"({train_timer.seconds:.1f}s + {eval_timer.seconds:.1f}s)")
+            record.say(f"epoch {epoch:>3}/{epochs}  train loss {train_loss:.3f} acc {100 * train_accuracy:5.2f}%  "
+                       f"test loss {test_metrics['test_loss']:.3f} acc {100 * test_metrics['test_accuracy']:5.2f}%  "
+                       f"({train_timer.seconds:.1f}s + {eval_timer.seconds:.1f}s)")
 
 
-def last_good(record, epoch):
+def last_good(record):
     if record.checkpointed_epoch:
         return f"the last good checkpoint, after epoch {record.checkpointed_epoch}, is " \
                f"{record.folder / checkpoint.CHECKPOINT}"
@@ -214,20 +235,30 @@ def last_good(record, epoch):
 @exit_on_user_error
 def main(argv=None):
     cfg = parse_config(declare_train_sections, argv, description=__doc__)
-    device = pick_device(cfg.training.device)
+    world = join()  # torchrun's processes; a world of one otherwise
+    try:
+        return run(cfg, argv, world)
+    finally:
+        leave(world)
+
+
+def run(cfg, argv, world):
+    device = pick_device(cfg.training.device, world)
     dtype = pick_dtype(cfg.training.precision, device)
     torch.backends.cudnn.benchmark = not cfg.training.deterministic  # fixed shapes: cuDNN times its algorithms once
     torch.use_deterministic_algorithms(cfg.training.deterministic)
     seed_everything(cfg.training.seed)
     with Timer(device) as data_timer:  # checks the data before anything is written
         info = load_dataset_info(cfg.data.path)
-        train_loader, test_loader = build_loaders(cfg, info, device, dtype)
-    record, resumed = start_or_resume(cfg, argv, device)
+        train_loader, test_loader = build_loaders(cfg, info, device, dtype, world)
+    record, resumed = start_or_resume(cfg, argv, device, world)
     record.timings["data_setup"] = data_timer.seconds
-    print(f"run folder: {record.folder} | device: {record.data['device']['name']} | compute dtype: {dtype}")
+    record.say(f"run folder: {record.folder} | device: {record.data['device']['name']} | compute dtype: {dtype}"
+               + (f" | {world.size} processes" if world.size > 1 else ""))
+    test_images = split_size(info, "test", cfg.data.test_subset)
     record.data["data"] = {"folder": str(info.folder), "source": info.source, "records": info.records,
                            "train_images_per_epoch": len(train_loader) * cfg.training.batch_size,
-                           "test_images": split_size(info, "test", cfg.data.test_subset)}
+                           "test_images": test_images, "processes": world.size}
     with record.timed("ffcv_jit"):  # FFCV compiles each pipeline on its loader's first batch (gpu loader: ~0)
         warm_batches = first_batch(train_loader), first_batch(test_loader)
 
@@ -242,8 +273,9 @@ def main(argv=None):
     max_lr = cfg.training.lr
     if resumed:
         max_lr = resumed["max_lr"]
-    elif cfg.lr_finder.enabled:
-        max_lr = run_lr_finder(cfg, model, train_loader, make_optimizer, dtype, record)
+    elif cfg.lr_finder.enabled:  # once, on rank 0, and its LR sent to every rank
+        max_lr = run_lr_finder(cfg, model, train_loader, make_optimizer, dtype, record) if world.is_main else 0.0
+        max_lr = from_rank_zero(max_lr, world, device)
     record.data["max_lr"] = max_lr
 
     optimizer = make_optimizer(model.parameters(), max_lr)
@@ -251,28 +283,33 @@ def main(argv=None):
                                                     steps_per_epoch=len(train_loader), pct_start=cfg.training.pct_start)
     if resumed:
         checkpoint.restore(resumed, model, optimizer, scheduler)
-    compiled = torch.compile(model, mode=cfg.training.compile_mode) if cfg.training.compile else model
+    device_ids = None if device.type == "cpu" else [device.index]
+    net = model if world.size == 1 else DistributedDataParallel(model, device_ids=device_ids)
+    compiled = torch.compile(net, mode=cfg.training.compile_mode) if cfg.training.compile else net
     with record.timed("compile"):
-        last_test_size = record.data["data"]["test_images"] - (len(test_loader) - 1) * cfg.training.test_batch_size
+        test_shard = len(range(world.rank, test_images, world.size))
+        last_test_size = test_shard - (len(test_loader) - 1) * cfg.training.test_batch_size
         warm_up(model, compiled, optimizer, *warm_batches, last_test_size, dtype)
 
     first_epoch = resumed["epoch"] + 1 if resumed else 1
     try:
-        fit(cfg, record, model, compiled, optimizer, scheduler, (train_loader, test_loader), dtype, first_epoch)
+        fit(cfg, record, model, compiled, optimizer, scheduler, (train_loader, test_loader), dtype, first_epoch, world)
     except checkpoint.Interrupted as signal_name:
         saved = record.checkpointed_epoch
         where = (f"resume after epoch {saved} with --training.resume {record.folder / checkpoint.CHECKPOINT}"
                  if saved else "no checkpoint to resume from yet")
-        print(f"stopped by {signal_name}: {where}", file=sys.stderr)
+        if world.is_main:
+            print(f"stopped by {signal_name}: {where}", file=sys.stderr)
         sys.exit(130)
 
-    if cfg.output.checkpoint:
-        save_checkpoint(model, record.folder / "model.pt")
-    plot_curves(record.data["epochs"], record.folder / "loss_accuracy_plots.png")
     best = record.summarize(cfg.output.accuracy_targets)
-    record.save(finished=True)
-    print(f"results: {record.folder / 'results.json'}")
-    print(f"Maximum Test Accuracy: {100 * best['test_accuracy']:.2f}% at Epoch: {best['epoch']}")
+    if record.writes:
+        if cfg.output.checkpoint:
+            save_checkpoint(model, record.folder / "model.pt")
+        plot_curves(record.data["epochs"], record.folder / "loss_accuracy_plots.png")
+        record.save(finished=True)
+        print(f"results: {record.folder / 'results.json'}")
+        print(f"Maximum Test Accuracy: {100 * best['test_accuracy']:.2f}% at Epoch: {best['epoch']}")
     return record.data
 
 

@@ -1,0 +1,58 @@
+"""Several processes: torchrun with the gloo backend on the CPU, and how the data is sharded."""
+import json
+import os
+import subprocess
+import sys
+
+import torch
+
+from fast_cifar.beton import load_dataset_info
+from fast_cifar.data import make_loader
+from fast_cifar.distributed import World, from_rank_zero, sum_over_ranks
+
+from conftest import REPO
+
+
+def test_train_shards_cover_each_sample_once_per_epoch(synthetic_folder):
+    info = load_dataset_info(synthetic_folder)
+    loaders = [make_loader(info, "train", 100, torch.device("cpu"), torch.float32, train=True, kind="gpu", seed=1,
+                           rank=rank, world_size=2) for rank in (0, 1)]
+    for epoch in (1, 2):
+        orders = [loader.epoch_order(epoch)[0] for loader in loaders]
+        assert set(orders[0].tolist()).isdisjoint(orders[1].tolist())
+        assert sorted(torch.cat(orders).tolist()) == list(range(512))
+    assert all(len(loader) == 2 for loader in loaders)  # 256 each: two full batches of 100, the rest dropped
+    assert not torch.equal(loaders[0].epoch_order(1)[0], loaders[0].epoch_order(2)[0])
+
+
+def test_test_shards_split_the_test_set(synthetic_folder):
+    info = load_dataset_info(synthetic_folder)
+    labels = [torch.cat([y for _, y in make_loader(info, "test", 64, torch.device("cpu"), torch.float32, train=False,
+                                                   kind="gpu", rank=rank, world_size=2)]) for rank in (0, 1)]
+    assert len(labels[0]) + len(labels[1]) == 200
+
+
+def test_a_world_of_one_needs_no_process_group():
+    world = World()
+    assert world.is_main and torch.equal(sum_over_ranks(torch.ones(2), world), torch.ones(2))
+    assert from_rank_zero(0.5, world, torch.device("cpu")) == 0.5
+
+
+def test_torchrun_two_processes_rank_zero_alone_writes(synthetic_folder, tmp_path):
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+               str(REPO / "fast_cifar" / "train.py"), "--data.path", str(synthetic_folder), "--data.loader", "gpu",
+               "--model.width", "8", "--training.batch_size", "64", "--training.test_batch_size", "64",
+               "--training.epochs", "2", "--training.compile", "false", "--lr_finder.num_iters", "8",
+               "--output.dir", str(tmp_path)]
+    result = subprocess.run(command, capture_output=True, text=True, env=os.environ | {"OMP_NUM_THREADS": "1"},
+                            timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.count("Maximum Test Accuracy") == 1  # only rank 0 prints
+    folders = list(tmp_path.iterdir())
+    assert len(folders) == 1  # only rank 0 made a run folder
+    record = json.loads((folders[0] / "results.json").read_text())
+    assert record["finished"] and record["data"]["processes"] == 2
+    assert record["data"]["train_images_per_epoch"] == 512  # 8 steps of a global batch of 64 (32 per rank)
+    assert len(record["epochs"]) == 2 and record["lr_finder"]["lrs"]
+    assert {p.name for p in folders[0].iterdir()} == {"results.json", "loss_accuracy_plots.png", "lr_finder.png",
+                                                      "checkpoint.pt", "model.pt"}
