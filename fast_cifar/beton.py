@@ -47,6 +47,9 @@ def write_dataset(splits, folder, source, num_workers=-1):
     folder = Path(folder)
     info = {"source": source, "classes": splits["train"].classes, "splits": {}}
     info.update(channel_stats(splits["train"].images))
+    for name in SPLITS:
+        if len(splits[name].labels) == 0:
+            raise UserError(f"the {name} split of {source} is empty")
     with contextlib.ExitStack() as renames:  # all files are renamed into place only if every write succeeded
         for name in SPLITS:
             temporary = renames.enter_context(atomic_path(beton_path(folder, name)))

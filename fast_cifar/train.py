@@ -2,6 +2,7 @@
 
     python fast_cifar/train.py --config rn18_configs/24ep.yaml
     python fast_cifar/train.py --config rn18_configs/cpu_small.yaml --training.epochs 2
+    torchrun --nproc_per_node 8 fast_cifar/train.py --config rn18_configs/24ep.yaml
 
 One batch, start to end: data.py's loader decodes it, crops, flips and
 normalizes it onto the device in channels-last layout; `train_epoch` runs the
@@ -34,11 +35,11 @@ from fast_cifar.results import RunRecord, Timer, make_run_folder, plot_curves, p
 def pick_device(name, world):
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda" and torch.cuda.is_available():
-        return torch.device("cuda", world.local_rank)
-    if name == "cuda" and not torch.cuda.is_available():
+    if name == "cpu":
+        return torch.device("cpu")
+    if not torch.cuda.is_available():
         raise UserError("training.device is 'cuda' but torch sees no GPU")
-    return torch.device(name)
+    return torch.device("cuda", world.local_rank)
 
 
 def pick_dtype(precision, device):

@@ -3,13 +3,14 @@ import json
 import numpy as np
 import pytest
 from ffcv.fields import FloatField, IntField, RGBImageField
+from ffcv.types import HeaderType
 from ffcv.writer import DatasetWriter
 
 from fast_cifar import beton
 from fast_cifar.beton import INFO_FILE, channel_stats, load_dataset_info, write_dataset
 from fast_cifar.errors import UserError
 from fast_cifar.files import sha256
-from fast_cifar.sources import make_synthetic
+from fast_cifar.sources import Split, make_synthetic
 
 
 def test_write_records_counts_checksums_and_stats(synthetic_folder):
@@ -38,6 +39,14 @@ def test_channel_stats_match_numpy():
     pixels = images.reshape(-1, 3).astype(np.float64)
     np.testing.assert_allclose(stats["mean"], pixels.mean(0), atol=1e-3)
     np.testing.assert_allclose(stats["std"], pixels.std(0), atol=1e-3)
+
+
+def test_empty_split_is_refused_before_writing(tmp_path):
+    splits = make_synthetic(20, 10)
+    splits["test"] = Split(splits["test"].images[:0], splits["test"].labels[:0], [])
+    with pytest.raises(UserError, match="test split of synthetic is empty"):
+        write_dataset(splits, tmp_path / "out", "synthetic")
+    assert not (tmp_path / "out").exists()
 
 
 def test_interrupted_write_leaves_nothing(tmp_path, monkeypatch):
@@ -80,8 +89,18 @@ def refresh_checksum(folder, split):
     (folder / INFO_FILE).write_text(json.dumps(info))
 
 
+def no_records(folder):
+    """The test split's header rewritten to claim zero records (FFCV cannot write an empty file)."""
+    path = folder / "test.beton"
+    header = np.fromfile(path, dtype=HeaderType, count=1)
+    header["num_samples"] = 0
+    path.write_bytes(header.tobytes() + path.read_bytes()[HeaderType.itemsize:])
+    refresh_checksum(folder, "test")
+
+
 image = np.zeros((32, 32, 3), np.uint8)
 BAD_FOLDERS = {
+    "no_records": no_records,
     "no_info": lambda f: (f / INFO_FILE).unlink(),
     "info_not_json": lambda f: (f / INFO_FILE).write_text("{not json"),
     "missing_beton": lambda f: (f / "test.beton").unlink(),
