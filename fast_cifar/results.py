@@ -20,7 +20,7 @@ from matplotlib.ticker import MaxNLocator  # noqa: E402
 import torch  # noqa: E402
 
 from fast_cifar.errors import UserError  # noqa: E402
-from fast_cifar.files import atomic_path, write_json  # noqa: E402
+from fast_cifar.files import atomic_path, write_json, write_text  # noqa: E402
 
 PACKAGES = ("torch", "torchvision", "ffcv", "numpy", "numba", "fastargs")
 
@@ -138,6 +138,21 @@ def describe_device(device):
                 "capability": f"{properties.major}.{properties.minor}", "count": torch.cuda.device_count()}
     return {"type": "cpu", "name": platform.processor() or platform.machine(), "cores": os.cpu_count(),
             "torch_threads": torch.get_num_threads()}
+
+
+@contextlib.contextmanager
+def profiled(enabled, path, device):
+    """torch.profiler over the block, its top operators (by device time on a GPU) written to `path`."""
+    if not enabled:
+        yield
+        return
+    activities = [torch.profiler.ProfilerActivity.CPU]
+    if device.type == "cuda":
+        activities.append(torch.profiler.ProfilerActivity.CUDA)
+    with torch.profiler.profile(activities=activities) as profiler:
+        yield
+    sort_by = "cuda_time_total" if device.type == "cuda" else "cpu_time_total"
+    write_text(path, profiler.key_averages().table(sort_by=sort_by, row_limit=40) + "\n")
 
 
 def save_checkpoint(model, path):

@@ -29,7 +29,8 @@ from fast_cifar.distributed import World, from_rank_zero, join, leave, sum_over_
 from fast_cifar.errors import UserError, exit_on_user_error
 from fast_cifar.lr_finder import find_lr
 from fast_cifar.model import ResNet18, receptive_fields
-from fast_cifar.results import RunRecord, Timer, make_run_folder, plot_curves, plot_lr_finder, save_checkpoint
+from fast_cifar.results import (RunRecord, Timer, make_run_folder, plot_curves, plot_lr_finder, profiled,
+                                save_checkpoint)
 
 
 def pick_device(name, world):
@@ -204,7 +205,9 @@ def fit(cfg, record, model, compiled, optimizer, scheduler, loaders, dtype, firs
         for epoch in range(first_epoch, epochs + 1):
             train_loader.next_epoch = epoch  # order and augmentations follow from (seed, epoch)
             progress = f"epoch {epoch}/{epochs}" if world.is_main else None
-            with Timer(record.device) as train_timer:
+            profiling = epoch == cfg.output.profile_epoch and record.writes
+            profile_path = record.folder / "profile.txt" if profiling else None
+            with profiled(profiling, profile_path, record.device), Timer(record.device) as train_timer:
                 try:
                     train_loss, train_accuracy = train_epoch(compiled, train_loader, optimizer, scheduler, dtype,
                                                              label_smoothing, progress, world)
@@ -215,7 +218,7 @@ def fit(cfg, record, model, compiled, optimizer, scheduler, loaders, dtype, firs
                                         world)
             record.add_epoch(epoch=epoch, train_loss=train_loss, train_accuracy=train_accuracy, **test_metrics,
                              train_seconds=train_timer.seconds, eval_seconds=eval_timer.seconds,
-                             lr=scheduler.get_last_lr()[0])
+                             lr=scheduler.get_last_lr()[0], profiled=profiling)
             record.summarize(cfg.output.accuracy_targets)
             if cfg.output.checkpoint and record.writes:
                 checkpoint.save(record.folder, epoch, model, optimizer, scheduler, record.data["max_lr"], record.data)

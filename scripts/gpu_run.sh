@@ -1,26 +1,42 @@
 #!/usr/bin/env bash
-# Run ON THE GPU MACHINE, from the repository root, after scripts/gpu_bundle.sh filled .carry/:
-# installs the carried packages, writes the .beton files, trains the 24-epoch recipe with
-# FFCV's loader and with the GPU data path, and leaves the results in $OUT (default
-# benchmarks/results/gpu): each run's results.json and loss/accuracy plot, nvidia-smi, the log.
-# Extra arguments go to every train.py run.
+# Run ON THE GPU MACHINE, from the repository root, after scripts/gpu_bundle.sh filled .carry/.
+# Each job fits one device call (10 minutes) and packs its outputs into $OUT/<job>.tar.gz
+# (the call returns at most 8 files), with its log beside it:
+#   bash scripts/gpu_run.sh train   the 24-epoch recipe, FFCV loader and GPU data path, epoch 2 profiled
+#   bash scripts/gpu_run.sh bench   benchmarks/run.py in GPU mode
+#   bash scripts/gpu_run.sh study   benchmarks/accuracy_vs_time.py (8 to 40 epochs: about two calls;
+#                                   STUDY_CONFIGS=rn18_configs/8ep.yaml,rn18_configs/12ep.yaml picks some)
+# Unpack here with: tar xzf <job>.tar.gz -C benchmarks/results/   Extra arguments go to train.py.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-OUT=${OUT:-benchmarks/results/gpu}
+JOB=${1:-train}
+shift || true
+OUT=${OUT:-/tmp/fast_cifar_out}
 PYTHON=${PYTHON:-python3}
 DATA=${DATA:-/tmp/fast_cifar_data}
-mkdir -p "$OUT"
-exec > >(tee "$OUT/log.txt") 2>&1
+RESULTS=/tmp/fast_cifar_results/gpu_$JOB
+mkdir -p "$OUT" "$RESULTS"
+exec > >(tee "$OUT/$JOB.log") 2>&1
 
 "$PYTHON" -m pip install -q --no-index --no-deps --no-compile --target /tmp/fast_cifar_site .carry/wheels/*.whl
 export PYTHONPATH="/tmp/fast_cifar_site:$PWD" LD_LIBRARY_PATH="$PWD/.carry/lib:${LD_LIBRARY_PATH:-}"
 export PYTHONUNBUFFERED=1 TQDM_DISABLE=1
-nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv > "$OUT/nvidia_smi.csv" || true
+nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv > "$RESULTS/nvidia_smi.csv" || true
+[ -f "$DATA/dataset.json" ] || "$PYTHON" scripts/write_datasets.py --data.source .carry/cifar10-jpeg.tar.gz --data.path "$DATA"
 
-"$PYTHON" scripts/write_datasets.py --data.source .carry/cifar10-jpeg.tar.gz --data.path "$DATA"
-for loader in ffcv gpu; do
-    "$PYTHON" fast_cifar/train.py --config rn18_configs/24ep.yaml --data.path "$DATA" --data.loader "$loader" \
-        --output.dir "$OUT" --output.name "24ep_${loader}_loader" --output.checkpoint false "$@"
-    rm -f "$OUT/24ep_${loader}_loader/lr_finder.png"  # $OUT returns at most 8 files
-done
-ls -R "$OUT"
+case "$JOB" in
+train)
+    for loader in ffcv gpu; do
+        "$PYTHON" fast_cifar/train.py --config rn18_configs/24ep.yaml --data.path "$DATA" --data.loader "$loader" \
+            --output.dir "$RESULTS" --output.name "24ep_$loader" --output.checkpoint false --output.profile_epoch 2 "$@"
+    done ;;
+bench)
+    "$PYTHON" benchmarks/run.py --bench.mode gpu --bench.data "$DATA" --bench.out "$RESULTS" ;;
+study)
+    "$PYTHON" benchmarks/accuracy_vs_time.py --study.out "$RESULTS" ${STUDY_CONFIGS:+--study.configs "$STUDY_CONFIGS"} \
+        --study.overrides "--data.path $DATA $*" ;;
+*)
+    echo "unknown job '$JOB': train, bench or study" >&2; exit 2 ;;
+esac
+tar czf "$OUT/$JOB.tar.gz" -C "$(dirname "$RESULTS")" "$(basename "$RESULTS")"
+ls -la "$OUT"

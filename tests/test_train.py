@@ -19,7 +19,7 @@ def test_cli_run_writes_results_plots_and_checkpoint(real_folder, tmp_path):
     result = run_script("fast_cifar/train.py", "--config", REPO / "rn18_configs" / "24ep.yaml", *SMALL_RUN,
                         "--data.path", real_folder, "--data.train_subset", 1024, "--data.test_subset", 500,
                         "--training.epochs", 2, "--training.compile", "false", "--training.precision", "fp32",
-                        "--output.dir", tmp_path, "--output.name", "run")
+                        "--output.profile_epoch", 2, "--output.dir", tmp_path, "--output.name", "run")
     assert result.returncode == 0, result.stderr[-3000:]
     last_line = result.stdout.strip().splitlines()[-1]
     assert re.fullmatch(r"Maximum Test Accuracy: \d+\.\d\d% at Epoch: [12]", last_line)
@@ -51,6 +51,8 @@ def test_cli_run_writes_results_plots_and_checkpoint(real_folder, tmp_path):
     best = max(epochs, key=lambda e: e["test_accuracy"])
     assert record["best"] == {"test_accuracy": best["test_accuracy"], "epoch": best["epoch"]}
 
+    assert [e["profiled"] for e in epochs] == [False, True]
+    assert "aten::convolution_backward" in (folder / "profile.txt").read_text()
     for plot in ("loss_accuracy_plots.png", "lr_finder.png"):
         assert (folder / plot).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     ResNet18(width=8).load_state_dict(torch.load(folder / "model.pt"))
