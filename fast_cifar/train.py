@@ -135,16 +135,16 @@ def first_batch(loader):
         return next(batches)
 
 
-def warm_up(model, compiled, optimizer, train_batch, test_batch, last_test_size, dtype):
+def warm_up(model, trainer, evaluator, optimizer, train_batch, test_batch, last_test_size, dtype):
     """Trigger torch.compile's train and eval graphs (and cuDNN's choices) on real batches,
     then restore weights, BatchNorm statistics and optimizer state as they were."""
     saved_model, saved_optimizer = copy.deepcopy(model.state_dict()), copy.deepcopy(optimizer.state_dict())
-    compiled.train()
-    train_step(compiled, optimizer, *train_batch, dtype)
-    compiled.eval()
+    trainer.train()
+    train_step(trainer, optimizer, *train_batch, dtype)
+    evaluator.eval()
     with torch.no_grad():  # every batch shape evaluation will see: full batches and the last one
         for size in {len(test_batch[0]), last_test_size}:
-            forward(compiled, test_batch[0][:size], dtype)
+            forward(evaluator, test_batch[0][:size], dtype)
     model.load_state_dict(saved_model)  # copies in place: the compiled graphs stay valid
     optimizer.load_state_dict(saved_optimizer)
 
@@ -197,7 +197,7 @@ def start_or_resume(cfg, argv, device, world):
     return record, state
 
 
-def fit(cfg, record, model, compiled, optimizer, scheduler, loaders, dtype, first_epoch, world):
+def fit(cfg, record, model, trainer, evaluator, optimizer, scheduler, loaders, dtype, first_epoch, world):
     """The epochs: train, evaluate, record, checkpoint; a signal stops cleanly between checkpoints."""
     train_loader, test_loader = loaders
     epochs, label_smoothing = cfg.training.epochs, cfg.training.label_smoothing
@@ -209,12 +209,12 @@ def fit(cfg, record, model, compiled, optimizer, scheduler, loaders, dtype, firs
             profile_path = record.folder / "profile.txt" if profiling else None
             with profiled(profiling, profile_path, record.device), Timer(record.device) as train_timer:
                 try:
-                    train_loss, train_accuracy = train_epoch(compiled, train_loader, optimizer, scheduler, dtype,
+                    train_loss, train_accuracy = train_epoch(trainer, train_loader, optimizer, scheduler, dtype,
                                                              label_smoothing, progress, world)
                 except Diverged as error:
                     raise Diverged(f"{error} in epoch {epoch}; {last_good(record)}") from None
             with Timer(record.device) as eval_timer:
-                test_metrics = evaluate(compiled, test_loader, dtype, label_smoothing, cfg.training.eval_flip_tta,
+                test_metrics = evaluate(evaluator, test_loader, dtype, label_smoothing, cfg.training.eval_flip_tta,
                                         world)
             record.add_epoch(epoch=epoch, train_loss=train_loss, train_accuracy=train_accuracy, **test_metrics,
                              train_seconds=train_timer.seconds, eval_seconds=eval_timer.seconds,
@@ -287,17 +287,21 @@ def run(cfg, argv, world):
                                                     steps_per_epoch=len(train_loader), pct_start=cfg.training.pct_start)
     if resumed:
         checkpoint.restore(resumed, model, optimizer, scheduler)
-    device_ids = None if device.type == "cpu" else [device.index]
-    net = model if world.size == 1 else DistributedDataParallel(model, device_ids=device_ids)
-    compiled = torch.compile(net, mode=cfg.training.compile_mode) if cfg.training.compile else net
+    def compiled(net):
+        return torch.compile(net, mode=cfg.training.compile_mode) if cfg.training.compile else net
+
+    trainer = evaluator = compiled(model)
+    if world.size > 1:  # gradients sync through DDP; evaluation syncs nothing, so ranks never wait on each other
+        trainer = compiled(DistributedDataParallel(model, device_ids=None if device.type == "cpu" else [device.index]))
     with record.timed("compile"):
         test_shard = len(range(world.rank, test_images, world.size))
         last_test_size = test_shard - (len(test_loader) - 1) * cfg.training.test_batch_size
-        warm_up(model, compiled, optimizer, *warm_batches, last_test_size, dtype)
+        warm_up(model, trainer, evaluator, optimizer, *warm_batches, last_test_size, dtype)
 
     first_epoch = resumed["epoch"] + 1 if resumed else 1
+    loaders = (train_loader, test_loader)
     try:
-        fit(cfg, record, model, compiled, optimizer, scheduler, (train_loader, test_loader), dtype, first_epoch, world)
+        fit(cfg, record, model, trainer, evaluator, optimizer, scheduler, loaders, dtype, first_epoch, world)
     except checkpoint.Interrupted as signal_name:
         saved = record.checkpointed_epoch
         where = (f"resume after epoch {saved} with --training.resume {record.folder / checkpoint.CHECKPOINT}"
