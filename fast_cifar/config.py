@@ -56,8 +56,8 @@ def declare_train_sections(config):
         loader=Param(OneOf(["ffcv", "gpu"]), "ffcv: FFCV's loader; gpu: the split in device memory, augmented there",
                      default="ffcv"),
         num_workers=Param(And(int, InRange(min=-1)), "FFCV loader threads (-1: all cores)", default=-1),
-        train_subset=Param(NON_NEGATIVE_INT, "train on the first N images only (0: all)", default=0),
-        test_subset=Param(NON_NEGATIVE_INT, "evaluate on the first N images only (0: all)", default=0),
+        train_subset=Param(NON_NEGATIVE_INT, "train on a fixed random subset of N images (0: all)", default=0),
+        test_subset=Param(NON_NEGATIVE_INT, "evaluate on a fixed random subset of N images (0: all)", default=0),
     )
     Section("model", "ResNet-18 for 32x32 images", config_descriptor=config).params(
         width=Param(POSITIVE_INT, "channels of the first stage (64 is ResNet-18)", default=64),
@@ -108,11 +108,15 @@ def parse_config(declare_sections, argv=None, description=""):
     """Declare the sections, read `--config FILE` then the flags, validate; return a namespace."""
     config = Config()
     declare_sections(config)
-    parser = _OneLineParser(description=description, allow_abbrev=False, argument_default=argparse.SUPPRESS)
+    parser = _OneLineParser(description=description, allow_abbrev=False, argument_default=argparse.SUPPRESS,
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", "--config-file", "-C", dest="config_file", help="YAML file of settings")
-    for path, param in config.entries.items():
-        help_text = f"{param.desc}; {param.checker.help()} [default: {param.default}]"
-        parser.add_argument("--" + ".".join(path), metavar="VALUE", help=help_text)
+    for namespace, paths in config.sections_to_entries.items():
+        group = parser.add_argument_group(f"{'.'.join(namespace)}: {config.sections[namespace].desc}")
+        for path in paths:
+            param = config.entries[path]
+            help_text = f"{param.desc}; {param.checker.help()} [default: {param.default}]"
+            group.add_argument("--" + ".".join(path), metavar="VALUE", help=help_text)
     flags = vars(parser.parse_args(argv))  # holds only what was given
 
     config_file = flags.pop("config_file", None)
