@@ -25,7 +25,8 @@ CPU = torch.device("cpu")
 class TorchOps(torch.nn.Module):
     def __init__(self, mean, std, in_place):
         super().__init__()
-        self.mean, self.std, self.in_place = torch.tensor(mean).view(1, 3, 1, 1), torch.tensor(std).view(1, 3, 1, 1), in_place
+        self.mean, self.std = torch.tensor(mean).view(1, 3, 1, 1), torch.tensor(std).view(1, 3, 1, 1)
+        self.in_place = in_place
 
     def forward(self, images):
         if self.in_place:

@@ -75,7 +75,8 @@ class Loaders:
     """Each loader built once and its first batch timed apart, so that rows time the steady state."""
 
     def __init__(self, info, train_arrays, batch_size, device, workers):
-        self.info, self.arrays, self.batch_size, self.device, self.workers = info, train_arrays, batch_size, device, workers
+        self.info, self.arrays, self.batch_size = info, train_arrays, batch_size
+        self.device, self.workers = device, workers
         self.streams, self.first_batch_seconds = {}, {}
 
     def _stream(self, key, make):
@@ -151,7 +152,8 @@ def write_table(results, path):
         lines.append(f"| {row['loader']} | {row['first_batch_seconds']:.2f} | {row['images_per_second']:,.0f} | "
                      f"{row['images_per_second'] / reference:.1f}x |")
     lines += ["", "| training | loader | precision | channels-last | compile | warm-up (s) | images/s | "
-                  "epoch (s) | peak GPU memory (GiB) | speed-up |", "| --- | --- | --- | --- | --- | ---: | ---: | ---: | ---: | ---: |"]
+                  "epoch (s) | peak GPU memory (GiB) | speed-up |",
+              "| --- | --- | --- | --- | --- | ---: | ---: | ---: | ---: | ---: |"]
     for row in results["training"]:
         memory = "-" if row["peak_memory_gib"] is None else f"{row['peak_memory_gib']:.2f}"
         lines.append(f"| {row['name']} | {row['loader']} | {row['precision']} | {row['channels_last']} | "

@@ -67,7 +67,8 @@ FREE_TO_CHANGE = {"training.resume", "training.compile", "training.compile_mode"
 
 
 def _flat(config):
-    return {f"{section}.{key}": value for section in ("data", "model", "training") for key, value in config[section].items()}
+    return {f"{section}.{key}": value
+            for section in ("data", "model", "training") for key, value in config[section].items()}
 
 
 def load(path, config):

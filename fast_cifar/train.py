@@ -115,8 +115,8 @@ def evaluate(model, loader, dtype, label_smoothing, flip_tta=False, world=World(
             logits = logits + forward(model, images.flip(3), dtype)
             correct_tta += (logits.argmax(1) == labels).sum()
         seen += len(labels)
-    loss, accuracy, accuracy_tta = mean_over_ranks([loss_sum, correct, torch.as_tensor(correct_tta, device=correct.device)],
-                                                   seen, world)
+    correct_tta = torch.as_tensor(correct_tta, device=correct.device)
+    loss, accuracy, accuracy_tta = mean_over_ranks([loss_sum, correct, correct_tta], seen, world)
     metrics = {"test_loss": loss, "test_accuracy": accuracy}
     if flip_tta:
         metrics["test_accuracy_flip_tta"] = accuracy_tta
@@ -191,7 +191,8 @@ def start_or_resume(cfg, argv, device, world):
     path = checkpoint.find(cfg.training.resume, cfg.output.dir, cfg.output.name)
     state = checkpoint.load(path, as_dict(cfg))
     record = RunRecord(path.parent, as_dict(cfg), device, argv, writes=world.is_main)
-    record.data.update({key: state["record"][key] for key in ("epochs", "lr_finder", "max_lr") if key in state["record"]})
+    saved = state["record"]
+    record.data.update({key: saved[key] for key in ("epochs", "lr_finder", "max_lr") if key in saved})
     record.data["resumed_after_epoch"] = record.checkpointed_epoch = state["epoch"]
     record.say(f"resuming {path} after epoch {state['epoch']}")
     return record, state

@@ -1,7 +1,8 @@
 import itertools
+import subprocess
+import sys
 
 import numpy as np
-import pytest
 import torch
 from ffcv.loader import Loader, OrderOption
 
@@ -151,3 +152,10 @@ def test_normalize_keeps_the_layout_it_is_given():
     out = normalize(images)
     assert out.is_contiguous(memory_format=torch.channels_last) and torch.equal(out, expected.float())
     assert normalize(images.contiguous()).is_contiguous()
+
+
+def test_importing_the_package_keeps_torchs_thread_count():
+    # ffcv's import sets torch to one CPU thread; fast_cifar puts the default back.
+    code = ("import torch; n = torch.get_num_threads(); import fast_cifar.data; "
+            "assert torch.get_num_threads() == n, (n, torch.get_num_threads())")
+    assert subprocess.run([sys.executable, "-c", code]).returncode == 0
