@@ -120,6 +120,11 @@ def load_dataset_info(folder, verify_checksums=True):
     return DatasetInfo(folder, classes, mean, std, records, info.get("source", "unknown"))
 
 
+def field_metadata(reader, name):
+    """One field's per-record metadata (image sizes and data pointers, or the label itself)."""
+    return reader.metadata[f"f{reader.field_names.index(name)}"]
+
+
 def check_beton(path, num_classes):
     """Open a .beton with ffcv's reader and check its fields, image sizes and labels; return its length."""
     try:
@@ -134,7 +139,7 @@ def check_beton(path, num_classes):
         raise UserError(f"{path} holds no records")
     if len(reader.alloc_table) != reader.num_samples:  # the allocation table is the file's last part
         raise UserError(f"{path} is truncated: {len(reader.alloc_table)} of {reader.num_samples} images indexed")
-    images, labels = (reader.metadata[f"f{reader.field_names.index(name)}"] for name in ("image", "label"))
+    images, labels = field_metadata(reader, "image"), field_metadata(reader, "label")
     if (images["width"] != 32).any() or (images["height"] != 32).any():
         raise UserError(f"{path} holds images that are not 32x32")
     if labels.min() < 0 or labels.max() >= num_classes:

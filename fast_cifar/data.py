@@ -22,6 +22,7 @@ from ffcv.reader import Reader
 from ffcv.transforms import (Convert, NormalizeImage, RandomHorizontalFlip, RandomTranslate, Squeeze, ToDevice,
                              ToTensor, ToTorchImage)
 
+from fast_cifar.beton import field_metadata
 from fast_cifar.errors import UserError
 
 CROP_PADDING = 4
@@ -114,8 +115,7 @@ def make_loader(info, split, batch_size, device, dtype, *, train, kind="ffcv", n
 def read_split(path, indices=None):
     """Images (N, 32, 32, 3) uint8 and labels (N,) of a raw-image .beton, straight from its bytes."""
     reader = Reader(str(path))
-    images = reader.metadata[f"f{reader.field_names.index('image')}"]
-    labels = reader.metadata[f"f{reader.field_names.index('label')}"]
+    images, labels = field_metadata(reader, "image"), field_metadata(reader, "label")
     if indices is not None:
         images, labels = images[indices], labels[indices]
     if (images["mode"] != IMAGE_MODES["raw"]).any():

@@ -61,10 +61,15 @@ def forward(model, images, dtype):
         return model(images).float()
 
 
-def train_step(model, optimizer, images, labels, dtype, label_smoothing=0.0):
-    """Forward, label-smoothed cross-entropy, backward, Adam step; returns the loss and logits."""
+def training_loss(model, images, labels, dtype, label_smoothing=0.0):
+    """The label-smoothed cross-entropy that training minimizes, and the logits."""
     logits = forward(model, images, dtype)
-    loss = F.cross_entropy(logits, labels, label_smoothing=label_smoothing)
+    return F.cross_entropy(logits, labels, label_smoothing=label_smoothing), logits
+
+
+def train_step(model, optimizer, images, labels, dtype, label_smoothing=0.0):
+    """Forward, loss, backward, Adam step; returns the loss and logits."""
+    loss, logits = training_loss(model, images, labels, dtype, label_smoothing)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     optimizer.step()
@@ -172,7 +177,7 @@ def run_lr_finder(cfg, model, train_loader, make_optimizer, dtype, record):
     label_smoothing = cfg.training.label_smoothing
 
     def loss_of(net, images, labels):
-        return F.cross_entropy(forward(net, images, dtype), labels, label_smoothing=label_smoothing)
+        return training_loss(net, images, labels, dtype, label_smoothing)[0]
 
     with record.timed("lr_finder"), contextlib.closing(endless(train_loader)) as batches:
         sweep = find_lr(model, batches, loss_of, make_optimizer, **settings)

@@ -36,7 +36,7 @@ def declare_sections(config):
     )
 
 
-def describe_device(device, versions):
+def device_summary(device, versions):
     if device["type"] == "cuda":
         name = f"{device['name']} (CUDA {versions['cuda']})"
     else:
@@ -52,7 +52,7 @@ def render(record, folder, readme):
     tta = f" (with flip test-time augmentation: {100 * last['test_accuracy_flip_tta']:.2f}% at the last epoch)" \
         if "test_accuracy_flip_tta" in last else ""
     lines = [
-        f"Measured on **{describe_device(record['device'], record['versions'])}**, "
+        f"Measured on **{device_summary(record['device'], record['versions'])}**, "
         f"data: {record['data']['source']}, {record['started_at'][:10]}.",
         f"Command: `{record['command']}` ([results.json]({link}/results.json)).",
         "",
