@@ -5,17 +5,27 @@ each file's record count and sha256, the class names, the train split's
 per-channel mean and std (used to normalize on the device) and the source.
 """
 import contextlib
+import ctypes
 import json
+import math
+import multiprocessing
+import os
+from multiprocessing import shared_memory
+import shutil
+import signal
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
+import ffcv.writer
 import numpy as np
 from ffcv.fields import IntField, RGBImageField
 from ffcv.reader import Reader
 from ffcv.writer import DatasetWriter
+from tqdm import tqdm
 
 from fast_cifar.errors import UserError
-from fast_cifar.files import atomic_path, sha256, write_json
+from fast_cifar.files import atomic_path, remove_stale_temporaries, sha256, writable_folder, write_json
 from fast_cifar.sources import SPLITS
 
 INFO_FILE = "dataset.json"
@@ -44,23 +54,132 @@ class _Samples:
 
 def write_dataset(splits, folder, source, num_workers=-1):
     """Write both splits and dataset.json; every file appears complete or not at all."""
-    folder = Path(folder)
-    info = {"source": source, "classes": splits["train"].classes, "splits": {}}
-    info.update(channel_stats(splits["train"].images))
     for name in SPLITS:
         if len(splits[name].labels) == 0:
             raise UserError(f"the {name} split of {source} is empty")
+    folder = writable_folder(folder, "data folder")
+    remove_stale_temporaries(folder)  # left by a writer that was killed outright
+    info = {"source": source, "classes": splits["train"].classes, "splits": {}}
+    info.update(channel_stats(splits["train"].images))
+    check_free_space(folder, sum(len(splits[name].labels) for name in SPLITS))
     with contextlib.ExitStack() as renames:  # all files are renamed into place only if every write succeeded
         for name in SPLITS:
             temporary = renames.enter_context(atomic_path(beton_path(folder, name)))
             fields = {"image": RGBImageField(write_mode="raw"), "label": IntField()}
-            DatasetWriter(str(temporary), fields, num_workers=num_workers).from_indexed_dataset(_Samples(splits[name]))
+            writer = DatasetWriter(str(temporary), fields, num_workers=num_workers)
+            try:
+                with supervised_workers(f"{name}.beton"):
+                    writer.from_indexed_dataset(_Samples(splits[name]))
+            except OSError as error:
+                raise UserError(f"cannot write {folder / name}.beton: {error.strerror or error}") from None
+            finally:
+                _release_shared_memory(writer)
             records = check_beton(temporary, len(info["classes"]))
             if records != len(splits[name].labels):
                 raise UserError(f"wrote {records} records to {name}.beton, expected {len(splits[name].labels)}")
             info["splits"][name] = {"file": f"{name}.beton", "records": records, "sha256": sha256(temporary)}
         write_json(folder / INFO_FILE, info)
     return info
+
+
+RECORD_BYTES = 32 * 32 * 3 + 64  # raw pixels plus FFCV's metadata and allocation table, generously
+PAGE_BYTES = 4 * ffcv.writer.MIN_PAGE_SIZE  # DatasetWriter's default page: each worker fills pages of 8 MiB
+
+
+def check_free_space(folder, records):
+    """Refuse before writing when the disk cannot hold the files, partly filled pages included."""
+    needed = records * RECORD_BYTES + len(SPLITS) * (os.cpu_count() + 2) * PAGE_BYTES
+    free = shutil.disk_usage(folder).free
+    if free < needed:
+        raise UserError(f"not enough free space in {folder}: {free / 2**20:.0f} MiB free, "
+                        f"about {math.ceil(needed / 2**20)} MiB needed for {records} images")
+
+
+# --- FFCV's writer workers, supervised ----------------------------------------------
+# FFCV's DatasetWriter forks worker processes and waits, polling a counter, until
+# they have written every sample: a worker that dies (a full disk, say) leaves it
+# waiting forever, and killing the writer leaves the workers running. Its workers
+# are built through `ffcv.writer.Process`; for the length of one write, that name
+# gives ours, which die with the writer and report their error, and a watchdog
+# thread stops the writer as soon as one of them fails.
+
+
+class _WorkerFailed(Exception):
+    pass
+
+
+class _Worker(multiprocessing.Process):
+    def __init__(self, errors, *args, **kwargs):
+        super().__init__(*args, daemon=True, **kwargs)  # daemonic: ended when the writer exits
+        self.errors, self.writer_pid = errors, os.getpid()
+
+    def run(self):
+        _die_with_parent(self.writer_pid)
+        try:
+            super().run()
+        except BaseException as error:
+            self.errors.put(f"{type(error).__name__}: {error}")
+            os._exit(1)
+
+
+def _die_with_parent(parent_pid):
+    """Ask Linux to SIGKILL this process when its parent dies, even by kill -9."""
+    PR_SET_PDEATHSIG = 1
+    ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != parent_pid:  # the parent died before the request took hold
+        os._exit(1)
+
+
+@contextlib.contextmanager
+def supervised_workers(what):
+    """Within the block, FFCV's writer workers die with this process and a failed one ends the write."""
+    workers, errors = [], multiprocessing.SimpleQueue()
+    stop_watching, armed = threading.Event(), [True]
+
+    def make_worker(*args, **kwargs):
+        workers.append(_Worker(errors, *args, **kwargs))
+        return workers[-1]
+
+    def watch(main_thread):
+        while not stop_watching.wait(0.2):
+            if any(worker.exitcode not in (None, 0) for worker in list(workers)):
+                signal.pthread_kill(main_thread, signal.SIGUSR1)  # interrupts even a blocking read
+                return
+
+    def on_failure(signum, frame):
+        if armed[0]:  # not once the write is over
+            raise _WorkerFailed
+
+    previous_handler = signal.signal(signal.SIGUSR1, on_failure)
+    watchdog = threading.Thread(target=watch, args=(threading.main_thread().ident,), daemon=True)
+    ffcv.writer.Process = make_worker
+    watchdog.start()
+    try:
+        yield
+    except _WorkerFailed:
+        for bar in list(tqdm._instances):  # FFCV's progress bar, left open: close it before the error line
+            bar.close()
+        reason = errors.get() if not errors.empty() else "it exited without a word"
+        raise UserError(f"writing {what} failed in a writer process ({reason})") from None
+    finally:
+        armed[0] = False
+        stop_watching.set()
+        watchdog.join()
+        ffcv.writer.Process = multiprocessing.Process
+        for worker in workers:
+            if worker.is_alive():
+                worker.kill()
+                worker.join()
+        signal.signal(signal.SIGUSR1, previous_handler)
+
+
+def _release_shared_memory(writer):
+    """FFCV unlinks its metadata segment only after a successful write; do it on failure too."""
+    memory = getattr(writer, "metadata_sm", None)
+    if isinstance(memory, shared_memory.SharedMemory):
+        with contextlib.suppress(FileNotFoundError):
+            memory.close()
+            memory.unlink()
 
 
 def channel_stats(images, chunk=10_000):
@@ -88,6 +207,7 @@ class DatasetInfo:
     std: list
     records: dict  # split -> count
     source: str
+    sha256: dict  # split -> the .beton file's sha256: the data set's identity
 
     def path(self, split):
         return beton_path(self.folder, split)
@@ -102,10 +222,12 @@ def load_dataset_info(folder, verify_checksums=True):
                         f"(python scripts/write_datasets.py --data.path {folder})")
     try:
         info = json.loads(info_path.read_text())
-        splits, classes = info["splits"], info["classes"]
-        mean, std = info["mean"], info["std"]
-    except (json.JSONDecodeError, KeyError, TypeError) as error:
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise UserError(f"{info_path} is not a valid dataset description ({error})") from None
+    problem = _describe_problem(info)
+    if problem:
+        raise UserError(f"{info_path} is not a valid dataset description: {problem}")
+    splits, classes = info["splits"], info["classes"]
 
     for name in SPLITS:
         path = beton_path(folder, name)
@@ -117,7 +239,31 @@ def load_dataset_info(folder, verify_checksums=True):
         if records != splits[name]["records"]:
             raise UserError(f"{path} holds {records} records, {INFO_FILE} says {splits[name]['records']}")
     records = {name: splits[name]["records"] for name in SPLITS}
-    return DatasetInfo(folder, classes, mean, std, records, info.get("source", "unknown"))
+    sha256s = {name: splits[name]["sha256"] for name in SPLITS}
+    return DatasetInfo(folder, classes, info["mean"], info["std"], records, info.get("source", "unknown"), sha256s)
+
+
+def _describe_problem(info):
+    """What is wrong with a parsed dataset.json, or None."""
+    if not isinstance(info, dict):
+        return "expected a JSON object"
+    classes = info.get("classes")
+    if not (isinstance(classes, list) and len(classes) >= 2 and all(isinstance(c, str) for c in classes)):
+        return "'classes' must list at least two class names"
+    for key in ("mean", "std"):
+        values = info.get(key)
+        if not (isinstance(values, list) and len(values) == 3
+                and all(isinstance(v, (int, float)) and math.isfinite(v) for v in values)):
+            return f"'{key}' must hold three finite numbers, one per channel"
+    if min(info["std"]) <= 0:
+        return f"'std' must be positive in every channel (got {info['std']}): normalizing would divide by zero"
+    splits = info.get("splits")
+    for name in SPLITS:
+        entry = splits.get(name) if isinstance(splits, dict) else None
+        if not (isinstance(entry, dict) and isinstance(entry.get("records"), int)
+                and isinstance(entry.get("sha256"), str)):
+            return f"'splits' must describe the {name} split (its records and sha256)"
+    return None
 
 
 def field_metadata(reader, name):

@@ -3,11 +3,14 @@
 checkpoint.pt holds everything the next epoch depends on: weights, BatchNorm
 statistics, optimizer and scheduler state, the epoch, the max LR the finder
 chose, the RNG states and the record so far. It is written atomically, so the
-file on disk is always the last complete epoch. Each epoch's data order and
+file on disk is always the last complete epoch. It holds only tensors and plain
+Python values, so it is read back with `torch.load(weights_only=True)`: a
+checkpoint from elsewhere can hold data, never code that runs on loading. Each epoch's data order and
 augmentations follow from (seed, epoch), so a resumed run sees the batches the
 uninterrupted run would have seen.
 """
 import contextlib
+import pickle
 import random
 import signal
 from pathlib import Path
@@ -39,10 +42,26 @@ def interruptible():
             signal.signal(sig, handler)
 
 
+def rng_states():
+    """Torch's, NumPy's and Python's RNG states as tensors and plain values (no NumPy objects)."""
+    _, keys, position, has_gauss, cached_gauss = np.random.get_state()
+    numpy_state = {"keys": torch.from_numpy(keys.astype(np.int64)), "position": int(position),
+                   "has_gauss": int(has_gauss), "cached_gauss": float(cached_gauss)}
+    return {"torch": torch.get_rng_state(), "numpy": numpy_state, "python": random.getstate()}
+
+
+def set_rng_states(states):
+    torch.set_rng_state(states["torch"])
+    numpy_state = states["numpy"]
+    np.random.set_state(("MT19937", numpy_state["keys"].numpy().astype(np.uint32), numpy_state["position"],
+                         numpy_state["has_gauss"], numpy_state["cached_gauss"]))
+    version, internal, gauss = states["python"]
+    random.setstate((version, tuple(internal), gauss))
+
+
 def save(folder, epoch, model, optimizer, scheduler, max_lr, record_data):
     state = {"epoch": epoch, "max_lr": max_lr, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-             "scheduler": scheduler.state_dict(), "record": record_data,
-             "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}}
+             "scheduler": scheduler.state_dict(), "record": record_data, "rng": rng_states()}
     with atomic_path(Path(folder) / CHECKPOINT) as temporary:
         torch.save(state, temporary)
 
@@ -63,6 +82,7 @@ def find(resume, output_dir, name):
 
 
 # Settings that may differ between a run and its resumption: they change speed, not results.
+# data.path may move, but the data set it holds must be the one the run started on.
 FREE_TO_CHANGE = {"training.resume", "training.compile", "training.compile_mode", "data.num_workers", "data.path"}
 
 
@@ -71,18 +91,27 @@ def _flat(config):
             for section in ("data", "model", "training") for key, value in config[section].items()}
 
 
-def load(path, config):
-    """Read a checkpoint and check that it belongs to a run with the same recipe."""
+def load(path, config, dataset_sha256):
+    """Read a checkpoint and check that it belongs to a run with the same recipe and data set."""
     try:
-        state = torch.load(path, map_location="cpu", weights_only=False)
+        # weights_only: tensors and plain containers only; any other pickled object is refused, not run.
+        state = torch.load(path, map_location="cpu", weights_only=True)
         saved = _flat(state["record"]["config"])
+        saved_sha256 = state["record"]["data"]["sha256"]
     except Exception as error:  # torch raises many kinds on a damaged file
-        raise UserError(f"cannot read checkpoint {path} ({type(error).__name__}: {error})") from None
+        if isinstance(error, pickle.UnpicklingError) and "Weights only load failed" in str(error):
+            raise UserError(f"checkpoint {path} holds objects other than tensors and plain values, "
+                            f"which could run code when loaded: refusing to load it") from None
+        reason = (str(error).strip().splitlines() or [""])[0]
+        raise UserError(f"cannot read checkpoint {path} ({type(error).__name__}: {reason})") from None
     wanted = _flat(config)
     changed = sorted(key for key in wanted if key not in FREE_TO_CHANGE and wanted[key] != saved.get(key))
     if changed:
         raise UserError(f"checkpoint {path} was made with other settings: "
                         + ", ".join(f"{key}={saved.get(key)!r} (now {wanted[key]!r})" for key in changed))
+    if saved_sha256 != dataset_sha256:
+        raise UserError(f"checkpoint {path} was made on another data set: the .beton files' sha256s differ "
+                        f"from those it recorded; resume with the data it started on")
     return state
 
 
@@ -90,6 +119,4 @@ def restore(state, model, optimizer, scheduler):
     model.load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
-    torch.set_rng_state(state["rng"]["torch"])
-    np.random.set_state(state["rng"]["numpy"])
-    random.setstate(state["rng"]["python"])
+    set_rng_states(state["rng"])

@@ -8,11 +8,13 @@ Unlike plain fastargs, unknown keys, bad values and missing files are errors
 """
 import argparse
 import difflib
+import math
+import re
 from pathlib import Path
 
 import yaml
 from fastargs import Config, Param, Section
-from fastargs.validation import And, Checker, InRange, OneOf
+from fastargs.validation import Checker, OneOf
 
 from fast_cifar.errors import UserError
 
@@ -39,15 +41,60 @@ class FloatList(Checker):
 
     def check(self, value):
         items = value.split(",") if isinstance(value, str) else value
-        return [float(item) for item in items]
+        return [Number().check(item) for item in items]
 
     def help(self):
         return "a list of floats (a,b,c)"
 
 
-POSITIVE_INT = And(int, InRange(min=1))
-NON_NEGATIVE_INT = And(int, InRange(min=0))
-POSITIVE_FLOAT = And(float, InRange(min=0, max=float("inf")))
+class Integer(Checker):
+    """Whole numbers only: fastargs' `int` turns 1.7 into 1 and `true` into 1 without a word."""
+
+    def __init__(self, min=None):
+        self.min = min
+
+    def check(self, value):
+        if isinstance(value, str) and re.fullmatch(r"\s*[+-]?\d+\s*", value):
+            value = int(value)
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ValueError(value)
+        if self.min is not None and value < self.min:
+            raise ValueError(value)
+        return value
+
+    def help(self):
+        return "an integer" + (f" >= {self.min}" if self.min is not None else "")
+
+
+class Number(Checker):
+    """A finite number in a range: fastargs' `float` lets NaN and infinity through."""
+
+    def __init__(self, min=None, max=None, min_exclusive=False):
+        self.min, self.max, self.min_exclusive = min, max, min_exclusive
+
+    def check(self, value):
+        if isinstance(value, bool):
+            raise ValueError(value)
+        value = float(value)  # YAML reads 1e-3 (no dot) as a string; float() takes it
+        if not math.isfinite(value):
+            raise ValueError(value)
+        if self.min is not None and (value < self.min or (self.min_exclusive and value == self.min)):
+            raise ValueError(value)
+        if self.max is not None and value > self.max:
+            raise ValueError(value)
+        return value
+
+    def help(self):
+        if self.max is None:
+            return f"a finite number {'>' if self.min_exclusive else '>='} {self.min}" if self.min is not None \
+                else "a finite number"
+        return f"a number in {'(' if self.min_exclusive else '['}{self.min}, {self.max}]"
+
+
+POSITIVE_INT = Integer(min=1)
+NON_NEGATIVE_INT = Integer(min=0)
+POSITIVE_FLOAT = Number(min=0, min_exclusive=True)
+NON_NEGATIVE_FLOAT = Number(min=0)
 
 
 def declare_train_sections(config):
@@ -55,7 +102,7 @@ def declare_train_sections(config):
         path=Param(str, "folder with train.beton, test.beton and dataset.json", default="data/cifar10"),
         loader=Param(OneOf(["ffcv", "gpu"]), "ffcv: FFCV's loader; gpu: the split in device memory, augmented there",
                      default="ffcv"),
-        num_workers=Param(And(int, InRange(min=-1)), "FFCV loader threads (-1: all cores)", default=-1),
+        num_workers=Param(Integer(min=-1), "FFCV loader threads (-1: all cores)", default=-1),
         train_subset=Param(NON_NEGATIVE_INT, "train on a fixed random subset of N images (0: all)", default=0),
         test_subset=Param(NON_NEGATIVE_INT, "evaluate on a fixed random subset of N images (0: all)", default=0),
     )
@@ -68,16 +115,16 @@ def declare_train_sections(config):
         batch_size=Param(POSITIVE_INT, "training batch size", default=512),
         test_batch_size=Param(POSITIVE_INT, "evaluation batch size", default=1000),
         lr=Param(POSITIVE_FLOAT, "max LR of the one-cycle schedule when the LR finder is off", default=2e-3),
-        weight_decay=Param(And(float, InRange(min=0)), "Adam's (L2) weight decay", default=1e-4),
-        pct_start=Param(And(float, InRange(min=0.01, max=0.99)), "fraction of steps spent warming up", default=0.25),
-        label_smoothing=Param(And(float, InRange(min=0, max=0.99)), "label smoothing of the loss", default=0.1),
+        weight_decay=Param(NON_NEGATIVE_FLOAT, "Adam's (L2) weight decay", default=1e-4),
+        pct_start=Param(Number(min=0.01, max=0.99), "fraction of steps spent warming up", default=0.25),
+        label_smoothing=Param(Number(min=0, max=0.99), "label smoothing of the loss", default=0.1),
         precision=Param(OneOf(["auto", "bf16", "fp32"]), "auto: bf16 on CUDA, fp32 on the CPU", default="auto"),
         compile=Param(Boolean(), "torch.compile the model", default=True),
         compile_mode=Param(OneOf(["default", "reduce-overhead", "max-autotune"]), "torch.compile mode",
                            default="default"),
         eval_flip_tta=Param(Boolean(), "also report test accuracy averaged over a horizontal flip", default=False),
         device=Param(OneOf(["auto", "cpu", "cuda"]), "auto: the GPU when there is one", default="auto"),
-        seed=Param(int, "seed for weights, data order and augmentation", default=0),
+        seed=Param(Integer(min=0), "seed for weights, data order and augmentation", default=0),
         deterministic=Param(Boolean(), "deterministic kernels only (slower; for exact reruns)", default=False),
         resume=Param(str, "checkpoint.pt or run folder to continue, or 'auto' (empty: start afresh)", default=""),
     )
@@ -86,9 +133,9 @@ def declare_train_sections(config):
         min_lr=Param(POSITIVE_FLOAT, "first LR of the sweep", default=1e-6),
         max_lr=Param(POSITIVE_FLOAT, "last LR of the sweep", default=1.0),
         num_iters=Param(POSITIVE_INT, "steps in the sweep", default=100),
-        smoothing=Param(And(float, InRange(min=0, max=0.999)), "EMA factor of the smoothed loss", default=0.9),
-        divergence=Param(And(float, InRange(min=1)), "stop once the loss exceeds this times its minimum", default=4.0),
-        divisor=Param(And(float, InRange(min=1)), "suggested LR = LR at the loss minimum / divisor", default=10.0),
+        smoothing=Param(Number(min=0, max=0.999), "EMA factor of the smoothed loss", default=0.9),
+        divergence=Param(Number(min=1), "stop once the loss exceeds this times its minimum", default=4.0),
+        divisor=Param(Number(min=1), "suggested LR = LR at the loss minimum / divisor", default=10.0),
     )
     Section("output", "What a run writes", config_descriptor=config).params(
         dir=Param(str, "parent folder of the run folders", default="runs"),

@@ -1,10 +1,17 @@
-"""Writing files so that a crash never leaves one that looks finished."""
+"""Writing files so that a crash never leaves one that looks finished, nor junk that stays."""
 import contextlib
+import fcntl
 import hashlib
 import json
 import os
+import re
 import uuid
 from pathlib import Path
+
+from fast_cifar.errors import UserError
+
+# .<name>.<pid>-<random>.tmp: the pid tells a later run whether the writer is still alive.
+_TEMPORARY = re.compile(r"^\..+\.(\d+)-[0-9a-f]{8}\.tmp$")
 
 
 @contextlib.contextmanager
@@ -17,13 +24,67 @@ def atomic_path(path):
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     # A fresh name, not yet a file: the writer creates it with the usual permissions.
-    temporary = path.parent / f".{path.name}.{uuid.uuid4().hex[:8]}.tmp"
+    temporary = path.parent / f".{path.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp"
     try:
         yield Path(temporary)
         os.replace(temporary, path)
     finally:
-        with contextlib.suppress(FileNotFoundError):
+        # Never let the clean-up hide the error that brought us here (a read-only folder, say).
+        with contextlib.suppress(OSError):
             os.remove(temporary)
+
+
+def remove_stale_temporaries(folder):
+    """Delete our temporaries whose writer is gone (killed with -9, or the machine went down)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    removed = []
+    for path in folder.glob(".*.tmp"):
+        match = _TEMPORARY.match(path.name)
+        if match and not _process_alive(int(match[1])):
+            with contextlib.suppress(OSError):
+                path.unlink()
+                removed.append(path)
+    return removed
+
+
+def _process_alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, someone else's
+        return True
+    return True
+
+
+def writable_folder(folder, what="output folder"):
+    """Create `folder` if needed and check that files can be written there: one line if not."""
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / f".write-test.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as error:
+        raise UserError(f"cannot write to {what} {folder}: {error.strerror or error}") from None
+    return folder
+
+
+def lock_folder(folder):
+    """Hold an exclusive lock on `folder` for as long as the returned file stays open (the process's life).
+
+    The kernel drops the lock when the process ends, however it ends, so a lock
+    is never left behind.
+    """
+    handle = open(Path(folder) / ".lock", "w")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        raise UserError(f"{folder} is in use by another run (it holds the lock on {folder}/.lock)") from None
+    return handle
 
 
 def write_text(path, text):

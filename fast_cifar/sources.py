@@ -63,8 +63,9 @@ def download_with_torchvision(cache_dir):
             dataset = torchvision.datasets.CIFAR10(cache_dir, train=(name == "train"), download=True)
         except (OSError, RuntimeError) as error:  # URLError is an OSError
             raise UserError(
-                f"torchvision could not download CIFAR-10 ({error}); without internet, use a local copy: "
-                "--data.source ../shared/datasets/cifar10-jpeg.tar.gz"
+                f"torchvision could not download CIFAR-10 ({error}); without internet, give a local copy "
+                "with --data.source PATH: torchvision's cifar-10-batches-py folder or cifar-10-python.tar.gz, "
+                "or an image folder <root>/{train,test}/<class>/*.png|jpg (a folder or a .tar.gz)"
             ) from None
         splits[name] = Split(np.asarray(dataset.data), np.asarray(dataset.targets, dtype=np.int64), dataset.classes)
     return splits
@@ -89,6 +90,7 @@ def read_torchvision_copy(path):
         return _splits_from_batches(lambda name: (folder / name).read_bytes())
     with tarfile.open(path) as archive:
         members = {Path(m.name).name: m for m in archive.getmembers() if m.isfile()}
+        check_end_of_archive(archive, path)
 
         def read(name):
             if name not in members:
@@ -98,11 +100,38 @@ def read_torchvision_copy(path):
         return _splits_from_batches(read)
 
 
+class _BatchUnpickler(pickle.Unpickler):
+    """Unpickles what CIFAR-10's batches hold (dicts, lists, strings, ints, NumPy arrays) and nothing else.
+
+    A pickle can name any callable to rebuild an object, `os.system` included;
+    this one may name only the few that rebuild a NumPy array.
+    """
+
+    ALLOWED = {(f"numpy{core}.{module}", name) for core in ("._core", ".core")
+               for module, name in (("multiarray", "_reconstruct"), ("numeric", "_frombuffer"))}
+    ALLOWED |= {("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode")}
+
+    def find_class(self, module, name):
+        if (module, name) not in self.ALLOWED:
+            raise pickle.UnpicklingError(f"it refers to {module}.{name}, which CIFAR-10 batches never do")
+        return super().find_class(module, name)
+
+
+def _unpickle_batch(data, name):
+    try:
+        content = _BatchUnpickler(io.BytesIO(data), encoding="latin1").load()
+    except pickle.UnpicklingError as error:
+        raise UserError(f"refusing to read {name}: {error}") from None
+    if not isinstance(content, dict):
+        raise UserError(f"{name} is not a CIFAR-10 batch (a pickled dict)")
+    return content
+
+
 def _splits_from_batches(read):
-    classes = pickle.loads(read("batches.meta"), encoding="latin1")["label_names"]
+    classes = _unpickle_batch(read("batches.meta"), "batches.meta")["label_names"]
 
     def load(batch_names):
-        batches = [pickle.loads(read(name), encoding="latin1") for name in batch_names]
+        batches = [_unpickle_batch(read(name), name) for name in batch_names]
         # Rows are 3072 bytes: the red plane, then green, then blue.
         images = np.concatenate([b["data"] for b in batches]).reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
         labels = np.concatenate([b["labels"] for b in batches]).astype(np.int64)
@@ -137,7 +166,7 @@ def read_image_folder(path):
         entries = sorted(found[split], key=lambda entry: entry[:2])
         images = np.empty((len(entries), *IMAGE_SHAPE), dtype=np.uint8)
         for i, (_, name, data) in enumerate(tqdm(entries, desc=f"decoding {split}", unit="img")):
-            images[i] = _decode(data, name)
+            images[i] = decode_image(data, name)
         labels = np.array([classes.index(label) for label, _, _ in entries], dtype=np.int64)
         splits[split] = Split(images, labels, classes)
     return splits
@@ -154,20 +183,42 @@ def _files_in(path):
         for member in archive:
             if member.isfile():
                 yield member.name, functools.partial(_read_member, archive, member)
+        check_end_of_archive(archive, path)
+
+
+def check_end_of_archive(archive, path):
+    """Python's tarfile stops quietly where an archive is cut between members; a whole one ends in zero blocks."""
+    archive.fileobj.seek(archive.offset)
+    if archive.fileobj.read(tarfile.BLOCKSIZE) != tarfile.NUL * tarfile.BLOCKSIZE:
+        raise UserError(f"{path} is cut short: it ends without tar's end-of-archive marker")
 
 
 def _read_member(archive, member):
     return archive.extractfile(member).read()
 
 
-def _decode(data, name):
+def decode_image(data, name):
     try:
-        image = np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
+        with Image.open(io.BytesIO(data)) as opened:
+            image = _to_rgb(opened, name)
     except OSError as error:
         raise UserError(f"cannot decode image {name}: {error}") from None
     if image.shape != IMAGE_SHAPE:
         raise UserError(f"image {name} is {image.shape[1]}x{image.shape[0]}, expected 32x32")
     return image
+
+
+def _to_rgb(image, name):
+    """RGB uint8. PIL's convert("RGB") clips 16-bit grayscale to 255 (all white), so scale that by hand."""
+    if image.mode in ("I;16", "I;16B", "I;16L", "I"):  # a 16-bit grayscale PNG opens as one of these
+        values = np.asarray(image, dtype=np.int64)
+        if values.min() < 0 or values.max() > 65535:
+            raise UserError(f"image {name} holds 32-bit integer pixels; give 8- or 16-bit images")
+        gray = np.round(values / 257).astype(np.uint8)  # 65535 -> 255
+        return np.repeat(gray[..., None], 3, axis=2)
+    if image.mode == "F":
+        raise UserError(f"image {name} holds floating-point pixels; give 8- or 16-bit images")
+    return np.asarray(image.convert("RGB"))
 
 
 # --- synthetic: for tests, learnable in a few steps ------------------------------

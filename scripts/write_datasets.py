@@ -9,7 +9,7 @@ import sys
 from fastargs import Param, Section
 
 from fast_cifar.beton import write_dataset
-from fast_cifar.config import POSITIVE_INT, parse_config
+from fast_cifar.config import POSITIVE_INT, Integer, parse_config
 from fast_cifar.errors import exit_on_user_error
 from fast_cifar.sources import load_source
 
@@ -21,7 +21,7 @@ def declare_sections(config):
                      default="download"),
         path=Param(str, "output folder", default="data/cifar10"),
         cache_dir=Param(str, "where torchvision downloads to", default="~/.cache/fast_cifar/torchvision"),
-        num_workers=Param(int, "writer processes (-1: all cores)", default=-1),
+        num_workers=Param(Integer(min=-1), "writer processes (-1: all cores)", default=-1),
         synthetic_train=Param(POSITIVE_INT, "train images of the synthetic source", default=1024),
         synthetic_test=Param(POSITIVE_INT, "test images of the synthetic source", default=512),
     )

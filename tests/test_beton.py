@@ -1,4 +1,12 @@
 import json
+import os
+import resource
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -9,8 +17,10 @@ from ffcv.writer import DatasetWriter
 from fast_cifar import beton
 from fast_cifar.beton import INFO_FILE, channel_stats, load_dataset_info, write_dataset
 from fast_cifar.errors import UserError
-from fast_cifar.files import sha256
+from fast_cifar.files import atomic_path, remove_stale_temporaries, sha256
 from fast_cifar.sources import Split, make_synthetic
+
+from conftest import REPO, error_lines
 
 
 def test_write_records_counts_checksums_and_stats(synthetic_folder):
@@ -98,8 +108,18 @@ def no_records(folder):
     refresh_checksum(folder, "test")
 
 
+def edit_info(folder, **changes):
+    info = json.loads((folder / INFO_FILE).read_text())
+    info.update(changes)
+    (folder / INFO_FILE).write_text(json.dumps(info))
+
+
 image = np.zeros((32, 32, 3), np.uint8)
 BAD_FOLDERS = {
+    "info_no_splits": lambda f: edit_info(f, splits={}),
+    "info_zero_std": lambda f: edit_info(f, std=[63.0, 0.0, 66.7]),
+    "info_nan_mean": lambda f: edit_info(f, mean=[float("nan"), 1.0, 1.0]),
+    "info_a_list": lambda f: (f / INFO_FILE).write_text("[1, 2]"),
     "no_records": no_records,
     "no_info": lambda f: (f / INFO_FILE).unlink(),
     "info_not_json": lambda f: (f / INFO_FILE).write_text("{not json"),
@@ -135,3 +155,114 @@ def test_checksums_can_be_skipped_but_structure_is_still_checked(synthetic_folde
     (folder / "train.beton").write_bytes(data[:len(data) - 5000])  # header intact, index cut
     with pytest.raises(UserError, match="truncated"):
         beton.load_dataset_info(folder, verify_checksums=False)
+
+
+# --- the writer under faults ------------------------------------------------------
+
+def test_a_failing_writer_process_ends_the_write_with_one_line(tmp_path, monkeypatch):
+    """A worker that dies (as on a full disk) used to leave FFCV's writer polling forever."""
+    def full_disk(self, index):
+        if index == 30:
+            raise OSError(28, "No space left on device")
+        return self.split.images[index], int(self.split.labels[index])
+
+    monkeypatch.setattr(beton._Samples, "__getitem__", full_disk)  # the forked workers inherit it
+    with pytest.raises(UserError, match=r"writing train.beton failed in a writer process "
+                                        r"\(OSError: \[Errno 28\] No space left on device\)"):
+        write_dataset(make_synthetic(200, 20), tmp_path / "out", "synthetic", num_workers=2)
+    assert list((tmp_path / "out").iterdir()) == []
+
+
+def test_a_file_size_limit_stops_the_writer_script(tmp_path):
+    """End to end: writes fail with EFBIG past 12 MiB, the script ends with one line, exit 2, nothing left."""
+    def limit_file_size():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (12 << 20, 12 << 20))
+
+    result = subprocess.run([sys.executable, str(REPO / "scripts" / "write_datasets.py"), "--data.source", "synthetic",
+                             "--data.synthetic_train", "5000", "--data.path", tmp_path / "out"],
+                            preexec_fn=limit_file_size, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2, result.stderr
+    assert error_lines(result.stderr)[-1].startswith("error: writing train.beton failed in a writer process"), \
+        result.stderr
+    assert list((tmp_path / "out").iterdir()) == []
+
+
+def test_not_enough_free_space_is_refused_before_writing(tmp_path, monkeypatch):
+    monkeypatch.setattr(beton.shutil, "disk_usage", lambda path: shutil._ntuple_diskusage(10 << 30, 10 << 30, 1 << 20))
+    with pytest.raises(UserError, match=r"not enough free space in .*: 1 MiB free, about \d+ MiB needed"):
+        write_dataset(make_synthetic(40, 20), tmp_path / "out", "synthetic")
+    assert list((tmp_path / "out").iterdir()) == []
+
+
+@pytest.mark.parametrize("obstacle", ["file_in_the_way", "read_only"])
+def test_unwritable_target_is_one_line(tmp_path, obstacle):
+    target = tmp_path / "out"
+    if obstacle == "file_in_the_way":
+        target.write_text("a file, not a folder")
+    else:
+        if os.geteuid() == 0:
+            pytest.skip("root writes into read-only folders")
+        target.mkdir(mode=0o555)
+    with pytest.raises(UserError, match="cannot write to data folder"):
+        write_dataset(make_synthetic(40, 20), target, "synthetic", num_workers=1)
+
+
+def test_atomic_path_cleanup_never_hides_the_error(tmp_path):
+    """The clean-up of a temporary that could not even be created must not raise over the real error."""
+    with pytest.raises(PermissionError, match="the real error"):
+        with atomic_path(tmp_path / "x.json") as temporary:
+            temporary.mkdir()
+            (temporary / "busy").write_text("")  # a non-empty folder: os.remove fails on it
+            raise PermissionError("the real error")
+
+
+def test_stale_temporaries_of_dead_writers_are_removed(tmp_path):
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead_pid = int(dead.stdout)
+    stale = tmp_path / f".train.beton.{dead_pid}-0123abcd.tmp"
+    live = tmp_path / f".test.beton.{os.getpid()}-0123abcd.tmp"
+    foreign = tmp_path / ".someone-elses.tmp"
+    for path in (stale, live, foreign):
+        path.write_text("")
+    assert remove_stale_temporaries(tmp_path) == [stale]
+    assert not stale.exists() and live.exists() and foreign.exists()
+
+
+KILLABLE_WRITER = """
+import sys, time
+from fast_cifar import beton
+from fast_cifar.sources import make_synthetic
+slow = beton._Samples.__getitem__
+beton._Samples.__getitem__ = lambda self, index: (time.sleep(0.01), slow(self, index))[1]
+beton.write_dataset(make_synthetic(4000, 100), sys.argv[1], "synthetic", num_workers=2)
+"""
+
+
+def test_kill_9_leaves_no_workers_and_the_next_write_removes_its_temporaries(tmp_path):
+    out = tmp_path / "out"
+    writer = subprocess.Popen([sys.executable, "-c", KILLABLE_WRITER, str(out)], stderr=subprocess.DEVNULL)
+    deadline = time.time() + 60
+    while not list(out.glob(".train.beton.*.tmp")) and time.time() < deadline:
+        time.sleep(0.2)
+    time.sleep(1.0)  # the workers are writing
+    assert writer.poll() is None and list(out.glob(".train.beton.*.tmp"))
+    writer.kill()
+    writer.wait()
+    time.sleep(1.0)
+    assert processes_mentioning(str(out)) == []  # its workers died with it
+
+    write_dataset(make_synthetic(40, 20), out, "synthetic", num_workers=1)
+    assert sorted(p.name for p in out.iterdir()) == ["dataset.json", "test.beton", "train.beton"]
+
+
+def processes_mentioning(text):
+    """Pids of live processes whose command line contains `text` (forked workers keep their parent's)."""
+    found = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            if text.encode() in cmdline.read_bytes():
+                found.append(int(cmdline.parent.name))
+        except OSError:
+            continue
+    return found

@@ -46,6 +46,15 @@ def test_lists_and_defaults():
     (["--training.precision", "fp16"], "training.precision"),
     (["--training.epoch", "3"], "unrecognized arguments"),
     (["--config", "no/such/file.yaml"], "not found"),
+    (["--training.lr", "nan"], "training.lr"),
+    (["--training.lr", "inf"], "training.lr"),
+    (["--training.lr", "0"], "training.lr"),
+    (["--training.lr", "-1e-3"], "training.lr"),
+    (["--lr_finder.min_lr", "nan"], "lr_finder.min_lr"),
+    (["--training.weight_decay", "nan"], "training.weight_decay"),
+    (["--training.epochs", "1.7"], "training.epochs"),
+    (["--training.seed", "0.9"], "training.seed"),
+    (["--output.accuracy_targets", "0.9,nan"], "output.accuracy_targets"),
 ])
 def test_bad_values_are_one_line_errors(argv, message):
     with pytest.raises(UserError, match=message) as error:
@@ -58,9 +67,21 @@ def test_bad_values_are_one_line_errors(argv, message):
     ("training:\n  epochs: 0\n", "training.epochs"),
     ("training: [1, 2\n", "not valid YAML"),
     ("- 1\n- 2\n", "sections"),
+    ("training:\n  epochs: 1.7\n", "training.epochs: got 1.7, expected an integer >= 1"),
+    ("training:\n  epochs: true\n", "training.epochs: got True, expected an integer >= 1"),
+    ("training:\n  seed: 0.9\n", "training.seed: got 0.9, expected an integer >= 0"),
+    ("training:\n  lr: .nan\n", "training.lr: got nan, expected a finite number > 0"),
+    ("training:\n  lr: 0\n", "training.lr"),
 ])
 def test_bad_files_are_one_line_errors(tmp_path, text, message):
     path = tmp_path / "bad.yaml"
     path.write_text(text)
     with pytest.raises(UserError, match=message):
         parse("--config", path)
+
+
+def test_numbers_from_yaml_and_flags_keep_their_meaning(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("training:\n  lr: 1e-3\n  epochs: 3\n")  # YAML reads 1e-3 (no dot) as a string
+    cfg = parse("--config", path, "--training.seed", "7")
+    assert cfg.training.lr == 1e-3 and cfg.training.epochs == 3 and cfg.training.seed == 7

@@ -1,3 +1,4 @@
+import os
 import pickle
 import tarfile
 import urllib.error
@@ -19,17 +20,17 @@ def write_image_folder(root, splits, suffix=".png"):
             Image.fromarray(image).save(folder / f"{index:04d}{suffix}")
 
 
-def write_torchvision_folder(folder, splits):
-    """The layout of torchvision's cifar-10-batches-py: pickled dicts of CHW rows."""
+def write_torchvision_folder(folder, splits, protocol=2):
+    """The layout of torchvision's cifar-10-batches-py: pickled dicts of CHW rows (protocol 2, as shipped)."""
     folder.mkdir(parents=True)
     train, test = splits["train"], splits["test"]
     rows = lambda images: images.transpose(0, 3, 1, 2).reshape(len(images), -1)  # noqa: E731
     chunks = np.array_split(np.arange(len(train.labels)), 5)
     for number, chunk in enumerate(chunks, start=1):
         batch = {"data": rows(train.images[chunk]), "labels": train.labels[chunk].tolist()}
-        (folder / f"data_batch_{number}").write_bytes(pickle.dumps(batch))
-    (folder / "test_batch").write_bytes(pickle.dumps({"data": rows(test.images), "labels": test.labels.tolist()}))
-    (folder / "batches.meta").write_bytes(pickle.dumps({"label_names": train.classes}))
+        (folder / f"data_batch_{number}").write_bytes(pickle.dumps(batch, protocol))
+    (folder / "test_batch").write_bytes(pickle.dumps({"data": rows(test.images), "labels": test.labels.tolist()}, protocol))
+    (folder / "batches.meta").write_bytes(pickle.dumps({"label_names": train.classes}, protocol))
 
 
 def assert_same_splits(found, expected, exact=True):
@@ -54,9 +55,10 @@ def test_synthetic_is_balanced_and_deterministic():
     assert first["test"].images.shape == (40, 32, 32, 3)
 
 
-def test_torchvision_folder_and_archive(small, tmp_path):
+@pytest.mark.parametrize("protocol", [2, 5])
+def test_torchvision_folder_and_archive(small, tmp_path, protocol):
     folder = tmp_path / "cifar-10-batches-py"
-    write_torchvision_folder(folder, small)
+    write_torchvision_folder(folder, small, protocol)
     for path in (folder, tmp_path):  # the folder itself or its parent
         splits, description = load_source(str(path))
         assert "torchvision" in description
@@ -102,7 +104,7 @@ def test_download_failure_says_how_to_use_a_local_copy(monkeypatch, tmp_path):
         raise urllib.error.URLError("no network")
 
     monkeypatch.setattr(torchvision.datasets, "CIFAR10", offline)
-    with pytest.raises(UserError, match="--data.source .*cifar10-jpeg.tar.gz"):
+    with pytest.raises(UserError, match="--data.source PATH.*cifar-10-batches-py.*<root>/{train,test}/<class>"):
         sources.load_source("download", cache_dir=tmp_path)
 
 
@@ -131,3 +133,56 @@ def test_bad_sources_give_one_clear_error(problem, tmp_path, small):
     with pytest.raises(UserError) as error:
         load_source(str(path))
     assert "\n" not in str(error.value)
+
+
+class RunsCode:
+    """A pickled object that runs a command when unpickled by plain `pickle.loads`."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return os.system, (f"touch {self.marker}",)
+
+
+@pytest.mark.parametrize("member", ["batches.meta", "data_batch_1"])
+@pytest.mark.parametrize("packed", [False, True])
+def test_torchvision_batches_that_would_run_code_are_refused(small, tmp_path, member, packed):
+    folder = tmp_path / "cifar-10-batches-py"
+    write_torchvision_folder(folder, small)
+    marker = tmp_path / "code-ran"
+    (folder / member).write_bytes(pickle.dumps({"label_names": RunsCode(marker), "data": RunsCode(marker)}))
+    source = folder
+    if packed:
+        source = tmp_path / "cifar-10-python.tar.gz"
+        with tarfile.open(source, "w:gz") as tar:
+            tar.add(folder, arcname="cifar-10-batches-py")
+    with pytest.raises(UserError, match=f"refusing to read {member}: it refers to posix.system") as error:
+        load_source(str(source))
+    assert "\n" not in str(error.value)
+    assert not marker.exists()
+
+
+def test_tar_cut_short_at_a_member_boundary_is_refused(small, tmp_path):
+    write_image_folder(tmp_path / "pngs", small)
+    archive = tmp_path / "copy.tar"
+    with tarfile.open(archive, "w") as tar:  # uncompressed: a cut leaves a readable prefix
+        tar.add(tmp_path / "pngs", arcname="copy")
+    assert len(load_source(str(archive))[0]["train"].labels) == 50  # whole, it reads
+    with tarfile.open(archive) as tar:
+        cut_at = tar.getmembers()[-3].offset  # the start of a member's header
+    archive.write_bytes(archive.read_bytes()[:cut_at])
+    with pytest.raises(UserError, match="cut short: it ends without tar's end-of-archive marker"):
+        load_source(str(archive))
+
+
+def test_16_bit_grayscale_png_is_scaled_not_clipped(tmp_path):
+    gray = np.arange(32 * 32, dtype=np.uint16).reshape(32, 32) * 64  # 0 .. 65472
+    path = tmp_path / "gray16.png"
+    Image.fromarray(gray).save(path)
+    assert Image.open(path).mode.startswith("I")  # PIL reads it as 16/32-bit integers
+    image = sources.decode_image(path.read_bytes(), path.name)
+    assert image.shape == (32, 32, 3) and image.dtype == np.uint8
+    np.testing.assert_array_equal(image[..., 0], np.round(gray / 257).astype(np.uint8))
+    np.testing.assert_array_equal(image[..., 0], image[..., 2])
+    assert 0 < image.mean() < 255
