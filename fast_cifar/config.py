@@ -142,6 +142,7 @@ def declare_train_sections(config):
         name=Param(str, "run folder name (empty: date and time)", default=""),
         accuracy_targets=Param(FloatList(), "test accuracies whose time-to-reach is recorded",
                                default=[0.90, 0.93, 0.94, 0.95]),
+        overwrite=Param(Boolean(), "replace the results of an earlier run in the same folder", default=False),
         checkpoint=Param(Boolean(), "checkpoint.pt after every epoch, model.pt at the end", default=True),
         profile_epoch=Param(NON_NEGATIVE_INT, "profile this epoch's training into profile.txt (0: none)", default=0),
     )

@@ -6,6 +6,7 @@ each time atomically, so a crash leaves the last complete record, never a torn o
 import contextlib
 import datetime
 import importlib.metadata
+import itertools
 import os
 import platform
 import sys
@@ -20,23 +21,35 @@ from matplotlib.ticker import MaxNLocator  # noqa: E402
 import torch  # noqa: E402
 
 from fast_cifar.errors import UserError  # noqa: E402
-from fast_cifar.files import atomic_path, write_json, write_text  # noqa: E402
+from fast_cifar.files import atomic_path, lock_folder, writable_folder, write_json, write_text  # noqa: E402
 
 PACKAGES = ("torch", "torchvision", "ffcv", "numpy", "numba", "fastargs")
 
 
-def make_run_folder(parent, name=""):
-    """Create (or reuse, when named) the run folder and check that it is writable."""
-    name = name or datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-    folder = Path(parent) / name
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        probe = folder / ".write-test"
-        probe.write_text("")
-        probe.unlink()
-    except OSError as error:
-        raise UserError(f"cannot write to output folder {folder}: {error.strerror or error}") from None
-    return folder
+# What a run writes into its folder; `--output.overwrite true` clears these first.
+RUN_FILES = ("results.json", "checkpoint.pt", "model.pt", "loss_accuracy_plots.png", "lr_finder.png", "profile.txt")
+
+
+def make_run_folder(parent, name="", overwrite=False):
+    """Create the run folder and lock it for this process's life; never take over an earlier run's folder.
+
+    Returns the folder and the open lock file (keep it: closing it releases the lock).
+    """
+    if not name:  # date and time, with a suffix if a run started in the same second
+        stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+        name = next(f"{stamp}-{n}" if n > 1 else stamp for n in itertools.count(1)
+                    if not (Path(parent) / (f"{stamp}-{n}" if n > 1 else stamp)).exists())
+    folder = writable_folder(Path(parent) / name)
+    lock = lock_folder(folder)
+    earlier = [file for file in RUN_FILES if (folder / file).exists()]
+    if earlier and not overwrite:
+        lock.close()
+        raise UserError(f"{folder} already holds a run ({', '.join(earlier)}): continue it with "
+                        f"--training.resume {folder}, pick another --output.name, or replace it with "
+                        f"--output.overwrite true")
+    for file in earlier:
+        (folder / file).unlink()
+    return folder, lock
 
 
 class Timer:
@@ -67,6 +80,7 @@ class RunRecord:
         self.device = device
         self.started = time.perf_counter()
         self.checkpointed_epoch = None  # the epoch checkpoint.pt on disk holds
+        self.lock = None  # the run folder's lock file, held open while the run lasts
         self.data = {
             "finished": False,
             "command": " ".join([Path(sys.argv[0]).name, *(argv if argv is not None else sys.argv[1:])]),
@@ -77,6 +91,13 @@ class RunRecord:
             "timings": {},
             "epochs": [],
         }
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exception):
+        if self.lock:
+            self.lock.close()  # releases the run folder for a later run or resume
 
     @property
     def timings(self):
@@ -105,6 +126,10 @@ class RunRecord:
         self.timings["evaluation"] = round(sum(e["eval_seconds"] for e in epochs), 4)
         self.timings["time_to_accuracy"] = {str(t): reached.get(str(t)) for t in accuracy_targets}
         self.data["best"] = {"test_accuracy": best["test_accuracy"], "epoch": best["epoch"]}
+        # The honest headline: picking the best epoch by the test set flatters the result.
+        last = epochs[-1]
+        self.data["last"] = {key: last[key] for key in ("epoch", "test_accuracy", "test_accuracy_flip_tta")
+                             if key in last}
         return self.data["best"]
 
     def say(self, message):

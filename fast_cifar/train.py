@@ -12,6 +12,7 @@ loss is reported for the test split. Timings and metrics go to results.py.
 """
 import contextlib
 import copy
+import math
 import random
 import sys
 
@@ -27,6 +28,7 @@ from fast_cifar.config import as_dict, declare_train_sections, parse_config
 from fast_cifar.data import make_loader, split_size
 from fast_cifar.distributed import World, from_rank_zero, join, leave, sum_over_ranks
 from fast_cifar.errors import UserError, exit_on_user_error
+from fast_cifar.files import lock_folder
 from fast_cifar.lr_finder import find_lr
 from fast_cifar.model import ResNet18, receptive_fields
 from fast_cifar.results import (RunRecord, Timer, make_run_folder, plot_curves, plot_lr_finder, profiled,
@@ -188,22 +190,62 @@ def run_lr_finder(cfg, model, train_loader, make_optimizer, dtype, record):
     return sweep.suggested_lr
 
 
-def start_or_resume(cfg, argv, device, world):
-    """The run record, and the checkpoint state to continue from (None for a fresh run)."""
+def start_or_resume(cfg, argv, device, world, info):
+    """The run record, and the checkpoint state to continue from (None for a fresh run).
+
+    Rank 0 holds the run folder's lock until the process ends, so two runs never share a folder.
+    """
     if not cfg.training.resume:
-        folder = make_run_folder(cfg.output.dir, cfg.output.name) if world.is_main else None
-        return RunRecord(folder, as_dict(cfg), device, argv, writes=world.is_main), None
+        folder, lock = make_run_folder(cfg.output.dir, cfg.output.name, cfg.output.overwrite) \
+            if world.is_main else (None, None)
+        record = RunRecord(folder, as_dict(cfg), device, argv, writes=world.is_main)
+        record.lock = lock
+        return record, None
     path = checkpoint.find(cfg.training.resume, cfg.output.dir, cfg.output.name)
-    state = checkpoint.load(path, as_dict(cfg))
+    lock = lock_folder(path.parent) if world.is_main else None
+    state = checkpoint.load(path, as_dict(cfg), info.sha256)
+    if state["epoch"] >= cfg.training.epochs:
+        raise RunFinished(f"nothing left to do: {path.parent} finished all {cfg.training.epochs} epochs; "
+                          f"its results are in {path.parent / 'results.json'}")
     record = RunRecord(path.parent, as_dict(cfg), device, argv, writes=world.is_main)
+    record.lock = lock
     saved = state["record"]
-    record.data.update({key: saved[key] for key in ("epochs", "lr_finder", "max_lr") if key in saved})
+    record.data.update({key: saved[key] for key in ("epochs", "lr_finder", "max_lr", "warnings") if key in saved})
     record.data["resumed_after_epoch"] = record.checkpointed_epoch = state["epoch"]
     record.say(f"resuming {path} after epoch {state['epoch']}")
     return record, state
 
 
-def fit(cfg, record, model, trainer, evaluator, optimizer, scheduler, loaders, dtype, first_epoch, world):
+class RunFinished(Exception):
+    """Resuming a run that has already trained every epoch: nothing to do, nothing to rewrite."""
+
+
+def check_schedule(training, steps_per_epoch):
+    """OneCycleLR divides by each phase's length: both must be at least a step."""
+    total = training.epochs * steps_per_epoch
+    warm_up = training.pct_start * total
+    if warm_up < 2 or total - warm_up < 2:
+        raise UserError(f"the run is too short for its one-cycle schedule: {total} steps in all, "
+                        f"{warm_up:g} of them warming up (training.pct_start {training.pct_start}); "
+                        f"each phase needs 2 or more: train longer, on more images or with a smaller batch")
+
+
+EXPLOSION_FACTOR = 4  # a loss this many times a uniform guess's means training has blown up
+
+
+def warn_if_exploding(record, train_loss, epoch, num_classes):
+    """A loss far above a uniform guess's (ln of the class count) that has not turned NaN yet."""
+    uniform = math.log(num_classes)
+    if train_loss > EXPLOSION_FACTOR * uniform and not record.data.get("warnings"):
+        message = (f"warning: the training loss in epoch {epoch} is {train_loss:.3g}, far above a uniform guess's "
+                   f"{uniform:.2f}: training has blown up; the max LR {record.data['max_lr']:.3g} is likely too high")
+        record.data.setdefault("warnings", []).append(message)
+        if record.writes:
+            print(message, file=sys.stderr)
+
+
+def fit(cfg, record, model, trainer, evaluator, optimizer, scheduler, loaders, dtype, first_epoch, world,
+        num_classes):
     """The epochs: train, evaluate, record, checkpoint; a signal stops cleanly between checkpoints."""
     train_loader, test_loader = loaders
     epochs, label_smoothing = cfg.training.epochs, cfg.training.label_smoothing
@@ -222,6 +264,7 @@ def fit(cfg, record, model, trainer, evaluator, optimizer, scheduler, loaders, d
             with Timer(record.device) as eval_timer:
                 test_metrics = evaluate(evaluator, test_loader, dtype, label_smoothing, cfg.training.eval_flip_tta,
                                         world)
+            warn_if_exploding(record, train_loss, epoch, num_classes)
             record.add_epoch(epoch=epoch, train_loss=train_loss, train_accuracy=train_accuracy, **test_metrics,
                              train_seconds=train_timer.seconds, eval_seconds=eval_timer.seconds,
                              lr=scheduler.get_last_lr()[0], profiled=profiling)
@@ -261,14 +304,27 @@ def run(cfg, argv, world):
     with Timer(device) as data_timer:  # checks the data before anything is written
         info = load_dataset_info(cfg.data.path)
         train_loader, test_loader = build_loaders(cfg, info, device, dtype, world)
-    record, resumed = start_or_resume(cfg, argv, device, world)
+    check_schedule(cfg.training, len(train_loader))
+    try:
+        record, resumed = start_or_resume(cfg, argv, device, world, info)
+    except RunFinished as finished:
+        if world.is_main:
+            print(finished)
+        return None
     record.timings["data_setup"] = data_timer.seconds
     record.say(f"run folder: {record.folder} | device: {record.data['device']['name']} | compute dtype: {dtype}"
                + (f" | {world.size} processes" if world.size > 1 else ""))
+    with record:  # rank 0 holds the run folder's lock until the run ends
+        return train_and_report(cfg, record, resumed, info, (train_loader, test_loader), device, dtype, world)
+
+
+def train_and_report(cfg, record, resumed, info, loaders, device, dtype, world):
+    """Model, LR finder, optimizer and schedule, compile, the epochs, then the final files and headline."""
+    train_loader, test_loader = loaders
     test_images = split_size(info, "test", cfg.data.test_subset)
     record.data["data"] = {"folder": str(info.folder), "source": info.source, "records": info.records,
                            "train_images_per_epoch": len(train_loader) * cfg.training.batch_size,
-                           "test_images": test_images, "processes": world.size}
+                           "test_images": test_images, "processes": world.size, "sha256": info.sha256}
     with record.timed("ffcv_jit"):  # FFCV compiles each pipeline on its loader's first batch (gpu loader: ~0)
         warm_batches = first_batch(train_loader), first_batch(test_loader)
 
@@ -305,9 +361,9 @@ def run(cfg, argv, world):
         warm_up(model, trainer, evaluator, optimizer, *warm_batches, last_test_size, dtype)
 
     first_epoch = resumed["epoch"] + 1 if resumed else 1
-    loaders = (train_loader, test_loader)
     try:
-        fit(cfg, record, model, trainer, evaluator, optimizer, scheduler, loaders, dtype, first_epoch, world)
+        fit(cfg, record, model, trainer, evaluator, optimizer, scheduler, loaders, dtype, first_epoch, world,
+            len(info.classes))
     except checkpoint.Interrupted as signal_name:
         saved = record.checkpointed_epoch
         where = (f"resume after epoch {saved} with --training.resume {record.folder / checkpoint.CHECKPOINT}"
@@ -323,6 +379,9 @@ def run(cfg, argv, world):
         plot_curves(record.data["epochs"], record.folder / "loss_accuracy_plots.png")
         record.save(finished=True)
         print(f"results: {record.folder / 'results.json'}")
+        last = record.data["last"]
+        tta = f" ({100 * last['test_accuracy_flip_tta']:.2f}% with flip TTA)" if "test_accuracy_flip_tta" in last else ""
+        print(f"Last-epoch Test Accuracy: {100 * last['test_accuracy']:.2f}% at Epoch: {last['epoch']}{tta}")
         print(f"Maximum Test Accuracy: {100 * best['test_accuracy']:.2f}% at Epoch: {best['epoch']}")
     return record.data
 

@@ -1,5 +1,7 @@
 """Interruption and resumption: a stopped run continues to the same weights as an uninterrupted one."""
 import json
+import math
+import os
 import signal
 import subprocess
 import sys
@@ -8,6 +10,9 @@ import pytest
 import torch
 
 from fast_cifar import train
+from fast_cifar.beton import write_dataset
+from fast_cifar.files import lock_folder
+from fast_cifar.sources import make_synthetic
 
 from conftest import REPO, error_lines
 
@@ -79,3 +84,97 @@ def test_non_finite_loss_stops_with_epoch_and_step(synthetic_folder, tmp_path, c
     message = error_lines(capsys.readouterr().err)[-1]
     assert "non-finite at step" in message and "in epoch 1" in message
     assert not (tmp_path / "diverge" / "model.pt").exists()
+
+
+class RunsCode:
+    """Unpickled by plain `torch.load(weights_only=False)`, it would run a command."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return os.system, (f"touch {self.marker}",)
+
+
+def test_a_checkpoint_that_would_run_code_is_refused(synthetic_folder, tmp_path, capsys):
+    marker = tmp_path / "code-ran"
+    planted = tmp_path / "runs" / "planted" / "checkpoint.pt"
+    planted.parent.mkdir(parents=True)
+    torch.save({"epoch": 1, "record": RunsCode(marker)}, planted)
+    with pytest.raises(SystemExit) as exit:
+        train.main(run_args(synthetic_folder, tmp_path / "runs", "mine") + ["--training.resume", str(planted)])
+    assert exit.value.code == 2
+    assert error_lines(capsys.readouterr().err) == [
+        f"error: checkpoint {planted} holds objects other than tensors and plain values, "
+        "which could run code when loaded: refusing to load it"]
+    assert not marker.exists()
+
+
+def one_epoch(data, out, name):
+    args = run_args(data, out, name)
+    args[args.index("--training.epochs") + 1] = "1"
+    return args
+
+
+def test_resume_refuses_another_data_set(synthetic_folder, tmp_path, capsys):
+    other = tmp_path / "other_data"
+    write_dataset(make_synthetic(256, 100, seed=1), other, "synthetic", num_workers=1)
+    args = run_args(synthetic_folder, tmp_path, "run")
+    interrupt_after_first_epoch(args)
+    with pytest.raises(SystemExit):
+        train.main(run_args(other, tmp_path, "run") + ["--training.resume", "auto"])
+    assert "was made on another data set" in error_lines(capsys.readouterr().err)[-1]
+
+
+def test_resuming_a_finished_run_leaves_it_alone(synthetic_folder, tmp_path, capsys):
+    train.main(one_epoch(synthetic_folder, tmp_path, "done"))
+    folder = tmp_path / "done"
+    before = {path.name: path.read_bytes() for path in folder.iterdir() if path.is_file()}
+    assert train.main(one_epoch(synthetic_folder, tmp_path, "done") + ["--training.resume", "auto"]) is None
+    assert "nothing left to do" in capsys.readouterr().out
+    assert {path.name: path.read_bytes() for path in folder.iterdir() if path.is_file()} == before
+
+
+def test_a_second_run_never_takes_over_a_run_folder(synthetic_folder, tmp_path, capsys):
+    args = one_epoch(synthetic_folder, tmp_path, "mine")
+    train.main(args)
+    record = json.loads((tmp_path / "mine" / "results.json").read_text())
+    with pytest.raises(SystemExit) as exit:
+        train.main(args)
+    assert exit.value.code == 2
+    assert "already holds a run" in error_lines(capsys.readouterr().err)[-1]
+    assert json.loads((tmp_path / "mine" / "results.json").read_text()) == record
+
+    # --output.overwrite replaces it, and leaves none of the earlier run's files behind.
+    assert (tmp_path / "mine" / "lr_finder.png").exists()
+    train.main(args + ["--output.overwrite", "true", "--lr_finder.enabled", "false"])
+    assert not (tmp_path / "mine" / "lr_finder.png").exists()
+
+
+def test_a_run_folder_in_use_is_refused(synthetic_folder, tmp_path, capsys):
+    folder = tmp_path / "busy"
+    folder.mkdir()
+    held = lock_folder(folder)  # as a run in another process holds it
+    try:
+        with pytest.raises(SystemExit):
+            train.main(one_epoch(synthetic_folder, tmp_path, "busy"))
+        assert "is in use by another run" in error_lines(capsys.readouterr().err)[-1]
+        assert not (folder / "results.json").exists()
+    finally:
+        held.close()
+
+
+def test_a_schedule_shorter_than_its_warm_up_is_one_line(synthetic_folder, tmp_path, capsys):
+    args = one_epoch(synthetic_folder, tmp_path, "short") + ["--data.train_subset", "256"]  # 4 steps in all
+    with pytest.raises(SystemExit):
+        train.main(args)
+    assert "too short for its one-cycle schedule: 4 steps in all" in error_lines(capsys.readouterr().err)[-1]
+    assert not (tmp_path / "short").exists()
+
+
+def test_an_exploding_but_finite_loss_is_warned_about(synthetic_folder, tmp_path, capsys):
+    args = one_epoch(synthetic_folder, tmp_path, "explode") + ["--lr_finder.enabled", "false", "--training.lr", "1e4"]
+    record = train.main(args)
+    warning = capsys.readouterr().err
+    assert "warning: the training loss in epoch 1 is" in warning and "blown up" in warning
+    assert record["warnings"] and math.isfinite(record["epochs"][0]["train_loss"])
