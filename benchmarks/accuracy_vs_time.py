@@ -15,16 +15,12 @@ import subprocess
 import sys
 from pathlib import Path
 
-import matplotlib
+from fastargs import Param, Section
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-from fastargs import Param, Section  # noqa: E402
-
-from fast_cifar.config import parse_config  # noqa: E402
-from fast_cifar.errors import UserError, exit_on_user_error  # noqa: E402
-from fast_cifar.files import write_json, write_text  # noqa: E402
-from fast_cifar.results import save_figure  # noqa: E402
+from fast_cifar.config import parse_config
+from fast_cifar.errors import UserError, exit_on_user_error
+from fast_cifar.files import write_json, write_text
+from fast_cifar.plots import plt, save_figure
 
 REPO = Path(__file__).resolve().parents[1]
 EPOCH_CONFIGS = ",".join(f"rn18_configs/{n}ep.yaml" for n in (8, 12, 16, 24, 32, 40))

@@ -18,24 +18,21 @@ import os
 import sys
 from pathlib import Path
 
-import matplotlib
+import torch
+from fastargs import Param, Section
+from fastargs.validation import OneOf
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import torch  # noqa: E402
-from fastargs import Param, Section  # noqa: E402
-from fastargs.validation import OneOf  # noqa: E402
+from baseline import to_device, torchvision_loader  # beside this script
 
-from baseline import to_device, torchvision_loader  # noqa: E402  (beside this script)
-
-from fast_cifar.beton import load_dataset_info  # noqa: E402
-from fast_cifar.config import NON_NEGATIVE_INT, parse_config  # noqa: E402
-from fast_cifar.data import make_loader, read_split  # noqa: E402
-from fast_cifar.errors import exit_on_user_error  # noqa: E402
-from fast_cifar.files import write_json, write_text  # noqa: E402
-from fast_cifar.model import ResNet18  # noqa: E402
-from fast_cifar.results import Timer, describe_device, save_figure, versions  # noqa: E402
-from fast_cifar.train import endless, train_step  # noqa: E402
+from fast_cifar.beton import load_dataset_info
+from fast_cifar.config import NON_NEGATIVE_INT, parse_config
+from fast_cifar.data import make_loader, read_split
+from fast_cifar.errors import exit_on_user_error
+from fast_cifar.files import write_json, write_text
+from fast_cifar.model import ResNet18
+from fast_cifar.plots import plt, save_figure
+from fast_cifar.results import Timer, describe_device, versions
+from fast_cifar.train import endless, onednn_is_safe, pick_memory_format, train_step
 
 EPOCH_IMAGES = 50_000
 MODES = {  # sizes that finish in minutes on 2 CPU cores, and the real thing on a GPU
@@ -113,6 +110,7 @@ def measure_loader(loaders, kind, images, device):
 
 
 def measure_training(loaders, name, setting, sizes, device):
+    setting = {**setting, "channels_last": pick_memory_format(setting["channels_last"], device)[0]}
     dtype = torch.bfloat16 if setting["precision"] == "bf16" else torch.float32
     memory_format = torch.channels_last if setting["channels_last"] else torch.contiguous_format
     batches = loaders.batches(setting["loader"], dtype, setting["channels_last"])
@@ -177,6 +175,7 @@ def main(argv=None):
     cfg = parse_config(declare_sections, argv, description=__doc__).bench
     mode = cfg.mode if cfg.mode != "auto" else ("gpu" if torch.cuda.is_available() else "cpu")
     device = torch.device("cuda" if mode == "gpu" else "cpu")
+    torch.backends.mkldnn.enabled = onednn_is_safe(device)  # as train.py does: see onednn_is_safe
     sizes = {key: getattr(cfg, key) or default for key, default in MODES[mode].items()}
     out = Path(cfg.out or f"benchmarks/results/bench_{mode}")
     out.mkdir(parents=True, exist_ok=True)
@@ -188,7 +187,8 @@ def main(argv=None):
     train_arrays = read_split(info.path("train"))
     results = {"mode": mode, "date": datetime.date.today().isoformat(), "data": info.source,
                "command": " ".join(["benchmarks/run.py", *(sys.argv[1:] if argv is None else argv)]),
-               "device": describe_device(device), "versions": versions(), "sizes": sizes | {"workers": workers}}
+               "device": describe_device(device), "versions": versions(), "onednn": torch.backends.mkldnn.enabled,
+               "sizes": sizes | {"workers": workers}}
     loader_rows = Loaders(info, train_arrays, sizes["loader_batch_size"], device, workers)
     training_loaders = Loaders(info, train_arrays, sizes["batch_size"], device, workers)
     with contextlib.closing(loader_rows), contextlib.closing(training_loaders):

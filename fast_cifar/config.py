@@ -110,15 +110,30 @@ def declare_train_sections(config):
         width=Param(POSITIVE_INT, "channels of the first stage (64 is ResNet-18)", default=64),
         channels_last=Param(Boolean(), "channels-last memory format", default=True),
     )
-    Section("training", "Adam with a one-cycle schedule", config_descriptor=config).params(
+    Section("training", "The optimizer, its one-cycle schedule, and how the steps run", config_descriptor=config).params(
         epochs=Param(POSITIVE_INT, "number of epochs", default=24),
         batch_size=Param(POSITIVE_INT, "training batch size", default=512),
         test_batch_size=Param(POSITIVE_INT, "evaluation batch size", default=1000),
+        optimizer=Param(OneOf(["adam", "adamw", "sgd"]), "adam: L2 decay in the gradient; adamw: decoupled decay; "
+                        "sgd: momentum SGD", default="adam"),
         lr=Param(POSITIVE_FLOAT, "max LR of the one-cycle schedule when the LR finder is off", default=2e-3),
-        weight_decay=Param(NON_NEGATIVE_FLOAT, "Adam's (L2) weight decay", default=1e-4),
+        weight_decay=Param(NON_NEGATIVE_FLOAT, "weight decay (L2 for adam and sgd, decoupled for adamw)",
+                           default=1e-4),
+        decay_norm_and_bias=Param(Boolean(), "also decay BatchNorm weights and biases", default=True),
+        beta2=Param(Number(min=0, max=0.9999), "Adam's second-moment decay", default=0.999),
+        nesterov=Param(Boolean(), "Nesterov momentum (sgd)", default=False),
         pct_start=Param(Number(min=0.01, max=0.99), "fraction of steps spent warming up", default=0.25),
+        div_factor=Param(Number(min=1), "the schedule starts at max LR / div_factor", default=25.0),
+        final_div_factor=Param(Number(min=1), "and ends at its start LR / final_div_factor", default=1e4),
+        anneal_strategy=Param(OneOf(["cos", "linear"]), "shape of both phases", default="cos"),
+        cycle_momentum=Param(Boolean(), "move beta1 (sgd: momentum) against the LR, max_momentum to "
+                             "base_momentum and back", default=True),
+        base_momentum=Param(Number(min=0, max=0.9999), "beta1 (momentum) at the peak LR", default=0.85),
+        max_momentum=Param(Number(min=0, max=0.9999), "beta1 (momentum) at the start and end; the fixed value "
+                           "without cycle_momentum", default=0.95),
         label_smoothing=Param(Number(min=0, max=0.99), "label smoothing of the loss", default=0.1),
-        precision=Param(OneOf(["auto", "bf16", "fp32"]), "auto: bf16 on CUDA, fp32 on the CPU", default="auto"),
+        precision=Param(OneOf(["auto", "bf16", "fp32"]), "auto: bf16 on CUDA and on CPUs with native bf16 "
+                        "(AVX512_BF16 or AMX), else fp32", default="auto"),
         compile=Param(Boolean(), "torch.compile the model", default=True),
         compile_mode=Param(OneOf(["default", "reduce-overhead", "max-autotune"]), "torch.compile mode",
                            default="default"),
@@ -130,12 +145,12 @@ def declare_train_sections(config):
     )
     Section("lr_finder", "LR range test run before training to pick the max LR", config_descriptor=config).params(
         enabled=Param(Boolean(), "run it (else use training.lr)", default=True),
-        min_lr=Param(POSITIVE_FLOAT, "first LR of the sweep", default=1e-6),
-        max_lr=Param(POSITIVE_FLOAT, "last LR of the sweep", default=1.0),
+        start_lr=Param(POSITIVE_FLOAT, "first LR of the sweep", default=1e-6),
+        end_lr=Param(POSITIVE_FLOAT, "last LR of the sweep", default=1.0),
         num_iters=Param(POSITIVE_INT, "steps in the sweep", default=100),
         smoothing=Param(Number(min=0, max=0.999), "EMA factor of the smoothed loss", default=0.9),
         divergence=Param(Number(min=1), "stop once the loss exceeds this times its minimum", default=4.0),
-        divisor=Param(Number(min=1), "suggested LR = LR at the loss minimum / divisor", default=10.0),
+        divisor=Param(Number(min=1), "the max LR it suggests: the LR at the loss minimum / divisor", default=10.0),
     )
     Section("output", "What a run writes", config_descriptor=config).params(
         dir=Param(str, "parent folder of the run folders", default="runs"),

@@ -28,24 +28,24 @@ class LRFinderResult:
         return asdict(self)
 
 
-def sweep_lrs(min_lr, max_lr, num_iters):
-    ratio = max_lr / min_lr
-    return [min_lr * ratio ** (i / max(num_iters - 1, 1)) for i in range(num_iters)]
+def sweep_lrs(start_lr, end_lr, num_iters):
+    ratio = end_lr / start_lr
+    return [start_lr * ratio ** (i / max(num_iters - 1, 1)) for i in range(num_iters)]
 
 
-def find_lr(model, batches, loss_of, make_optimizer, *, min_lr=1e-6, max_lr=1.0, num_iters=100,
+def find_lr(model, batches, loss_of, make_optimizer, *, start_lr=1e-6, end_lr=1.0, num_iters=100,
             smoothing=0.9, divergence=4.0, divisor=10.0):
     """Run the range test on a copy of `model` over `batches` (an iterable of (images, labels)).
 
-    `loss_of(model, images, labels)` returns the training loss; `make_optimizer(params)`
-    builds an optimizer like the one training will use.
+    `loss_of(model, images, labels)` returns the training loss; `make_optimizer(model)`
+    builds the optimizer training will start with (its betas, decay and parameter groups).
     """
     model = copy.deepcopy(model).train()
-    optimizer = make_optimizer(model.parameters())
+    optimizer = make_optimizer(model)
     lrs, losses, smoothed = [], [], []
     average, best = 0.0, math.inf
     stopped_early = False
-    for step, (lr, (images, labels)) in enumerate(zip(sweep_lrs(min_lr, max_lr, num_iters), batches)):
+    for step, (lr, (images, labels)) in enumerate(zip(sweep_lrs(start_lr, end_lr, num_iters), batches)):
         for group in optimizer.param_groups:
             group["lr"] = lr
         loss = loss_of(model, images, labels)
@@ -65,6 +65,6 @@ def find_lr(model, batches, loss_of, make_optimizer, *, min_lr=1e-6, max_lr=1.0,
         smoothed.append(current)
 
     if not lrs:
-        raise UserError("the LR finder diverged on its first step: lower lr_finder.min_lr")
+        raise UserError("the LR finder diverged on its first step: lower lr_finder.start_lr")
     min_loss_lr = lrs[smoothed.index(min(smoothed))]
     return LRFinderResult(lrs, losses, smoothed, min_loss_lr, min_loss_lr / divisor, stopped_early)

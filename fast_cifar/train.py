@@ -15,6 +15,7 @@ import copy
 import math
 import random
 import sys
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -31,8 +32,9 @@ from fast_cifar.errors import UserError, exit_on_user_error
 from fast_cifar.files import lock_folder
 from fast_cifar.lr_finder import find_lr
 from fast_cifar.model import ResNet18, receptive_fields
-from fast_cifar.results import (RunRecord, Timer, make_run_folder, plot_curves, plot_lr_finder, profiled,
-                                save_checkpoint)
+from fast_cifar.optim import make_optimizer, make_scheduler
+from fast_cifar.plots import plot_curves, plot_lr_finder
+from fast_cifar.results import RunRecord, Timer, make_run_folder, profiled, save_weights
 
 
 def pick_device(name, world):
@@ -45,10 +47,46 @@ def pick_device(name, world):
     return torch.device("cuda", world.local_rank)
 
 
-def pick_dtype(precision, device):
-    if precision == "auto":
-        precision = "bf16" if device.type == "cuda" else "fp32"
-    return torch.bfloat16 if precision == "bf16" else torch.float32
+def cpu_bf16_flags(cpuinfo=Path("/proc/cpuinfo")):
+    """The CPU's native bf16 instruction sets (AVX512_BF16, AMX), as Linux lists them."""
+    try:
+        flags = set(cpuinfo.read_text().split())
+    except OSError:
+        return []
+    return sorted(flags & {"avx512_bf16", "amx_bf16"})
+
+
+def pick_precision(precision, device, cpu_flags=None):
+    """The compute dtype and why: bf16 where the hardware runs it natively, since elsewhere it is emulated
+    and many times slower than fp32."""
+    if precision != "auto":
+        return precision, "set by training.precision"
+    if device.type == "cuda":
+        return "bf16", "auto: a CUDA GPU"
+    flags = cpu_bf16_flags() if cpu_flags is None else cpu_flags
+    if flags:
+        return "bf16", f"auto: the CPU has native bf16 ({', '.join(flags)})"
+    return "fp32", "auto: the CPU has no native bf16 (neither avx512_bf16 nor amx_bf16)"
+
+
+def onednn_is_safe(device):
+    """False on a CPU without AVX-512, where torch's oneDNN convolutions are not safe beside FFCV.
+
+    There the AVX2 kernel for the weight gradient of 1x1 convolutions hangs (or
+    corrupts memory) once OpenCV, which FFCV loads, is in the process: seen with
+    torch 2.14.1 on an AVX2 AMD EPYC, in both layouts, sooner in channels-last.
+    Such CPUs train with torch's native convolutions, in the contiguous layout
+    (faster than channels-last without oneDNN).
+    """
+    return device.type != "cpu" or torch.backends.cpu.get_cpu_capability().startswith("AVX512")
+
+
+def pick_memory_format(channels_last, device):
+    """Channels-last as configured, unless oneDNN is off on this CPU; and why."""
+    if channels_last and not onednn_is_safe(device):
+        return False, (f"contiguous: on this CPU ({torch.backends.cpu.get_cpu_capability()}, no AVX-512) "
+                       f"oneDNN is off, so convolutions run natively, faster contiguous")
+    return channels_last, "set by model.channels_last"
 
 
 def seed_everything(seed):
@@ -156,12 +194,12 @@ def warm_up(model, trainer, evaluator, optimizer, train_batch, test_batch, last_
     optimizer.load_state_dict(saved_optimizer)
 
 
-def build_loaders(cfg, info, device, dtype, world):
+def build_loaders(cfg, info, device, dtype, world, channels_last):
     """Train and test loaders for this rank; training.batch_size is the global batch, split over ranks."""
     if cfg.training.batch_size % world.size:
         raise UserError(f"training.batch_size {cfg.training.batch_size} does not split over {world.size} processes")
     shared = dict(device=device, dtype=dtype, kind=cfg.data.loader, num_workers=cfg.data.num_workers,
-                  seed=cfg.training.seed, channels_last=cfg.model.channels_last, rank=world.rank,
+                  seed=cfg.training.seed, channels_last=channels_last, rank=world.rank,
                   world_size=world.size)
     train_loader = make_loader(info, "train", cfg.training.batch_size // world.size, train=True,
                                subset=cfg.data.train_subset, **shared)
@@ -173,16 +211,20 @@ def build_loaders(cfg, info, device, dtype, world):
     return train_loader, test_loader
 
 
-def run_lr_finder(cfg, model, train_loader, make_optimizer, dtype, record):
+def run_lr_finder(cfg, model, train_loader, device, dtype, record):
     """The range test on a copy of the model; returns the suggested max LR and plots the sweep."""
-    settings = {key: value for key, value in vars(cfg.lr_finder).items() if key != "enabled"}
-    label_smoothing = cfg.training.label_smoothing
+    finder, training = cfg.lr_finder, cfg.training
 
     def loss_of(net, images, labels):
-        return training_loss(net, images, labels, dtype, label_smoothing)[0]
+        return training_loss(net, images, labels, dtype, training.label_smoothing)[0]
+
+    def optimizer_for(net):  # the optimizer training starts with: same betas, decay and groups
+        return make_optimizer(training, net, finder.start_lr, device)
 
     with record.timed("lr_finder"), contextlib.closing(endless(train_loader)) as batches:
-        sweep = find_lr(model, batches, loss_of, make_optimizer, **settings)
+        sweep = find_lr(model, batches, loss_of, optimizer_for, start_lr=finder.start_lr, end_lr=finder.end_lr,
+                        num_iters=finder.num_iters, smoothing=finder.smoothing, divergence=finder.divergence,
+                        divisor=finder.divisor)
     record.data["lr_finder"] = sweep.to_dict()
     plot_lr_finder(sweep, record.folder / "lr_finder.png")
     print(f"LR finder: loss lowest at LR {sweep.min_loss_lr:.2e}, max LR {sweep.suggested_lr:.2e} "
@@ -297,13 +339,16 @@ def main(argv=None):
 
 def run(cfg, argv, world):
     device = pick_device(cfg.training.device, world)
-    dtype = pick_dtype(cfg.training.precision, device)
+    precision, reason = pick_precision(cfg.training.precision, device)
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float32
+    torch.backends.mkldnn.enabled = onednn_is_safe(device)  # see onednn_is_safe
+    channels_last, layout_reason = pick_memory_format(cfg.model.channels_last, device)
     torch.backends.cudnn.benchmark = not cfg.training.deterministic  # fixed shapes: cuDNN times its algorithms once
     torch.use_deterministic_algorithms(cfg.training.deterministic)
     seed_everything(cfg.training.seed)
     with Timer(device) as data_timer:  # checks the data before anything is written
         info = load_dataset_info(cfg.data.path)
-        train_loader, test_loader = build_loaders(cfg, info, device, dtype, world)
+        train_loader, test_loader = build_loaders(cfg, info, device, dtype, world, channels_last)
     check_schedule(cfg.training, len(train_loader))
     try:
         record, resumed = start_or_resume(cfg, argv, device, world, info)
@@ -311,9 +356,15 @@ def run(cfg, argv, world):
         if world.is_main:
             print(finished)
         return None
+    record.started = data_timer.start  # end-to-end times count from before the data checks
     record.timings["data_setup"] = data_timer.seconds
-    record.say(f"run folder: {record.folder} | device: {record.data['device']['name']} | compute dtype: {dtype}"
-               + (f" | {world.size} processes" if world.size > 1 else ""))
+    record.data["precision"] = {"compute": precision, "why": reason}
+    record.data["channels_last"] = {"used": channels_last, "why": layout_reason}
+    record.data["onednn"] = torch.backends.mkldnn.enabled
+    record.say(f"run folder: {record.folder} | device: {record.data['device']['name']} | compute dtype: {dtype} "
+               f"({reason}) | channels-last: {channels_last}" + (f" | {world.size} processes" if world.size > 1 else ""))
+    if cfg.model.channels_last and not channels_last:
+        record.say(f"note: {layout_reason}")
     with record:  # rank 0 holds the run folder's lock until the run ends
         return train_and_report(cfg, record, resumed, info, (train_loader, test_loader), device, dtype, world)
 
@@ -328,25 +379,21 @@ def train_and_report(cfg, record, resumed, info, loaders, device, dtype, world):
     with record.timed("ffcv_jit"):  # FFCV compiles each pipeline on its loader's first batch (gpu loader: ~0)
         warm_batches = first_batch(train_loader), first_batch(test_loader)
 
-    memory_format = torch.channels_last if cfg.model.channels_last else torch.contiguous_format
+    memory_format = torch.channels_last if record.data["channels_last"]["used"] else torch.contiguous_format
     model = ResNet18(len(info.classes), cfg.model.width).to(device, memory_format=memory_format)
     record.data["model"] = {"parameters": sum(p.numel() for p in model.parameters()),
                             "receptive_fields": receptive_fields(model)}
-
-    def make_optimizer(params, lr=cfg.training.lr):
-        return torch.optim.Adam(params, lr=lr, weight_decay=cfg.training.weight_decay, fused=device.type == "cuda")
 
     max_lr = cfg.training.lr
     if resumed:
         max_lr = resumed["max_lr"]
     elif cfg.lr_finder.enabled:  # once, on rank 0, and its LR sent to every rank
-        max_lr = run_lr_finder(cfg, model, train_loader, make_optimizer, dtype, record) if world.is_main else 0.0
+        max_lr = run_lr_finder(cfg, model, train_loader, device, dtype, record) if world.is_main else 0.0
         max_lr = from_rank_zero(max_lr, world, device)
     record.data["max_lr"] = max_lr
 
-    optimizer = make_optimizer(model.parameters(), max_lr)
-    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr, epochs=cfg.training.epochs,
-                                                    steps_per_epoch=len(train_loader), pct_start=cfg.training.pct_start)
+    optimizer = make_optimizer(cfg.training, model, max_lr, device)
+    scheduler = make_scheduler(cfg.training, optimizer, max_lr, len(train_loader))
     if resumed:
         checkpoint.restore(resumed, model, optimizer, scheduler)
     def compiled(net):
@@ -375,7 +422,7 @@ def train_and_report(cfg, record, resumed, info, loaders, device, dtype, world):
     best = record.summarize(cfg.output.accuracy_targets)
     if record.writes:
         if cfg.output.checkpoint:
-            save_checkpoint(model, record.folder / "model.pt")
+            save_weights(model, record.folder / "model.pt")
         plot_curves(record.data["epochs"], record.folder / "loss_accuracy_plots.png")
         record.save(finished=True)
         print(f"results: {record.folder / 'results.json'}")

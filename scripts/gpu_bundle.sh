@@ -1,13 +1,17 @@
 #!/usr/bin/env bash
-# Run HERE (no GPU needed): gather into .carry/ (ignored by git) what the GPU machine
-# lacks, so that scripts/gpu_run.sh can do the whole GPU measurement in one call there.
-# The GPU machine has Python 3.12, torch, numba, numpy, matplotlib, PyYAML, tqdm and
-# opencv-python-headless, but no network, no ffcv and no libturbojpeg/OpenCV libraries.
-#   bash scripts/gpu_bundle.sh [CIFAR-10 COPY]     (default: ../shared/datasets/cifar10-jpeg.tar.gz)
+# For a GPU machine with no network: pack into .carry/ (ignored by git) what it lacks to train,
+# so that scripts/gpu_run.sh can do the whole GPU measurement there in one go.
+# Run on a machine that has this project set up (scripts/setup.sh) and a Python of the
+# GPU machine's version. It packs ffcv built for that Python, the shared libraries it
+# links, fastargs and terminaltables, and a copy of CIFAR-10.
+#   bash scripts/gpu_bundle.sh CIFAR10_COPY [PYTHON]
+#     CIFAR10_COPY: an archive or folder write_datasets.py accepts (e.g. cifar10-jpeg.tar.gz)
+#     PYTHON: the interpreter to build for (default: the first python3.12 on PATH)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-PY312=${PY312:-/root/.pyenv/versions/3.12.1/bin/python}
-DATA=${1:-../shared/datasets/cifar10-jpeg.tar.gz}
+DATA=${1:?usage: bash scripts/gpu_bundle.sh CIFAR10_COPY [PYTHON]}
+TARGET_PYTHON=${2:-$(command -v python3.12 || true)}
+[ -n "$TARGET_PYTHON" ] || { echo "no python3.12 on PATH: name the GPU machine's Python version as the 2nd argument" >&2; exit 2; }
 
 rm -rf .carry && mkdir -p .carry/wheels .carry/lib
 build=$(mktemp -d)
@@ -15,7 +19,7 @@ trap 'rm -rf "$build"' EXIT
 
 # 1. ffcv compiled for Python 3.12 against this machine's libraries, plus the pure-Python
 #    packages the GPU machine lacks (ffcv itself needs none of its other declared ones to import).
-"$PY312" -m venv "$build/venv"
+"$TARGET_PYTHON" -m venv "$build/venv"
 "$build/venv/bin/pip" install -q setuptools wheel
 "$build/venv/bin/pip" wheel -q --no-build-isolation --no-deps -w .carry/wheels \
     ffcv==1.0.2 fastargs==1.2.0 terminaltables==3.1.10
@@ -27,7 +31,7 @@ ldd "$build"/ffcv/_libffcv*.so | awk '$3 ~ /^\// {print $3}' \
     | grep -Ev '/(libc|libm|libpthread|libdl|librt|libstdc\+\+|libgcc_s)\.so' \
     | while read -r library; do cp -L "$library" .carry/lib/; done
 
-# 3. The data set, since ../shared does not travel.
+# 3. The data set: the GPU machine cannot download it.
 cp "$DATA" .carry/
 du -sh .carry .carry/* | sed 's/^/  /'
 echo "== .carry ready: run scripts/gpu_run.sh on the GPU machine with carry=['.carry']"

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Run ON THE GPU MACHINE, from the repository root, after scripts/gpu_bundle.sh filled .carry/.
-# Each job fits one device call (10 minutes) and packs its outputs into $OUT/<job>.tar.gz
-# (the call returns at most 8 files), with its log beside it:
+# Each job fits in 10 minutes of an H100 and packs its outputs into one archive,
+# $OUT/<job>.tar.gz, so they come back as a single file; its log lies beside it:
 #   bash scripts/gpu_run.sh train   the 24-epoch recipe, FFCV loader and GPU data path, epoch 2 profiled
 #   bash scripts/gpu_run.sh bench   benchmarks/run.py in GPU mode
 #   bash scripts/gpu_run.sh study   benchmarks/accuracy_vs_time.py (8 to 40 epochs: about two calls;

@@ -12,9 +12,20 @@ def parse(*argv):
 
 def test_24ep_recipe():
     cfg = parse("--config", REPO / "rn18_configs" / "24ep.yaml")
-    assert (cfg.training.epochs, cfg.training.batch_size) == (24, 512)
-    assert cfg.training.compile and cfg.lr_finder.enabled and cfg.model.width == 64
-    assert cfg.training.precision == "auto"  # bf16 on CUDA
+    assert (cfg.training.epochs, cfg.training.batch_size, cfg.model.width) == (24, 512, 64)
+    assert cfg.training.compile and cfg.lr_finder.enabled and cfg.training.optimizer.startswith("adam")
+    assert cfg.training.precision == "auto" and cfg.training.eval_flip_tta
+    # It differs from the small CPU configuration where that one is cut down.
+    small = parse("--config", REPO / "rn18_configs" / "cpu_small.yaml")
+    assert small.model.width < 64 and small.data.train_subset > 0 and not small.training.compile
+    assert cfg.data.train_subset == 0  # every training image
+
+
+def test_sgd_reference_is_the_classic_schedule():
+    cfg = parse("--config", REPO / "rn18_configs" / "24ep_sgd_reference.yaml")
+    training = cfg.training
+    assert (training.optimizer, training.nesterov, training.weight_decay) == ("sgd", True, 5e-4)
+    assert (training.epochs, training.batch_size) == (24, 512) and not cfg.lr_finder.enabled
 
 
 def test_every_config_file_parses():
@@ -50,7 +61,7 @@ def test_lists_and_defaults():
     (["--training.lr", "inf"], "training.lr"),
     (["--training.lr", "0"], "training.lr"),
     (["--training.lr", "-1e-3"], "training.lr"),
-    (["--lr_finder.min_lr", "nan"], "lr_finder.min_lr"),
+    (["--lr_finder.start_lr", "nan"], "lr_finder.start_lr"),
     (["--training.weight_decay", "nan"], "training.weight_decay"),
     (["--training.epochs", "1.7"], "training.epochs"),
     (["--training.seed", "0.9"], "training.seed"),

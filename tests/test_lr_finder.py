@@ -24,8 +24,8 @@ def loss_of(model, x, y):
     return F.cross_entropy(model(x), y)
 
 
-def adam(params):
-    return torch.optim.Adam(params)
+def adam(model):
+    return torch.optim.Adam(model.parameters())
 
 
 def test_sweep_is_exponential():
@@ -36,7 +36,7 @@ def test_sweep_is_exponential():
 def test_finds_a_sensible_lr_and_leaves_the_model_alone():
     model, batches = problem()
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    result = find_lr(model, batches, loss_of, adam, min_lr=1e-5, max_lr=10.0, num_iters=100, divisor=10)
+    result = find_lr(model, batches, loss_of, adam, start_lr=1e-5, end_lr=10.0, num_iters=100, divisor=10)
     # the loss fell along the sweep, and the suggestion sits a decade below the minimum
     assert min(result.smoothed_losses) < 0.8 * result.smoothed_losses[0]
     assert result.suggested_lr == pytest.approx(result.min_loss_lr / 10)
@@ -47,7 +47,7 @@ def test_finds_a_sensible_lr_and_leaves_the_model_alone():
 
 def test_divergence_ends_the_sweep_and_is_not_a_result():
     model, batches = problem()
-    result = find_lr(model, batches, loss_of, lambda p: torch.optim.SGD(p, lr=1), min_lr=1e-3, max_lr=1e6,
+    result = find_lr(model, batches, loss_of, lambda m: torch.optim.SGD(m.parameters(), lr=1), start_lr=1e-3, end_lr=1e6,
                      num_iters=100, divergence=2.0)
     assert result.stopped_early and len(result.lrs) < 100
     assert max(result.smoothed_losses) <= 2.0 * min(result.smoothed_losses)
@@ -57,5 +57,5 @@ def test_divergence_ends_the_sweep_and_is_not_a_result():
 def test_divergence_on_first_step_is_an_error():
     model, batches = problem()
     bad_loss = lambda model, x, y: loss_of(model, x, y) * float("nan")  # noqa: E731
-    with pytest.raises(UserError, match="min_lr"):
+    with pytest.raises(UserError, match="start_lr"):
         find_lr(model, batches, bad_loss, adam, num_iters=10)

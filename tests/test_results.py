@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from fast_cifar.errors import UserError
-from fast_cifar.results import RunRecord, Timer, make_run_folder, plot_curves
+from fast_cifar.plots import plot_curves
+from fast_cifar.results import RunRecord, Timer, make_run_folder
 
 CPU = torch.device("cpu")
 

@@ -21,8 +21,10 @@ def test_cli_run_writes_results_plots_and_checkpoint(real_folder, tmp_path):
                         "--training.epochs", 2, "--training.compile", "false", "--training.precision", "fp32",
                         "--output.profile_epoch", 2, "--output.dir", tmp_path, "--output.name", "run")
     assert result.returncode == 0, result.stderr[-3000:]
-    last_line = result.stdout.strip().splitlines()[-1]
+    *_, last_epoch_line, last_line = result.stdout.strip().splitlines()
     assert re.fullmatch(r"Maximum Test Accuracy: \d+\.\d\d% at Epoch: [12]", last_line)
+    assert re.fullmatch(r"Last-epoch Test Accuracy: \d+\.\d\d% at Epoch: 2 \(\d+\.\d\d% with flip TTA\)",
+                        last_epoch_line)
 
     folder = tmp_path / "run"
     record = json.loads((folder / "results.json").read_text())
@@ -50,6 +52,9 @@ def test_cli_run_writes_results_plots_and_checkpoint(real_folder, tmp_path):
     assert set(timings["time_to_accuracy"]) == {"0.9", "0.93", "0.94", "0.95"}
     best = max(epochs, key=lambda e: e["test_accuracy"])
     assert record["best"] == {"test_accuracy": best["test_accuracy"], "epoch": best["epoch"]}
+    assert record["last"] == {"epoch": 2, "test_accuracy": epochs[-1]["test_accuracy"],
+                              "test_accuracy_flip_tta": epochs[-1]["test_accuracy_flip_tta"]}
+    assert record["precision"] == {"compute": "fp32", "why": "set by training.precision"}
 
     assert [e["profiled"] for e in epochs] == [False, True]
     assert "aten::convolution_backward" in (folder / "profile.txt").read_text()
@@ -115,3 +120,18 @@ def test_bad_input_is_one_line_and_writes_nothing(case, synthetic_folder, tmp_pa
     lines = error_lines(capsys.readouterr().err)
     assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], lines
     assert not (tmp_path / "runs").exists()
+
+
+def test_auto_precision_is_bf16_only_where_the_hardware_has_it(tmp_path):
+    cpu = torch.device("cpu")
+    assert train.pick_precision("auto", cpu, cpu_flags=[]) == (
+        "fp32", "auto: the CPU has no native bf16 (neither avx512_bf16 nor amx_bf16)")
+    assert train.pick_precision("auto", cpu, cpu_flags=["avx512_bf16"]) == (
+        "bf16", "auto: the CPU has native bf16 (avx512_bf16)")
+    assert train.pick_precision("auto", torch.device("cuda"))[0] == "bf16"
+    assert train.pick_precision("fp32", torch.device("cuda"))[0] == "fp32"
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("processor : 0\nflags : fpu sse2 avx512f avx512_bf16 amx_tile amx_bf16\n")
+    assert train.cpu_bf16_flags(cpuinfo) == ["amx_bf16", "avx512_bf16"]
+    cpuinfo.write_text("processor : 0\nflags : fpu sse2 avx2 avx512f\n")
+    assert train.cpu_bf16_flags(cpuinfo) == []

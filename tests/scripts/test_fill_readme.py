@@ -10,7 +10,8 @@ RECORD = {
     "epochs": [{"epoch": 1, "test_accuracy": 0.91}, {"epoch": 2, "test_accuracy": 0.935}],
     "best": {"test_accuracy": 0.935, "epoch": 2},
     "timings": {"data_setup": 1.0, "ffcv_jit": 2.0, "compile": 3.0, "training": 4.0, "evaluation": 0.5,
-                "total": 12.0, "time_to_accuracy": {"0.9": 2.2, "0.95": None}},
+                "total": 12.0, "time_to_accuracy": {"0.9": 2.2, "0.95": None},
+                "time_to_accuracy_end_to_end": {"0.9": 8.5, "0.95": None}},
 }
 
 
@@ -27,9 +28,11 @@ def test_fills_the_section_and_stores_the_files(tmp_path):
     text = readme.read_text()
     assert text.startswith("# title\n<!-- results:start -->\n") and text.endswith("<!-- results:end -->\ntail\n")
     assert "\nold\n" not in text and "NVIDIA H100 80GB HBM3" in text
-    assert "**Maximum test accuracy: 93.50% at epoch 2** of 2" in text
+    assert "**Test accuracy at the last epoch: 93.50%** (epoch 2 of 2)" in text
+    assert "Maximum over the epochs: 93.50% at epoch 2" in text
     assert "| training throughput | 500 images/s |" in text  # 2 epochs x 1000 images / 4 s
-    assert "| time to 95% test accuracy | not reached |" in text
+    assert "| time to 95% test accuracy: training and evaluation | not reached |" in text
+    assert "| time to 90% test accuracy: end to end, from the run's start | 8.50 |" in text
     assert "](benchmarks/results/h100/loss_accuracy_plots.png)" in text
     assert (store / "results.json").exists() and (store / "loss_accuracy_plots.png").exists()
 

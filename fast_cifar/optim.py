@@ -1,0 +1,44 @@
+"""The optimizer and its one-cycle schedule, with every setting the recipe depends on explicit.
+
+OneCycleLR warms the LR up from max_lr / div_factor to max_lr over the first
+pct_start of the steps, then anneals it to max_lr / (div_factor * final_div_factor).
+With `cycle_momentum` it moves Adam's beta1 (SGD's momentum) the other way, from
+max_momentum down to base_momentum at the peak LR and back: so training starts
+at beta1 = max_momentum, and the LR finder sweeps with that same optimizer.
+"""
+import torch
+from torch import nn
+
+NORMALIZATION_LAYERS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.GroupNorm, nn.LayerNorm)
+
+
+def parameter_groups(model, weight_decay, decay_norm_and_bias):
+    """All parameters in one group, or, without decay on normalization weights and biases, two."""
+    if decay_norm_and_bias or weight_decay == 0:
+        return [{"params": list(model.parameters()), "weight_decay": weight_decay}]
+    no_decay = {id(p) for module in model.modules() if isinstance(module, NORMALIZATION_LAYERS)
+                for p in module.parameters(recurse=False)}
+    no_decay |= {id(p) for name, p in model.named_parameters() if name.endswith("bias")}
+    params = list(model.parameters())
+    return [{"params": [p for p in params if id(p) not in no_decay], "weight_decay": weight_decay},
+            {"params": [p for p in params if id(p) in no_decay], "weight_decay": 0.0}]
+
+
+def make_optimizer(training, model, lr, device):
+    """Adam (L2 decay), AdamW (decoupled decay) or SGD, as the one-cycle schedule will start it."""
+    groups = parameter_groups(model, training.weight_decay, training.decay_norm_and_bias)
+    fused = device.type == "cuda"
+    if training.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=lr, momentum=training.max_momentum, nesterov=training.nesterov,
+                               fused=fused)
+    adam = torch.optim.AdamW if training.optimizer == "adamw" else torch.optim.Adam
+    return adam(groups, lr=lr, betas=(training.max_momentum, training.beta2), fused=fused)
+
+
+def make_scheduler(training, optimizer, max_lr, steps_per_epoch):
+    return torch.optim.lr_scheduler.OneCycleLR(
+        optimizer, max_lr, epochs=training.epochs, steps_per_epoch=steps_per_epoch,
+        pct_start=training.pct_start, anneal_strategy=training.anneal_strategy,
+        div_factor=training.div_factor, final_div_factor=training.final_div_factor,
+        cycle_momentum=training.cycle_momentum, base_momentum=training.base_momentum,
+        max_momentum=training.max_momentum)

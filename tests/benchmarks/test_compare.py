@@ -1,0 +1,60 @@
+"""benchmarks/compare.py on two small runs made here."""
+import json
+
+import pytest
+
+from fast_cifar import train
+
+from conftest import error_lines, run_script
+
+TINY = ["--model.width", "4", "--training.batch_size", "64", "--training.test_batch_size", "100",
+        "--training.epochs", "2", "--training.compile", "false", "--training.precision", "fp32",
+        "--lr_finder.num_iters", "5", "--data.loader", "gpu"]
+
+
+@pytest.fixture(scope="module")
+def two_runs(synthetic_folder, tmp_path_factory):
+    runs = tmp_path_factory.mktemp("runs")
+    for name, extra in (("adam", []), ("adamw", ["--training.optimizer", "adamw", "--training.weight_decay", "0.05"])):
+        train.main([*TINY, *extra, "--data.path", str(synthetic_folder), "--output.dir", str(runs),
+                    "--output.name", name])
+    return runs
+
+
+def test_compare_writes_table_json_and_plots(two_runs, tmp_path):
+    result = run_script("benchmarks/compare.py", two_runs / "adam", two_runs / "adamw", "--out", tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    comparison = json.loads((tmp_path / "comparison.json").read_text())
+    assert comparison["differing_config"] == {"training.optimizer": ["adam", "adamw"],
+                                              "training.weight_decay": [0.0001, 0.05]}
+    first, second = comparison["runs"]
+    adamw = json.loads((two_runs / "adamw" / "results.json").read_text())
+    assert second["last_test_accuracy"] == adamw["epochs"][-1]["test_accuracy"]
+    assert second["training_time_ratio"] == round(adamw["timings"]["training"] / first["seconds"]["training"], 3)
+    assert first["training_time_ratio"] == 1.0 and comparison["notes"] == []
+    table = (tmp_path / "comparison.md").read_text()
+    for row in ("| `training.optimizer` | adam | adamw |", "| test accuracy, last epoch |", "| max LR |",
+                "| time to 90%: training / end to end (s) |", "| training time vs the first run | 1.00x |"):
+        assert row in table, row
+    for plot in ("accuracy.png", "loss.png"):
+        assert (tmp_path / plot).read_bytes()[:4] == b"\x89PNG"
+
+
+def test_other_devices_and_unfinished_runs_are_said(two_runs, tmp_path):
+    other = tmp_path / "other"
+    other.mkdir()
+    record = json.loads((two_runs / "adam" / "results.json").read_text())
+    record["device"]["name"], record["finished"] = "another CPU", False
+    (other / "results.json").write_text(json.dumps(record))
+    result = run_script("benchmarks/compare.py", two_runs / "adam", other, "--out", tmp_path / "out")
+    assert result.returncode == 0, result.stderr[-3000:]
+    notes = json.loads((tmp_path / "out" / "comparison.json").read_text())["notes"]
+    assert any("not like for like" in note for note in notes) and any("Unfinished" in note for note in notes)
+    assert "other (unfinished)" in (tmp_path / "out" / "comparison.md").read_text()
+
+
+def test_a_folder_without_results_is_one_line(two_runs, tmp_path):
+    result = run_script("benchmarks/compare.py", two_runs / "adam", tmp_path)
+    assert result.returncode == 2
+    assert error_lines(result.stderr) == [f"error: {tmp_path} holds no results.json: give run folders made by "
+                                          "fast_cifar/train.py"]

@@ -1,0 +1,69 @@
+import pytest
+import torch
+import yaml
+
+from fast_cifar.config import declare_train_sections, parse_config
+from fast_cifar.model import ResNet18
+from fast_cifar.optim import make_optimizer, make_scheduler, parameter_groups
+
+from conftest import REPO
+
+CPU = torch.device("cpu")
+RECIPE = REPO / "rn18_configs" / "24ep.yaml"
+SCHEDULE_KEYS = ("optimizer", "weight_decay", "decay_norm_and_bias", "beta2", "pct_start", "div_factor",
+                 "final_div_factor", "anneal_strategy", "cycle_momentum", "base_momentum", "max_momentum")
+
+
+def training(*argv):
+    return parse_config(declare_train_sections, ["--config", str(RECIPE), *map(str, argv)]).training
+
+
+def test_the_recipe_states_every_schedule_setting():
+    written = yaml.safe_load(RECIPE.read_text())["training"]
+    assert set(SCHEDULE_KEYS) <= set(written), set(SCHEDULE_KEYS) - set(written)
+
+
+def test_no_decay_on_batchnorm_and_biases():
+    model = ResNet18(width=8)
+    decayed, undecayed = parameter_groups(model, 5e-4, decay_norm_and_bias=False)
+    assert decayed["weight_decay"] == 5e-4 and undecayed["weight_decay"] == 0.0
+    convs = [m.weight for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
+    norms = [p for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d) for p in m.parameters()]
+    assert {id(p) for p in decayed["params"]} == {id(p) for p in convs} | {id(model.classifier.weight)}
+    assert {id(p) for p in undecayed["params"]} == {id(p) for p in norms} | {id(model.classifier.bias)}
+    assert len(parameter_groups(model, 5e-4, decay_norm_and_bias=True)) == 1
+
+
+@pytest.mark.parametrize("name, kind", [("adam", torch.optim.Adam), ("adamw", torch.optim.AdamW),
+                                        ("sgd", torch.optim.SGD)])
+def test_schedule_follows_the_config(name, kind):
+    cfg = training("--training.optimizer", name, "--training.div_factor", 10, "--training.final_div_factor", 100,
+                   "--training.base_momentum", 0.8, "--training.max_momentum", 0.9, "--training.epochs", 2)
+    model = ResNet18(width=8)
+    optimizer = make_optimizer(cfg, model, lr=0.5, device=CPU)
+    assert type(optimizer) is kind
+    momentum = (lambda g: g["betas"][0]) if name != "sgd" else (lambda g: g["momentum"])
+    # The finder sweeps with this optimizer, so it must already be what the schedule starts training with.
+    before = momentum(optimizer.param_groups[0])
+    scheduler = make_scheduler(cfg, optimizer, max_lr=0.5, steps_per_epoch=10)
+    group = optimizer.param_groups[0]
+    assert momentum(group) == before == 0.9
+    assert group["lr"] == pytest.approx(0.5 / 10)
+    lrs, momenta = [], []
+    for _ in range(20):  # the LR and momentum each of the 20 steps uses
+        lrs.append(group["lr"])
+        momenta.append(momentum(group))
+        optimizer.step()
+        scheduler.step()
+    assert max(lrs) == pytest.approx(0.5, rel=1e-3) and min(momenta) == pytest.approx(0.8, rel=1e-3)
+    assert lrs[-1] == pytest.approx(0.5 / 10 / 100)
+
+
+def test_momentum_stays_fixed_without_cycling():
+    cfg = training("--training.cycle_momentum", "false", "--training.max_momentum", 0.9, "--training.epochs", 1)
+    optimizer = make_optimizer(cfg, ResNet18(width=8), lr=0.1, device=CPU)
+    scheduler = make_scheduler(cfg, optimizer, max_lr=0.1, steps_per_epoch=10)
+    for _ in range(5):
+        optimizer.step()
+        scheduler.step()
+    assert optimizer.param_groups[0]["betas"][0] == 0.9
