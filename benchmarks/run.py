@@ -24,9 +24,9 @@ from fastargs.validation import OneOf
 
 from baseline import to_device, torchvision_loader  # beside this script
 
-from fast_cifar.beton import load_dataset_info
 from fast_cifar.config import NON_NEGATIVE_INT, parse_config
-from fast_cifar.data import make_loader, read_split
+from fast_cifar.beton import load_dataset_info, read_split
+from fast_cifar.data import make_loader
 from fast_cifar.errors import exit_on_user_error
 from fast_cifar.files import write_json, write_text
 from fast_cifar.model import ResNet18

@@ -20,6 +20,7 @@ from pathlib import Path
 import ffcv.writer
 import numpy as np
 from ffcv.fields import IntField, RGBImageField
+from ffcv.fields.rgb_image import IMAGE_MODES
 from ffcv.reader import Reader
 from ffcv.writer import DatasetWriter
 from tqdm import tqdm
@@ -269,6 +270,23 @@ def _describe_problem(info):
 def field_metadata(reader, name):
     """One field's per-record metadata (image sizes and data pointers, or the label itself)."""
     return reader.metadata[f"f{reader.field_names.index(name)}"]
+
+
+def read_split(path, indices=None):
+    """Images (N, 32, 32, 3) uint8 and labels (N,) of a raw-image .beton, straight from its bytes."""
+    reader = Reader(str(path))
+    images, labels = field_metadata(reader, "image"), field_metadata(reader, "label")
+    if indices is not None:
+        images, labels = images[indices], labels[indices]
+    if (images["mode"] != IMAGE_MODES["raw"]).any():
+        raise UserError(f"{path} holds compressed images; --data.loader device reads raw ones (write_datasets.py)")
+    file = np.memmap(path, dtype=np.uint8, mode="r")
+    pixels = np.arange(32 * 32 * 3)
+    out = np.empty((len(images), 32, 32, 3), dtype=np.uint8)
+    for start in range(0, len(images), 4096):  # gather in chunks: the index array is 8 bytes per pixel
+        pointers = images["data_ptr"][start:start + 4096].astype(np.int64)
+        out[start:start + 4096] = file[pointers[:, None] + pixels].reshape(-1, 32, 32, 3)
+    return out, labels.astype(np.int64)
 
 
 def check_beton(path, num_classes):

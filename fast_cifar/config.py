@@ -100,8 +100,8 @@ NON_NEGATIVE_FLOAT = Number(min=0)
 def declare_train_sections(config):
     Section("data", "Where the .beton files are and how to load them", config_descriptor=config).params(
         path=Param(str, "folder with train.beton, test.beton and dataset.json", default="data/cifar10"),
-        loader=Param(OneOf(["ffcv", "gpu"]), "ffcv: FFCV's loader; gpu: the split in device memory, augmented there",
-                     default="ffcv"),
+        loader=Param(OneOf(["ffcv", "device", "gpu"]), "ffcv: FFCV's loader; device: the split in the training "
+                     "device's memory (GPU or CPU), augmented there ('gpu' is an older name for it)", default="ffcv"),
         num_workers=Param(Integer(min=-1), "FFCV loader threads (-1: all cores)", default=-1),
         train_subset=Param(NON_NEGATIVE_INT, "train on a fixed random subset of N images (0: all)", default=0),
         test_subset=Param(NON_NEGATIVE_INT, "evaluate on a fixed random subset of N images (0: all)", default=0),

@@ -7,7 +7,7 @@ ffcv (default): FFCV's Loader. Per batch, on the CPU, in JIT-compiled (numba) th
 then, as torch ops:
     to tensor -> to the GPU -> channels-last NCHW view -> normalize into the compute dtype.
     (Training on a CPU, normalization joins the compiled stage instead: 1.3x the images/s.)
-gpu: `DeviceLoader` reads the split once into device memory as uint8 and does the
+device (or gpu): `DeviceLoader` reads the split once into device memory as uint8 and does the
     same crop, flip and normalization there, batched, with no per-step host work.
 
 The test pipelines are the same minus the two augmentations.
@@ -16,20 +16,21 @@ import numpy as np
 import torch
 from torch import nn
 from ffcv.fields.decoders import IntDecoder, SimpleRGBImageDecoder
-from ffcv.fields.rgb_image import IMAGE_MODES
 from ffcv.loader import Loader, OrderOption
-from ffcv.reader import Reader
 from ffcv.transforms import (Convert, NormalizeImage, RandomHorizontalFlip, RandomTranslate, Squeeze, ToDevice,
                              ToTensor, ToTorchImage)
 
-from fast_cifar.beton import field_metadata
-from fast_cifar.errors import UserError
+from fast_cifar.beton import read_split
 
 CROP_PADDING = 4
 
 
 class Normalize(nn.Module):
     """uint8 pixels to (x - mean) / std in the compute dtype, as one lookup per pixel.
+
+    Why not FFCV's own NormalizeImage: on a GPU it needs cupy, and it writes float16
+    or float32 only, never bf16; this torch module runs after the transfer on any
+    device and writes the compute dtype directly.
 
     The table holds the 256 possible values of each channel, computed in float64,
     so the result is exact and matches FFCV's own NormalizeImage bit for bit.
@@ -90,7 +91,7 @@ def make_loader(info, split, batch_size, device, dtype, *, train, kind="ffcv", n
     if not train and world_size > 1:
         indices = (np.arange(info.records[split]) if indices is None else indices)[rank::world_size]
     train_shard = (rank, world_size) if train else (0, 1)
-    if kind == "gpu":
+    if kind in ("device", "gpu"):  # 'gpu': the older name
         return DeviceLoader(info, split, batch_size, device, dtype, train=train, indices=indices, seed=seed,
                             channels_last=channels_last, shard=train_shard)
     return Loader(
@@ -110,23 +111,6 @@ def make_loader(info, split, batch_size, device, dtype, *, train, kind="ffcv", n
 
 
 # --- the GPU data path -----------------------------------------------------------
-
-
-def read_split(path, indices=None):
-    """Images (N, 32, 32, 3) uint8 and labels (N,) of a raw-image .beton, straight from its bytes."""
-    reader = Reader(str(path))
-    images, labels = field_metadata(reader, "image"), field_metadata(reader, "label")
-    if indices is not None:
-        images, labels = images[indices], labels[indices]
-    if (images["mode"] != IMAGE_MODES["raw"]).any():
-        raise UserError(f"{path} holds compressed images; --data.loader gpu reads raw ones (write_datasets.py)")
-    file = np.memmap(path, dtype=np.uint8, mode="r")
-    pixels = np.arange(32 * 32 * 3)
-    out = np.empty((len(images), 32, 32, 3), dtype=np.uint8)
-    for start in range(0, len(images), 4096):  # gather in chunks: the index array is 8 bytes per pixel
-        pointers = images["data_ptr"][start:start + 4096].astype(np.int64)
-        out[start:start + 4096] = file[pointers[:, None] + pixels].reshape(-1, 32, 32, 3)
-    return out, labels.astype(np.int64)
 
 
 def crop_and_flip(padded, index, dy, dx, flip):

@@ -46,6 +46,13 @@ def sum_over_ranks(tensor, world):
     return tensor
 
 
+def mean_over_ranks(sums, count, world):
+    """Each of `sums` (device scalars) over `count` samples, both totalled over all ranks."""
+    totals = torch.stack([*(value.double() for value in sums), torch.tensor(count, device=sums[0].device).double()])
+    *sums, count = sum_over_ranks(totals, world).tolist()
+    return [value / count for value in sums]
+
+
 def from_rank_zero(value, world, device):
     """A float that rank 0 computed, on every rank."""
     if world.size == 1:

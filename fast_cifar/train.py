@@ -1,6 +1,7 @@
 """Train ResNet-18 on CIFAR-10 from FFCV .beton files.
 
     python fast_cifar/train.py --config rn18_configs/24ep.yaml
+    python -m fast_cifar.train --config rn18_configs/24ep.yaml    # or fast-cifar-train, once installed
     python fast_cifar/train.py --config rn18_configs/cpu_small.yaml --training.epochs 2
     torchrun --nproc_per_node 8 fast_cifar/train.py --config rn18_configs/24ep.yaml
 
@@ -27,7 +28,7 @@ from fast_cifar import checkpoint
 from fast_cifar.beton import load_dataset_info
 from fast_cifar.config import as_dict, declare_train_sections, parse_config
 from fast_cifar.data import make_loader, split_size
-from fast_cifar.distributed import World, from_rank_zero, join, leave, sum_over_ranks
+from fast_cifar.distributed import World, from_rank_zero, join, leave, mean_over_ranks
 from fast_cifar.errors import UserError, exit_on_user_error
 from fast_cifar.files import lock_folder
 from fast_cifar.lr_finder import find_lr
@@ -118,13 +119,6 @@ def train_step(model, optimizer, images, labels, dtype, label_smoothing=0.0):
 
 class Diverged(UserError):
     """The training loss turned NaN or infinite."""
-
-
-def mean_over_ranks(sums, count, world):
-    """Each of `sums` (device scalars) over `count` samples, both totalled over all ranks."""
-    totals = torch.stack([*(value.double() for value in sums), torch.tensor(count, device=sums[0].device).double()])
-    *sums, count = sum_over_ranks(totals, world).tolist()
-    return [value / count for value in sums]
 
 
 def train_epoch(model, loader, optimizer, scheduler, dtype, label_smoothing, description, world=World()):

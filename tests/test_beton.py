@@ -15,7 +15,7 @@ from ffcv.types import HeaderType
 from ffcv.writer import DatasetWriter
 
 from fast_cifar import beton
-from fast_cifar.beton import INFO_FILE, channel_stats, load_dataset_info, write_dataset
+from fast_cifar.beton import INFO_FILE, channel_stats, load_dataset_info, read_split, write_dataset
 from fast_cifar.errors import UserError
 from fast_cifar.files import atomic_path, remove_stale_temporaries, sha256
 from fast_cifar.sources import Split, make_synthetic
@@ -41,6 +41,14 @@ def test_full_offline_copy_writes_50000_and_10000(real_folder):
     # CIFAR-10's published train statistics, a little shifted by the JPEG re-encoding.
     np.testing.assert_allclose(info.mean, [125.3, 123.0, 113.9], atol=1.5)
     np.testing.assert_allclose(info.std, [63.0, 62.1, 66.7], atol=2.0)
+
+
+def test_read_split_returns_the_written_pixels(synthetic_folder):
+    expected = make_synthetic(512, 200)["test"]  # what the fixture wrote
+    images, labels = read_split(synthetic_folder / "test.beton")
+    assert np.array_equal(images, expected.images) and np.array_equal(labels, expected.labels)
+    subset = np.array([3, 7, 150])
+    assert np.array_equal(read_split(synthetic_folder / "test.beton", subset)[0], expected.images[subset])
 
 
 def test_channel_stats_match_numpy():

@@ -8,7 +8,7 @@ from ffcv.loader import Loader, OrderOption
 
 from fast_cifar.beton import load_dataset_info
 from fast_cifar.data import (CROP_PADDING, DeviceLoader, Normalize, crop_and_flip, image_pipeline, label_pipeline,
-                              make_loader, read_split, subset_indices)
+                              make_loader, subset_indices)
 from fast_cifar.sources import make_synthetic
 
 CPU = torch.device("cpu")
@@ -95,14 +95,6 @@ def test_augmentation_differs_between_epochs(synthetic_folder):
 
 
 # --- the GPU data path (run here on the CPU) ---------------------------------------
-
-
-def test_read_split_returns_the_written_pixels(synthetic_folder):
-    expected = make_synthetic(512, 200)["test"]  # what the fixture wrote
-    images, labels = read_split(synthetic_folder / "test.beton")
-    assert np.array_equal(images, expected.images) and np.array_equal(labels, expected.labels)
-    subset = np.array([3, 7, 150])
-    assert np.array_equal(read_split(synthetic_folder / "test.beton", subset)[0], expected.images[subset])
 
 
 def test_device_loader_test_batches_equal_ffcv(synthetic_folder):

@@ -54,5 +54,5 @@ def test_torchrun_two_processes_rank_zero_alone_writes(synthetic_folder, tmp_pat
     assert record["finished"] and record["data"]["processes"] == 2
     assert record["data"]["train_images_per_epoch"] == 512  # 8 steps of a global batch of 64 (32 per rank)
     assert len(record["epochs"]) == 2 and record["lr_finder"]["lrs"]
-    assert {p.name for p in folders[0].iterdir()} == {"results.json", "loss_accuracy_plots.png", "lr_finder.png",
+    assert {p.name for p in folders[0].iterdir()} == {".lock", "results.json", "loss_accuracy_plots.png", "lr_finder.png",
                                                       "checkpoint.pt", "model.pt"}

@@ -41,7 +41,11 @@ def test_run_folder_errors(tmp_path):
     (tmp_path / "file").write_text("")
     with pytest.raises(UserError, match="cannot write to output folder"):
         make_run_folder(tmp_path / "file" / "runs", "x")
-    assert make_run_folder(tmp_path, "").parent == tmp_path  # a date-time name
+    first, first_lock = make_run_folder(tmp_path, "")
+    second, second_lock = make_run_folder(tmp_path, "")  # in the same second: its own folder
+    assert first.parent == second.parent == tmp_path and first != second  # date-time names
+    first_lock.close()
+    second_lock.close()
 
 
 def test_curves_plot_is_a_png(tmp_path):

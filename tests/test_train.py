@@ -1,6 +1,9 @@
 """End to end: train.py on small data, compile off and on, and every kind of bad input."""
 import json
 import re
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -135,3 +138,13 @@ def test_auto_precision_is_bf16_only_where_the_hardware_has_it(tmp_path):
     assert train.cpu_bf16_flags(cpuinfo) == ["amx_bf16", "avx512_bf16"]
     cpuinfo.write_text("processor : 0\nflags : fpu sse2 avx2 avx512f\n")
     assert train.cpu_bf16_flags(cpuinfo) == []
+
+
+def test_entry_points_work_from_any_folder(tmp_path):
+    """python -m fast_cifar.train and the installed console scripts, run outside the repository."""
+    bin_dir = Path(sys.executable).parent
+    for command in ([sys.executable, "-m", "fast_cifar.train", "--help"], [str(bin_dir / "fast-cifar-train"), "--help"],
+                    [str(bin_dir / "fast-cifar-write"), "--help"]):
+        result = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path)
+        assert result.returncode == 0, (command, result.stderr[-2000:])
+        assert "--data.path" in result.stdout
