@@ -17,7 +17,7 @@ from pathlib import Path
 
 from fast_cifar.errors import UserError, exit_on_user_error
 from fast_cifar.files import writable_folder, write_json, write_text
-from fast_cifar.plots import plt, save_figure
+from fast_cifar.plots import integer_ticks, plt, save_figure
 
 STAGES = ("data_setup", "ffcv_jit", "lr_finder", "compile", "training", "evaluation", "total")
 IGNORED_KEYS = {"output.dir", "output.name", "output.overwrite", "training.resume"}  # where, not what
@@ -146,6 +146,7 @@ def plot(records, names, out):
             wall = [sum(x["train_seconds"] + x["eval_seconds"] for x in epochs[:i + 1]) for i in range(len(epochs))]
         by_time.plot(wall, accuracy, "-o", markersize=3, label=name)
     by_epoch.set(xlabel="epoch", ylabel="test accuracy (%)", title="Test accuracy by epoch")
+    integer_ticks(by_epoch)
     by_time.set(xlabel="seconds since the run started", ylabel="test accuracy (%)", title="Test accuracy by wall-clock")
     for axis in (by_epoch, by_time):
         axis.grid(alpha=0.3)
@@ -159,6 +160,7 @@ def plot(records, names, out):
         axis.plot(numbers, [e["train_loss"] for e in epochs], "-", color=color, label=f"{name} train")
         axis.plot(numbers, [e["test_loss"] for e in epochs], "--", color=color, label=f"{name} test")
     axis.set(xlabel="epoch", ylabel="loss", title="Train (solid) and test (dashed) loss")
+    integer_ticks(axis)
     axis.grid(alpha=0.3)
     axis.legend(fontsize="small")
     save_figure(figure, out / "loss.png")

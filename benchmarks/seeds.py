@@ -19,7 +19,7 @@ from pathlib import Path
 
 from fast_cifar.errors import UserError, exit_on_user_error
 from fast_cifar.files import writable_folder, write_json, write_text
-from fast_cifar.plots import plt, save_figure
+from fast_cifar.plots import integer_ticks, plt, save_figure
 
 REPO = Path(__file__).resolve().parents[1]
 FIGURES = {  # name in the table -> how to read it from results.json
@@ -83,6 +83,7 @@ def plot(records, path):
         axis.plot([e["epoch"] for e in epochs], [100 * e["test_accuracy"] for e in epochs], "-o", markersize=3,
                   label=f"seed {seed}")
     axis.set(xlabel="epoch", ylabel="test accuracy (%)", title="Test accuracy, one curve per seed")
+    integer_ticks(axis)
     axis.grid(alpha=0.3)
     axis.legend(fontsize="small")
     save_figure(figure, path)

@@ -1,4 +1,4 @@
-"""Every plot a run or a benchmark draws, with matplotlib, into PNG files (no display needed)."""
+"""The plots a run draws, and what benchmarks/ draws with: matplotlib set up once, for PNG files (no display)."""
 import matplotlib
 
 matplotlib.use("Agg")  # before pyplot: files only
@@ -13,6 +13,10 @@ def save_figure(figure, path):
     plt.close(figure)
 
 
+def integer_ticks(axis):
+    axis.xaxis.set_major_locator(MaxNLocator(integer=True))
+
+
 def plot_curves(epochs, path):
     numbers = [e["epoch"] for e in epochs]
     figure, (loss_axis, accuracy_axis) = plt.subplots(1, 2, figsize=(11, 4))
@@ -22,7 +26,7 @@ def plot_curves(epochs, path):
     loss_axis.set(xlabel="epoch", ylabel="loss", title="Loss")
     accuracy_axis.set(xlabel="epoch", ylabel="accuracy (%)", title="Accuracy")
     for axis in (loss_axis, accuracy_axis):
-        axis.xaxis.set_major_locator(MaxNLocator(integer=True))
+        integer_ticks(axis)
         axis.grid(alpha=0.3)
         axis.legend()
     save_figure(figure, path)
