@@ -161,8 +161,20 @@ def describe_device(device):
         properties = torch.cuda.get_device_properties(device)
         return {"type": "cuda", "name": properties.name, "memory_gib": round(properties.total_memory / 2**30, 1),
                 "capability": f"{properties.major}.{properties.minor}", "count": torch.cuda.device_count()}
-    return {"type": "cpu", "name": platform.processor() or platform.machine(), "cores": os.cpu_count(),
+    return {"type": "cpu", "name": platform.processor() or platform.machine(), "model": cpu_model(),
+            "capability": torch.backends.cpu.get_cpu_capability(), "cores": os.cpu_count(),
             "torch_threads": torch.get_num_threads()}
+
+
+def cpu_model():
+    """The CPU's marketing name as Linux reports it (None elsewhere): "x86_64" alone says little."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return None
 
 
 @contextlib.contextmanager

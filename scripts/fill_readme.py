@@ -40,7 +40,7 @@ def device_summary(device, versions):
     if device["type"] == "cuda":
         name = f"{device['name']} (CUDA {versions['cuda']})"
     else:
-        name = f"CPU {device['name']}, {device['cores']} cores"
+        name = f"CPU {device.get('model') or device['name']}, {device['cores']} cores"
     return f"{name}, torch {versions['torch']}, ffcv {versions['ffcv']}, Python {versions['python']}"
 
 
