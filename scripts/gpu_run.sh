@@ -4,6 +4,9 @@
 # $OUT/<job>.tar.gz, so they come back as a single file; its log lies beside it:
 #   bash scripts/gpu_run.sh train   the 24-epoch recipe, FFCV loader and GPU data path, epoch 2 profiled
 #   bash scripts/gpu_run.sh bench   benchmarks/run.py in GPU mode
+#   bash scripts/gpu_run.sh tune    benchmarks/tuning.py: the candidates in benchmarks/tuning_candidates.yaml,
+#                                   TUNE_SEEDS seeds (2), TUNE_JOBS side by side (3), none started after
+#                                   TUNE_START_UNTIL s (300), all stopped at TUNE_SECONDS s (480)
 #   bash scripts/gpu_run.sh study   benchmarks/accuracy_vs_time.py (8 to 40 epochs: about two calls;
 #                                   STUDY_CONFIGS=rn18_configs/8ep.yaml,rn18_configs/12ep.yaml picks some)
 # Unpack here with: tar xzf <job>.tar.gz -C benchmarks/results/   Extra arguments go to train.py.
@@ -14,7 +17,7 @@ shift || true
 OUT=${OUT:-/tmp/fast_cifar_out}
 PYTHON=${PYTHON:-python3}
 DATA=${DATA:-/tmp/fast_cifar_data}
-RESULTS=/tmp/fast_cifar_results/gpu_$JOB
+RESULTS=${RESULTS:-/tmp/fast_cifar_results/gpu_$JOB}  # a folder with earlier runs extends them
 mkdir -p "$OUT" "$RESULTS"
 exec > >(tee "$OUT/$JOB.log") 2>&1
 
@@ -32,11 +35,16 @@ train)
     done ;;
 bench)
     "$PYTHON" benchmarks/run.py --bench.mode gpu --bench.data "$DATA" --bench.out "$RESULTS" ;;
+tune)
+    timeout --signal=TERM "${TUNE_SECONDS:-480}" "$PYTHON" benchmarks/tuning.py --out "$RESULTS" \
+        --seeds "${TUNE_SEEDS:-2}" --jobs "${TUNE_JOBS:-3}" --stop-starting-after "${TUNE_START_UNTIL:-300}" \
+        ${TUNE_ONLY:+--only "$TUNE_ONLY"} --data.path "$DATA" --data.num_workers 5 "$@" \
+        || echo "tuning.py stopped early (exit $?): the finished runs are kept" ;;
 study)
     "$PYTHON" benchmarks/accuracy_vs_time.py --study.out "$RESULTS" ${STUDY_CONFIGS:+--study.configs "$STUDY_CONFIGS"} \
         --study.overrides "--data.path $DATA $*" ;;
 *)
-    echo "unknown job '$JOB': train, bench or study" >&2; exit 2 ;;
+    echo "unknown job '$JOB': train, bench, tune or study" >&2; exit 2 ;;
 esac
 tar czf "$OUT/$JOB.tar.gz" -C "$(dirname "$RESULTS")" "$(basename "$RESULTS")"
 ls -la "$OUT"
