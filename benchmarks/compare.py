@@ -18,8 +18,9 @@ from pathlib import Path
 from fast_cifar.errors import UserError, exit_on_user_error
 from fast_cifar.files import writable_folder, write_json, write_text
 from fast_cifar.plots import integer_ticks, plt, save_figure
+from fast_cifar.results import stage_seconds
 
-STAGES = ("data_setup", "ffcv_jit", "lr_finder", "compile", "training", "evaluation", "total")
+STAGES = ("data_setup", "loader_warmup", "lr_finder", "compile", "training", "evaluation", "total")
 IGNORED_KEYS = {"output.dir", "output.name", "output.overwrite", "training.resume"}  # where, not what
 
 
@@ -68,7 +69,7 @@ def summarize(name, record, first_training_seconds):
         "last_test_accuracy_flip_tta": last.get("test_accuracy_flip_tta"),
         "best_test_accuracy": record.get("best", {}).get("test_accuracy"),
         "best_epoch": record.get("best", {}).get("epoch"),
-        "seconds": {stage: timings.get(stage) for stage in STAGES},
+        "seconds": {stage: stage_seconds(timings, stage) for stage in STAGES},
         "images_per_second": round(images / training) if training else None,
         "time_to_accuracy": timings.get("time_to_accuracy", {}),
         "time_to_accuracy_end_to_end": timings.get("time_to_accuracy_end_to_end", {}),

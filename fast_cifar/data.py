@@ -49,16 +49,20 @@ class Normalize(nn.Module):
         return normalized if images.is_contiguous(memory_format=torch.channels_last) else normalized.contiguous()
 
 
-def image_pipeline(info, device, dtype, augment, channels_last=True):
+def image_pipeline(info, device, dtype, augment, channels_last=True, normalize_after_transfer=None):
+    """FFCV's image pipeline. Normalizing after the transfer (the default on a GPU) moves uint8, 4x
+    fewer bytes, and normalizes with `Normalize` on the device; before it (the default on a CPU),
+    FFCV's NormalizeImage runs inside the compiled, multi-threaded stage. Both give the same values."""
     pipeline = [SimpleRGBImageDecoder()]
     if augment:
         # Pad with the data set's mean colour: after normalization it is zero, like zero padding.
         fill = tuple(int(round(channel)) for channel in info.mean)
         pipeline += [RandomTranslate(padding=CROP_PADDING, fill=fill), RandomHorizontalFlip()]
-    if device.type == "cuda":  # move uint8 (4x fewer bytes), then normalize on the GPU
+    if normalize_after_transfer is None:
+        normalize_after_transfer = device.type == "cuda"
+    if normalize_after_transfer:
         return pipeline + [ToTensor(), ToDevice(device, non_blocking=True), ToTorchImage(channels_last=channels_last),
                            Normalize(info.mean, info.std, dtype, device)]
-    # On a CPU the batch stays put: normalize inside FFCV's compiled, multi-threaded stage.
     pipeline += [NormalizeImage(np.array(info.mean), np.array(info.std), np.float32), ToTensor(),
                  ToDevice(device), ToTorchImage(channels_last=channels_last)]
     return pipeline + ([Convert(dtype)] if dtype != torch.float32 else [])
@@ -81,7 +85,7 @@ def split_size(info, split, subset=0):
 
 
 def make_loader(info, split, batch_size, device, dtype, *, train, kind="ffcv", num_workers=-1, subset=0, seed=0,
-                channels_last=True, rank=0, world_size=1):
+                channels_last=True, rank=0, world_size=1, normalize_after_transfer=None):
     """A loader over one split: shuffled, augmented, last partial batch dropped when `train`.
 
     With several ranks each reads its own shard: a fixed rank-strided slice of the
@@ -104,10 +108,22 @@ def make_loader(info, split, batch_size, device, dtype, *, train, kind="ffcv", n
         indices=indices,
         distributed=train and world_size > 1,  # FFCV shards with torch's DistributedSampler
         pipelines={
-            "image": image_pipeline(info, device, dtype, augment=train, channels_last=channels_last),
+            "image": image_pipeline(info, device, dtype, augment=train, channels_last=channels_last,
+                                    normalize_after_transfer=normalize_after_transfer),
             "label": label_pipeline(device),
         },
     )
+
+
+def shard_size(loader):
+    """How many samples this process's loader goes through per epoch, a partial last batch included.
+    (For FFCV's training loaders over several processes, FFCV shards inside: not counted here.)"""
+    return loader.shard_size if isinstance(loader, DeviceLoader) else len(loader.indices)
+
+
+def last_batch_size(loader):
+    """The size of an epoch's last batch: evaluation compiles for it as well as for full batches."""
+    return shard_size(loader) - (len(loader) - 1) * loader.batch_size
 
 
 # --- the GPU data path -----------------------------------------------------------
@@ -151,9 +167,12 @@ class DeviceLoader:
         self.normalize = Normalize(info.mean, info.std, dtype, device)
         self.next_epoch = 0  # as FFCV's Loader names it; the training loop sets it
 
+    @property
+    def shard_size(self):
+        return len(range(self.rank, len(self.labels), self.world_size))
+
     def __len__(self):
-        count = len(range(self.rank, len(self.labels), self.world_size))
-        return count // self.batch_size if self.train else -(-count // self.batch_size)
+        return self.shard_size // self.batch_size if self.train else -(-self.shard_size // self.batch_size)
 
     def epoch_order(self, epoch):
         """This rank's samples for `epoch`, in order, and the generator for their augmentations."""

@@ -23,6 +23,13 @@ PACKAGES = ("torch", "torchvision", "ffcv", "numpy", "numba", "fastargs")
 
 # What a run writes into its folder; `--output.overwrite true` clears these first.
 RUN_FILES = ("results.json", "checkpoint.pt", "model.pt", "loss_accuracy_plots.png", "lr_finder.png", "profile.txt")
+# Timing stages renamed since earlier records were written: new name -> old name.
+RENAMED_STAGES = {"loader_warmup": "ffcv_jit"}
+
+
+def stage_seconds(timings, stage):
+    """A timing stage's seconds from a record of any version, or None where it has none."""
+    return timings.get(stage, timings.get(RENAMED_STAGES.get(stage)))
 
 
 def make_run_folder(parent, name="", overwrite=False):

@@ -8,7 +8,8 @@
 One batch, start to end: data.py's loader decodes it, crops, flips and
 normalizes it onto the device in channels-last layout; `train_epoch` runs the
 model under bf16 autocast, takes the label-smoothed cross-entropy, and steps
-Adam and the one-cycle schedule, whose max LR the LR finder picked. The same
+the optimizer (AdamW in the recipe) and the one-cycle schedule, whose max LR the
+LR finder picked. The same
 loss is reported for the test split. Timings and metrics go to results.py.
 """
 import contextlib
@@ -16,6 +17,7 @@ import copy
 import math
 import random
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -27,7 +29,7 @@ from tqdm import tqdm
 from fast_cifar import checkpoint
 from fast_cifar.beton import load_dataset_info
 from fast_cifar.config import as_dict, declare_train_sections, parse_config
-from fast_cifar.data import make_loader, split_size
+from fast_cifar.data import last_batch_size, make_loader, split_size
 from fast_cifar.distributed import World, from_rank_zero, join, leave, mean_over_ranks
 from fast_cifar.errors import UserError, exit_on_user_error
 from fast_cifar.files import lock_folder
@@ -109,7 +111,7 @@ def training_loss(model, images, labels, dtype, label_smoothing=0.0):
 
 
 def train_step(model, optimizer, images, labels, dtype, label_smoothing=0.0):
-    """Forward, loss, backward, Adam step; returns the loss and logits."""
+    """Forward, loss, backward, optimizer step; returns the loss and logits."""
     loss, logits = training_loss(model, images, labels, dtype, label_smoothing)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
@@ -174,41 +176,52 @@ def first_batch(loader):
         return next(batches)
 
 
-def warm_up(model, trainer, evaluator, optimizer, train_batch, test_batch, last_test_size, dtype):
+@dataclass
+class Learner:
+    """What training updates, in one place. `model`, `trainer` and `evaluator` are three handles on one
+    set of weights: `model` is the plain module (checkpoints, the LR finder), `trainer` runs training
+    steps (compiled, and wrapped in DistributedDataParallel across processes), `evaluator` runs
+    evaluation (compiled, never synchronizing processes)."""
+    model: torch.nn.Module
+    trainer: torch.nn.Module
+    evaluator: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    dtype: torch.dtype
+
+
+def warm_up(learner, train_batch, test_batch, last_test_size):
     """Trigger torch.compile's train and eval graphs (and cuDNN's choices) on real batches,
     then restore weights, BatchNorm statistics and optimizer state as they were."""
+    model, optimizer, dtype = learner.model, learner.optimizer, learner.dtype
     saved_model, saved_optimizer = copy.deepcopy(model.state_dict()), copy.deepcopy(optimizer.state_dict())
-    trainer.train()
-    train_step(trainer, optimizer, *train_batch, dtype)
-    evaluator.eval()
+    learner.trainer.train()
+    train_step(learner.trainer, optimizer, *train_batch, dtype)
+    learner.evaluator.eval()
     with torch.no_grad():  # every batch shape evaluation will see: full batches and the last one
         for size in {len(test_batch[0]), last_test_size}:
-            forward(evaluator, test_batch[0][:size], dtype)
+            forward(learner.evaluator, test_batch[0][:size], dtype)
     model.load_state_dict(saved_model)  # copies in place: the compiled graphs stay valid
     optimizer.load_state_dict(saved_optimizer)
 
 
-def build_loaders(cfg, info, device, dtype, world, channels_last):
+def build_loaders(data, training, info, device, dtype, world, channels_last):
     """Train and test loaders for this rank; training.batch_size is the global batch, split over ranks."""
-    if cfg.training.batch_size % world.size:
-        raise UserError(f"training.batch_size {cfg.training.batch_size} does not split over {world.size} processes")
-    shared = dict(device=device, dtype=dtype, kind=cfg.data.loader, num_workers=cfg.data.num_workers,
-                  seed=cfg.training.seed, channels_last=channels_last, rank=world.rank,
-                  world_size=world.size)
-    train_loader = make_loader(info, "train", cfg.training.batch_size // world.size, train=True,
-                               subset=cfg.data.train_subset, **shared)
-    test_loader = make_loader(info, "test", cfg.training.test_batch_size, train=False,
-                              subset=cfg.data.test_subset, **shared)
+    if training.batch_size % world.size:
+        raise UserError(f"training.batch_size {training.batch_size} does not split over {world.size} processes")
+    shared = dict(device=device, dtype=dtype, kind=data.loader, num_workers=data.num_workers,
+                  seed=training.seed, channels_last=channels_last, rank=world.rank, world_size=world.size)
+    train_loader = make_loader(info, "train", training.batch_size // world.size, train=True,
+                               subset=data.train_subset, **shared)
+    test_loader = make_loader(info, "test", training.test_batch_size, train=False, subset=data.test_subset, **shared)
     if len(train_loader) == 0:
-        raise UserError(f"training.batch_size {cfg.training.batch_size} is larger than the "
-                        f"{cfg.data.train_subset or info.records['train']} training images")
+        raise UserError(f"training.batch_size {training.batch_size} is larger than the "
+                        f"{data.train_subset or info.records['train']} training images")
     return train_loader, test_loader
 
 
-def run_lr_finder(cfg, model, train_loader, device, dtype, record):
+def run_lr_finder(finder, training, model, train_loader, device, dtype, record):
     """The range test on a copy of the model; returns the suggested max LR and plots the sweep."""
-    finder, training = cfg.lr_finder, cfg.training
-
     def loss_of(net, images, labels):
         return training_loss(net, images, labels, dtype, training.label_smoothing)[0]
 
@@ -280,33 +293,34 @@ def warn_if_exploding(record, train_loss, epoch, num_classes):
             print(message, file=sys.stderr)
 
 
-def fit(cfg, record, model, trainer, evaluator, optimizer, scheduler, loaders, dtype, first_epoch, world,
-        num_classes):
+def fit(training, output, record, learner, loaders, first_epoch, world, num_classes):
     """The epochs: train, evaluate, record, checkpoint; a signal stops cleanly between checkpoints."""
     train_loader, test_loader = loaders
-    epochs, label_smoothing = cfg.training.epochs, cfg.training.label_smoothing
+    epochs, label_smoothing, dtype = training.epochs, training.label_smoothing, learner.dtype
     with checkpoint.interruptible():
         for epoch in range(first_epoch, epochs + 1):
             train_loader.next_epoch = epoch  # order and augmentations follow from (seed, epoch)
             progress = f"epoch {epoch}/{epochs}" if world.is_main else None
-            profiling = epoch == cfg.output.profile_epoch and record.writes
+            profiling = epoch == output.profile_epoch and record.writes
             profile_path = record.folder / "profile.txt" if profiling else None
             with profiled(profiling, profile_path, record.device), Timer(record.device) as train_timer:
                 try:
-                    train_loss, train_accuracy = train_epoch(trainer, train_loader, optimizer, scheduler, dtype,
-                                                             label_smoothing, progress, world)
+                    train_loss, train_accuracy = train_epoch(learner.trainer, train_loader, learner.optimizer,
+                                                             learner.scheduler, dtype, label_smoothing, progress,
+                                                             world)
                 except Diverged as error:
                     raise Diverged(f"{error} in epoch {epoch}; {last_good(record)}") from None
             with Timer(record.device) as eval_timer:
-                test_metrics = evaluate(evaluator, test_loader, dtype, label_smoothing, cfg.training.eval_flip_tta,
-                                        world)
+                test_metrics = evaluate(learner.evaluator, test_loader, dtype, label_smoothing,
+                                        training.eval_flip_tta, world)
             warn_if_exploding(record, train_loss, epoch, num_classes)
             record.add_epoch(epoch=epoch, train_loss=train_loss, train_accuracy=train_accuracy, **test_metrics,
                              train_seconds=train_timer.seconds, eval_seconds=eval_timer.seconds,
-                             lr=scheduler.get_last_lr()[0], profiled=profiling)
-            record.summarize(cfg.output.accuracy_targets)
-            if cfg.output.checkpoint and record.writes:
-                checkpoint.save(record.folder, epoch, model, optimizer, scheduler, record.data["max_lr"], record.data)
+                             lr=learner.scheduler.get_last_lr()[0], profiled=profiling)
+            record.summarize(output.accuracy_targets)
+            if output.checkpoint and record.writes:
+                checkpoint.save(record.folder, epoch, learner.model, learner.optimizer, learner.scheduler,
+                                record.data["max_lr"], record.data)
                 record.checkpointed_epoch = epoch
             record.save()  # a partial record survives a crash
             record.say(f"epoch {epoch:>3}/{epochs}  train loss {train_loss:.3f} acc {100 * train_accuracy:5.2f}%  "
@@ -342,7 +356,7 @@ def run(cfg, argv, world):
     seed_everything(cfg.training.seed)
     with Timer(device) as data_timer:  # checks the data before anything is written
         info = load_dataset_info(cfg.data.path)
-        train_loader, test_loader = build_loaders(cfg, info, device, dtype, world, channels_last)
+        train_loader, test_loader = build_loaders(cfg.data, cfg.training, info, device, dtype, world, channels_last)
     check_schedule(cfg.training, len(train_loader))
     try:
         record, resumed = start_or_resume(cfg, argv, device, world, info)
@@ -370,7 +384,7 @@ def train_and_report(cfg, record, resumed, info, loaders, device, dtype, world):
     record.data["data"] = {"folder": str(info.folder), "source": info.source, "records": info.records,
                            "train_images_per_epoch": len(train_loader) * cfg.training.batch_size,
                            "test_images": test_images, "processes": world.size, "sha256": info.sha256}
-    with record.timed("ffcv_jit"):  # FFCV compiles each pipeline on its loader's first batch (gpu loader: ~0)
+    with record.timed("loader_warmup"):  # FFCV JIT-compiles each pipeline on its first batch (device loader: ~0)
         warm_batches = first_batch(train_loader), first_batch(test_loader)
 
     memory_format = torch.channels_last if record.data["channels_last"]["used"] else torch.contiguous_format
@@ -382,7 +396,8 @@ def train_and_report(cfg, record, resumed, info, loaders, device, dtype, world):
     if resumed:
         max_lr = resumed["max_lr"]
     elif cfg.lr_finder.enabled:  # once, on rank 0, and its LR sent to every rank
-        max_lr = run_lr_finder(cfg, model, train_loader, device, dtype, record) if world.is_main else 0.0
+        max_lr = run_lr_finder(cfg.lr_finder, cfg.training, model, train_loader, device, dtype, record) \
+            if world.is_main else 0.0
         max_lr = from_rank_zero(max_lr, world, device)
     record.data["max_lr"] = max_lr
 
@@ -390,21 +405,20 @@ def train_and_report(cfg, record, resumed, info, loaders, device, dtype, world):
     scheduler = make_scheduler(cfg.training, optimizer, max_lr, len(train_loader))
     if resumed:
         checkpoint.restore(resumed, model, optimizer, scheduler)
+
     def compiled(net):
         return torch.compile(net, mode=cfg.training.compile_mode) if cfg.training.compile else net
 
     trainer = evaluator = compiled(model)
     if world.size > 1:  # gradients sync through DDP; evaluation syncs nothing, so ranks never wait on each other
         trainer = compiled(DistributedDataParallel(model, device_ids=None if device.type == "cpu" else [device.index]))
+    learner = Learner(model, trainer, evaluator, optimizer, scheduler, dtype)
     with record.timed("compile"):
-        test_shard = len(range(world.rank, test_images, world.size))
-        last_test_size = test_shard - (len(test_loader) - 1) * cfg.training.test_batch_size
-        warm_up(model, trainer, evaluator, optimizer, *warm_batches, last_test_size, dtype)
+        warm_up(learner, *warm_batches, last_batch_size(test_loader))
 
     first_epoch = resumed["epoch"] + 1 if resumed else 1
     try:
-        fit(cfg, record, model, trainer, evaluator, optimizer, scheduler, loaders, dtype, first_epoch, world,
-            len(info.classes))
+        fit(cfg.training, cfg.output, record, learner, loaders, first_epoch, world, len(info.classes))
     except checkpoint.Interrupted as signal_name:
         saved = record.checkpointed_epoch
         where = (f"resume after epoch {saved} with --training.resume {record.folder / checkpoint.CHECKPOINT}"

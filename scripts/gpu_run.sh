@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Run ON THE GPU MACHINE, from the repository root, after scripts/gpu_bundle.sh filled .carry/.
-# Each job fits in 10 minutes of an H100 and packs its outputs into one archive,
-# $OUT/<job>.tar.gz, so they come back as a single file; its log lies beside it:
-#   bash scripts/gpu_run.sh train   the 24-epoch recipe, FFCV loader and GPU data path, epoch 2 profiled
+# Each job fits in 10 minutes of an H100 and packs its results into one archive to copy back,
+# $OUT/<job>.tar.gz (OUT defaults to /tmp/fast_cifar_out), with its log beside it:
+#   bash scripts/gpu_run.sh train   the 24-epoch recipe, FFCV loader then the device loader, epoch 2 profiled
 #   bash scripts/gpu_run.sh bench   benchmarks/run.py in GPU mode
 #   bash scripts/gpu_run.sh tune    benchmarks/tuning.py: the candidates in benchmarks/tuning_candidates.yaml,
 #                                   TUNE_SEEDS seeds (2), TUNE_JOBS side by side (3), none started after
@@ -29,7 +29,7 @@ nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=c
 
 case "$JOB" in
 train)
-    for loader in ffcv gpu; do
+    for loader in ffcv device; do
         "$PYTHON" fast_cifar/train.py --config rn18_configs/24ep.yaml --data.path "$DATA" --data.loader "$loader" \
             --output.dir "$RESULTS" --output.name "24ep_$loader" --output.checkpoint false --output.profile_epoch 2 "$@"
     done ;;

@@ -2,7 +2,7 @@
 # Set up, write the .beton files if missing, and train: the 24-epoch recipe on a GPU,
 # a small CPU configuration (a few minutes) without one.
 #   bash scripts/main.sh                                          # CIFAR-10 from torchvision
-#   bash scripts/main.sh ../shared/datasets/cifar10-jpeg.tar.gz   # a local copy, no internet needed
+#   bash scripts/main.sh cifar10-jpeg.tar.gz   # a local copy (archive or folder), no internet needed
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SOURCE=${1:-download}
@@ -10,7 +10,7 @@ SOURCE=${1:-download}
 bash scripts/setup.sh
 if [ ! -f data/cifar10/dataset.json ]; then
     if ! .venv/bin/python scripts/write_datasets.py --data.source "$SOURCE" --data.path data/cifar10; then
-        echo "To use a local copy of CIFAR-10 instead: bash scripts/main.sh PATH (e.g. ../shared/datasets/cifar10-jpeg.tar.gz)" >&2
+        echo "To use a local copy of CIFAR-10 instead: bash scripts/main.sh PATH (an archive or folder of CIFAR-10)" >&2
         exit 2
     fi
 fi

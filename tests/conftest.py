@@ -1,28 +1,15 @@
 """Shared test data: a synthetic data set, the offline CIFAR-10 copy and a small real subset of it."""
 import io
-import subprocess
-import sys
 import tarfile
-from pathlib import Path
 
 import pytest
 
 from fast_cifar.beton import write_dataset
 from fast_cifar.sources import load_source, make_synthetic
 
-REPO = Path(__file__).resolve().parents[1]
-OFFLINE_COPY = REPO.parent / "shared" / "datasets" / "cifar10-jpeg.tar.gz"
+from helpers import OFFLINE_COPY
+
 SMALL = dict(width=8, train=512, test=200)
-
-
-def run_script(script, *args, cwd=REPO):
-    """Run one of the project's command-line scripts the way a user does."""
-    return subprocess.run([sys.executable, str(REPO / script), *map(str, args)],
-                          capture_output=True, text=True, cwd=cwd)
-
-
-def error_lines(stderr):
-    return [line for line in stderr.splitlines() if line.strip()]
 
 
 @pytest.fixture(scope="session")

@@ -20,7 +20,7 @@ from fast_cifar.errors import UserError
 from fast_cifar.files import atomic_path, remove_stale_temporaries, sha256
 from fast_cifar.sources import Split, make_synthetic
 
-from conftest import REPO, error_lines
+from helpers import REPO, error_lines
 
 
 def test_write_records_counts_checksums_and_stats(synthetic_folder):

@@ -5,6 +5,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 
 import pytest
 import torch
@@ -14,7 +15,7 @@ from fast_cifar.beton import write_dataset
 from fast_cifar.files import lock_folder
 from fast_cifar.sources import make_synthetic
 
-from conftest import REPO, error_lines
+from helpers import REPO, error_lines
 
 
 def run_args(data, out, name):
@@ -26,15 +27,25 @@ def run_args(data, out, name):
             "--output.name", name]
 
 
-def interrupt_after_first_epoch(args):
-    process = subprocess.Popen([sys.executable, "-u", str(REPO / "fast_cifar" / "train.py"), *args],
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    for line in process.stdout:
-        if line.startswith("epoch   1/3"):
-            process.send_signal(signal.SIGTERM)
-            break
-    stdout, stderr = process.communicate(timeout=120)
-    return process.returncode, stderr
+def interrupt_after_first_epoch(args, folder):
+    """Start a run and send it SIGTERM once its results.json records the first epoch; returns its exit
+    code and what it wrote to stderr."""
+    with open(folder.parent / f"{folder.name}.stderr", "w+") as log:
+        process = subprocess.Popen([sys.executable, str(REPO / "fast_cifar" / "train.py"), *args],
+                                   stdout=subprocess.DEVNULL, stderr=log, text=True)
+        while process.poll() is None and not epochs_recorded(folder):
+            time.sleep(0.05)
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=120)
+        log.seek(0)
+        return process.returncode, log.read()
+
+
+def epochs_recorded(folder):
+    try:  # written atomically after every epoch, so never read half-written
+        return len(json.loads((folder / "results.json").read_text())["epochs"])
+    except FileNotFoundError:
+        return 0
 
 
 def weights(folder):
@@ -44,7 +55,7 @@ def weights(folder):
 def test_interrupted_run_resumes_to_the_same_weights(synthetic_folder, tmp_path):
     train.main(run_args(synthetic_folder, tmp_path, "whole"))
 
-    code, stderr = interrupt_after_first_epoch(run_args(synthetic_folder, tmp_path, "cut"))
+    code, stderr = interrupt_after_first_epoch(run_args(synthetic_folder, tmp_path, "cut"), tmp_path / "cut")
     assert code == 130
     assert "resume after epoch 1 with --training.resume" in error_lines(stderr)[-1]
     assert not (tmp_path / "cut" / "model.pt").exists()
@@ -120,7 +131,7 @@ def test_resume_refuses_another_data_set(synthetic_folder, tmp_path, capsys):
     other = tmp_path / "other_data"
     write_dataset(make_synthetic(256, 100, seed=1), other, "synthetic", num_workers=1)
     args = run_args(synthetic_folder, tmp_path, "run")
-    interrupt_after_first_epoch(args)
+    interrupt_after_first_epoch(args, tmp_path / "run")
     with pytest.raises(SystemExit):
         train.main(run_args(other, tmp_path, "run") + ["--training.resume", "auto"])
     assert "was made on another data set" in error_lines(capsys.readouterr().err)[-1]

@@ -8,7 +8,7 @@ from ffcv.loader import Loader, OrderOption
 
 from fast_cifar.beton import load_dataset_info
 from fast_cifar.data import (CROP_PADDING, DeviceLoader, Normalize, crop_and_flip, image_pipeline, label_pipeline,
-                              make_loader, subset_indices)
+                              last_batch_size, make_loader, shard_size, subset_indices)
 from fast_cifar.sources import make_synthetic
 
 CPU = torch.device("cpu")
@@ -92,6 +92,26 @@ def test_augmentation_differs_between_epochs(synthetic_folder):
     loader = sequential_loader(info, augment=True)
     first, second = all_batches(loader)[0], all_batches(loader)[0]
     assert not torch.equal(first, second)
+
+
+def test_normalizing_after_the_transfer_gives_the_same_batches(synthetic_folder):
+    # The pipeline a GPU uses (uint8 to the device, then Normalize), built here on the CPU.
+    info = load_dataset_info(synthetic_folder)
+    before, labels = all_batches(make_loader(info, "test", 64, CPU, torch.float32, train=False,
+                                             normalize_after_transfer=False))
+    after_loader = make_loader(info, "test", 64, CPU, torch.float32, train=False, normalize_after_transfer=True)
+    assert isinstance(image_pipeline(info, CPU, torch.float32, False, normalize_after_transfer=True)[-1], Normalize)
+    after, after_labels = all_batches(after_loader)
+    assert torch.equal(after, before) and torch.equal(after_labels, labels)
+    assert next(iter(after_loader))[0].is_contiguous(memory_format=torch.channels_last)
+
+
+def test_loaders_report_their_last_batch(synthetic_folder):
+    info = load_dataset_info(synthetic_folder)  # 200 test images
+    for kind in ("ffcv", "device"):
+        assert last_batch_size(make_loader(info, "test", 64, CPU, torch.float32, train=False, kind=kind)) == 8
+        shard = make_loader(info, "test", 64, CPU, torch.float32, train=False, kind=kind, rank=1, world_size=3)
+        assert shard_size(shard) == 67 and last_batch_size(shard) == 3  # images 1, 4, ..., 199
 
 
 # --- the GPU data path (run here on the CPU) ---------------------------------------

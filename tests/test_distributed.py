@@ -10,7 +10,7 @@ from fast_cifar.beton import load_dataset_info
 from fast_cifar.data import make_loader
 from fast_cifar.distributed import World, from_rank_zero, sum_over_ranks
 
-from conftest import REPO
+from helpers import REPO
 
 
 def test_train_shards_cover_each_sample_once_per_epoch(synthetic_folder):

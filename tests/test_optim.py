@@ -6,7 +6,7 @@ from fast_cifar.config import declare_train_sections, parse_config
 from fast_cifar.model import ResNet18
 from fast_cifar.optim import make_optimizer, make_scheduler, parameter_groups
 
-from conftest import REPO
+from helpers import REPO
 
 CPU = torch.device("cpu")
 RECIPE = REPO / "rn18_configs" / "24ep.yaml"

@@ -1,7 +1,7 @@
 """The benchmark commands at a tiny size, so they cannot rot (they measure nothing here)."""
 import json
 
-from conftest import run_script
+from helpers import run_script
 
 
 def test_run_writes_every_row_table_and_plots(synthetic_folder, tmp_path):

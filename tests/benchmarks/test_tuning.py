@@ -2,7 +2,7 @@
 import json
 import statistics
 
-from conftest import REPO, error_lines, run_script
+from helpers import error_lines, run_script
 
 TINY = ["--model.width", "4", "--training.batch_size", "64", "--training.test_batch_size", "100",
         "--training.epochs", "2", "--training.compile", "false", "--training.precision", "fp32",

@@ -1,6 +1,6 @@
 import json
 
-from conftest import error_lines, run_script
+from helpers import error_lines, run_script
 
 RECORD = {
     "finished": True, "command": "train.py --config rn18_configs/24ep.yaml", "started_at": "2026-11-24T20:00:00",
@@ -31,6 +31,7 @@ def test_fills_the_section_and_stores_the_files(tmp_path):
     assert "**Test accuracy at the last epoch: 93.50%** (epoch 2 of 2)" in text
     assert "Maximum over the epochs: 93.50% at epoch 2" in text
     assert "| training throughput | 500 images/s |" in text  # 2 epochs x 1000 images / 4 s
+    assert "| the loaders' first batches (FFCV JIT-compiles its pipelines) | 2.00 |" in text  # its old name
     assert "| time to 95% test accuracy: training and evaluation | not reached |" in text
     assert "| time to 90% test accuracy: end to end, from the run's start | 8.50 |" in text
     assert "](benchmarks/results/h100/loss_accuracy_plots.png)" in text

@@ -1,4 +1,4 @@
-from conftest import run_script
+from helpers import run_script
 
 
 def test_prints_every_layer():

@@ -1,6 +1,6 @@
 import json
 
-from conftest import error_lines, run_script
+from helpers import error_lines, run_script
 
 
 def test_help_documents_every_option():
