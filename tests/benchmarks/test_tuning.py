@@ -2,7 +2,9 @@
 import json
 import statistics
 
-from helpers import error_lines, run_script
+import yaml
+
+from helpers import REPO, error_lines, run_script
 
 TINY = ["--model.width", "4", "--training.batch_size", "64", "--training.test_batch_size", "100",
         "--training.epochs", "2", "--training.compile", "false", "--training.precision", "fp32",
@@ -52,3 +54,26 @@ def test_bad_candidates_file_is_one_line(tmp_path):
     assert result.returncode == 2
     assert error_lines(result.stderr) == ["error: candidate 'typo': config file not found: rn18_configs/no_such.yaml"]
     assert not (tmp_path / "study" / "runs").exists()
+
+
+def test_committed_study_runs_match_their_candidates():
+    # The README's study table names each candidate by tuning_candidates.yaml: every committed run's
+    # recorded settings must be its candidate's config with the candidate's changes, and nothing else.
+    study = REPO / "benchmarks" / "results" / "tuning_h100"
+    candidates = yaml.safe_load((REPO / "benchmarks" / "tuning_candidates.yaml").read_text())
+    where_and_how = {("data", "path"), ("data", "num_workers"), ("output", "dir"), ("output", "name"),
+                     ("output", "checkpoint"), ("training", "seed"),
+                     ("training", "compile_mode")}  # the study ran before the recipe took CUDA graphs
+    checked = 0
+    for name, spec in candidates.items():
+        expected = yaml.safe_load((REPO / spec["config"]).read_text())
+        for key, value in (spec.get("settings") or {}).items():
+            section, setting = key.split(".")
+            expected.setdefault(section, {})[setting] = value
+        for results in sorted((study / "runs" / name).glob("seed*/results.json")):
+            recorded = json.loads(results.read_text())["config"]
+            differing = {(section, key) for section, values in expected.items() for key, value in values.items()
+                         if (section, key) not in where_and_how and recorded[section][key] != value}
+            assert not differing, f"{results}: {differing}"
+            checked += 1
+    assert checked == 18
