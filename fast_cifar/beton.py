@@ -57,7 +57,7 @@ def write_dataset(splits, folder, source, num_workers=-1):
     remove_stale_temporaries(folder)  # left by a writer that was killed outright
     info = {"source": source, "classes": splits["train"].classes, "splits": {}}
     info.update(channel_stats(splits["train"].images))
-    check_free_space(folder, sum(len(splits[name].labels) for name in SPLITS))
+    check_free_space(folder, sum(len(splits[name].labels) for name in SPLITS), num_workers)
     with contextlib.ExitStack() as renames:  # all files are renamed into place only if every write succeeded
         for name in SPLITS:
             temporary = renames.enter_context(atomic_path(beton_path(folder, name)))
@@ -82,9 +82,11 @@ RECORD_BYTES = 32 * 32 * 3 + 64  # raw pixels plus FFCV's metadata and allocatio
 PAGE_BYTES = 4 * ffcv.writer.MIN_PAGE_SIZE  # DatasetWriter's default page: each worker fills pages of 8 MiB
 
 
-def check_free_space(folder, records):
-    """Refuse before writing when the disk cannot hold the files, partly filled pages included."""
-    needed = records * RECORD_BYTES + len(SPLITS) * (os.cpu_count() + 2) * PAGE_BYTES
+def check_free_space(folder, records, num_workers=-1):
+    """Refuse before writing when the disk cannot hold the files, partly filled pages included
+    (each of FFCV's writer workers leaves its last page part filled)."""
+    workers = num_workers if num_workers > 0 else os.cpu_count()
+    needed = records * RECORD_BYTES + len(SPLITS) * (workers + 2) * PAGE_BYTES
     free = shutil.disk_usage(folder).free
     if free < needed:
         raise UserError(f"not enough free space in {folder}: {free / 2**20:.0f} MiB free, "

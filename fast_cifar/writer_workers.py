@@ -51,7 +51,7 @@ def _die_with_parent(parent_pid):
 def supervised_workers(what):
     """Within the block, FFCV's writer workers die with this process and a failed one ends the write."""
     workers, errors = [], multiprocessing.SimpleQueue()
-    stop_watching, armed = threading.Event(), [True]
+    stop_watching = threading.Event()  # set once the write is over, failed or not
 
     def make_worker(*args, **kwargs):
         workers.append(_Worker(errors, *args, **kwargs))
@@ -64,7 +64,7 @@ def supervised_workers(what):
                 return
 
     def on_failure(signum, frame):
-        if armed[0]:  # not once the write is over
+        if not stop_watching.is_set():  # a late signal after the write is over is ignored
             raise _WorkerFailed
 
     previous_handler = signal.signal(signal.SIGUSR1, on_failure)
@@ -79,7 +79,6 @@ def supervised_workers(what):
         reason = errors.get() if not errors.empty() else "it exited without a word"
         raise UserError(f"writing {what} failed in a writer process ({reason})") from None
     finally:
-        armed[0] = False
         stop_watching.set()
         watchdog.join()
         ffcv.writer.Process = multiprocessing.Process
