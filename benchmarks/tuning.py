@@ -27,7 +27,7 @@ from pathlib import Path
 
 import yaml
 
-from seeds import FIGURES, spread  # benchmarks/seeds.py, beside this script
+from seeds import aggregate  # benchmarks/seeds.py, beside this script
 from fast_cifar.errors import UserError, exit_on_user_error
 from fast_cifar.files import writable_folder, write_json, write_text
 from fast_cifar.plots import plt, save_figure
@@ -76,8 +76,9 @@ def run_all(pending, jobs, stop_starting_after):
     started, running, failed = time.monotonic(), [], []
     try:
         while pending or running:
-            for process, folder in [item for item in running if item[0].poll() is not None]:
-                running.remove((process, folder))
+            for process, folder, log in [item for item in running if item[0].poll() is not None]:
+                running.remove((process, folder, log))
+                log.close()
                 print(f"done: {folder.relative_to(folder.parents[2])} (exit {process.returncode})", flush=True)
                 if process.returncode != 0:
                     failed.append(folder)
@@ -89,16 +90,17 @@ def run_all(pending, jobs, stop_starting_after):
                 folder.parent.mkdir(parents=True, exist_ok=True)
                 log = open(folder.parent / f"{folder.name}.log", "w")
                 print(f"start: {folder.relative_to(folder.parents[2])}", flush=True)
-                running.append((subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT), folder))
+                running.append((subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT), folder, log))
             if late and pending:
                 print(f"{len(pending)} runs not started: past --stop-starting-after", flush=True)
                 pending.clear()
             time.sleep(1)
     finally:
-        for process, _ in running:  # stopped early: leave no training process behind
+        for process, _, _ in running:  # stopped early: leave no training process behind
             process.terminate()
-        for process, _ in running:
+        for process, _, log in running:
             process.wait()
+            log.close()
     return failed
 
 
@@ -106,8 +108,7 @@ def summarize(candidates, records):
     summary = {}
     for name in candidates:
         runs = records.get(name, [])
-        summary[name] = {"runs": len(runs), "figures": {key: spread([read(r) for r in runs])
-                                                        for key, read in FIGURES.items()} if runs else {},
+        summary[name] = {"runs": len(runs), "figures": aggregate(runs),
                          "last_epoch_accuracies": [100 * r["epochs"][-1]["test_accuracy"] for r in runs]}
     return summary
 
@@ -123,9 +124,9 @@ def table(candidates, summary):
             lines.append(f"| {name} | 0 | | | | | | {describe(candidates[name])} |")
             continue
         delta = f"{last['mean'] - first['mean']:+.2f}" if first else ""
+        tta = f"{tta['mean']:.2f}" if tta else ""  # runs without eval_flip_tta
         lines.append(f"| {name} | {last['n']} | {last['mean']:.2f} ± {last['std']:.2f} | {last['min']:.2f} – "
-                     f"{last['max']:.2f} | {delta} | {tta['mean']:.2f} | {lr['mean']:.2e} | "
-                     f"{describe(candidates[name])} |" if tta and lr else "")
+                     f"{last['max']:.2f} | {delta} | {tta} | {lr['mean']:.2e} | {describe(candidates[name])} |")
     return "\n".join(lines) + "\n"
 
 

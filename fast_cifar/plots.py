@@ -7,6 +7,7 @@ from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from fast_cifar.files import atomic_path  # noqa: E402
 
+
 def save_figure(figure, path):
     with atomic_path(path) as temporary:
         figure.savefig(temporary, format="png", dpi=120, bbox_inches="tight")

@@ -76,11 +76,11 @@ class Timer:
 
 
 class RunRecord:
-    def __init__(self, folder, config, device, argv, writes=True, started=None):
+    def __init__(self, folder, config, device, argv, writes=True):
         self.folder = Path(folder) if folder else None
         self.writes = writes  # with several processes, only rank 0 writes and prints
         self.device = device
-        self.started = started or time.perf_counter()  # perf_counter at the run's start
+        self.started = time.perf_counter()  # the run's start; train.py moves it back to before the data checks
         self.checkpointed_epoch = None  # the epoch checkpoint.pt on disk holds
         self.lock = None  # the run folder's lock file, held open while the run lasts
         self.data = {

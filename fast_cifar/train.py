@@ -9,8 +9,7 @@ One batch, start to end: data.py's loader decodes it, crops, flips and
 normalizes it onto the device in channels-last layout; `train_epoch` runs the
 model under bf16 autocast, takes the label-smoothed cross-entropy, and steps
 the optimizer (AdamW in the recipe) and the one-cycle schedule, whose max LR the
-LR finder picked. The same
-loss is reported for the test split. Timings and metrics go to results.py.
+LR finder picked. The same loss is reported for the test split. Timings and metrics go to results.py.
 """
 import contextlib
 import copy
