@@ -17,21 +17,11 @@ from pathlib import Path
 
 from fast_cifar.errors import UserError, exit_on_user_error
 from fast_cifar.files import writable_folder, write_json, write_text
+from fast_cifar.results import read_run
 from fast_cifar.plots import integer_ticks, plt, save_figure
-from fast_cifar.results import stage_seconds
 
 STAGES = ("data_setup", "loader_warmup", "lr_finder", "compile", "training", "evaluation", "total")
 IGNORED_KEYS = {"output.dir", "output.name", "output.overwrite", "training.resume"}  # where, not what
-
-
-def read_run(folder):
-    path = Path(folder) / "results.json"
-    if not path.is_file():
-        raise UserError(f"{folder} holds no results.json: give run folders made by fast_cifar/train.py")
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as error:
-        raise UserError(f"{path} is not valid JSON ({error})") from None
 
 
 def flat_config(record):
@@ -69,7 +59,7 @@ def summarize(name, record, first_training_seconds):
         "last_test_accuracy_flip_tta": last.get("test_accuracy_flip_tta"),
         "best_test_accuracy": record.get("best", {}).get("test_accuracy"),
         "best_epoch": record.get("best", {}).get("epoch"),
-        "seconds": {stage: stage_seconds(timings, stage) for stage in STAGES},
+        "seconds": {stage: timings.get(stage) for stage in STAGES},
         "images_per_second": round(images / training) if training else None,
         "time_to_accuracy": timings.get("time_to_accuracy", {}),
         "time_to_accuracy_end_to_end": timings.get("time_to_accuracy_end_to_end", {}),

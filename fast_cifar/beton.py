@@ -19,7 +19,7 @@ from ffcv.fields.rgb_image import IMAGE_MODES
 from ffcv.reader import Reader
 from ffcv.writer import DatasetWriter
 
-from fast_cifar.errors import UserError
+from fast_cifar.errors import UserError, storage_failure
 from fast_cifar.files import atomic_path, remove_stale_temporaries, sha256, writable_folder, write_json
 from fast_cifar.sources import SPLITS
 from fast_cifar.writer_workers import release_shared_memory, supervised_workers
@@ -67,7 +67,8 @@ def write_dataset(splits, folder, source, num_workers=-1):
                 with supervised_workers(f"{name}.beton"):
                     writer.from_indexed_dataset(_Samples(splits[name]))
             except OSError as error:
-                raise UserError(f"cannot write {folder / name}.beton: {error.strerror or error}") from None
+                raise storage_failure(error, beton_path(folder, name)) or UserError(
+                    f"cannot write {beton_path(folder, name)}: {error.strerror or error}") from None
             finally:
                 release_shared_memory(writer)
             records = check_beton(temporary, len(info["classes"]))

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from fast_cifar.errors import UserError
-from fast_cifar.files import atomic_path
+from fast_cifar.files import atomic_file, inside
 
 CHECKPOINT = "checkpoint.pt"
 
@@ -62,8 +62,8 @@ def set_rng_states(states):
 def save(folder, epoch, model, optimizer, scheduler, max_lr, record_data):
     state = {"epoch": epoch, "max_lr": max_lr, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
              "scheduler": scheduler.state_dict(), "record": record_data, "rng": rng_states()}
-    with atomic_path(Path(folder) / CHECKPOINT) as temporary:
-        torch.save(state, temporary)
+    with atomic_file(Path(folder) / CHECKPOINT) as file:
+        torch.save(state, file)
 
 
 def find(resume, output_dir, name):
@@ -72,7 +72,7 @@ def find(resume, output_dir, name):
         path = Path(resume)
         path = path / CHECKPOINT if path.is_dir() else path
     elif name:
-        path = Path(output_dir) / name / CHECKPOINT
+        path = inside(output_dir, name, "output.name") / CHECKPOINT
     else:
         found = sorted(Path(output_dir).glob(f"*/{CHECKPOINT}"), key=lambda p: p.stat().st_mtime)
         path = found[-1] if found else Path(output_dir) / "*" / CHECKPOINT
@@ -83,7 +83,7 @@ def find(resume, output_dir, name):
 
 # Settings that may differ between a run and its resumption: they change speed, not results.
 # data.path may move, but the data set it holds must be the one the run started on.
-FREE_TO_CHANGE = {"training.resume", "training.compile", "training.compile_mode", "data.num_workers", "data.path"}
+FREE_TO_CHANGE = {"training.resume", "training.compile", "training.compile_mode", "data.loader_threads", "data.path"}
 
 
 def _flat(config):

@@ -3,22 +3,27 @@
 Two loaders make the same batches (`--data.loader`):
 
 ffcv (default): FFCV's Loader. Per batch, on the CPU, in JIT-compiled (numba) threads:
-    decode raw uint8 HWC -> random crop (pad 4, crop back to 32x32) -> random flip
+    decode raw uint8 HWC -> random crop (pad 4, crop back to 32x32) and random flip, drawn from
+    the loader's seed and the batch's samples (`SeededCropAndFlip`)
 then, as torch ops:
     to tensor -> to the GPU -> channels-last NCHW view -> normalize into the compute dtype.
     (Training on a CPU, normalization joins the compiled stage instead: 1.3x the images/s.)
-device (or gpu): `DeviceLoader` reads the split once into device memory as uint8 and does the
+device: `DeviceLoader` reads the split once into device memory as uint8 and does the
     same crop, flip and normalization there, batched, with no per-step host work.
 
 The test pipelines are the same minus the two augmentations.
 """
+import dataclasses
+
 import numpy as np
 import torch
 from torch import nn
 from ffcv.fields.decoders import IntDecoder, SimpleRGBImageDecoder
 from ffcv.loader import Loader, OrderOption
-from ffcv.transforms import (Convert, NormalizeImage, RandomHorizontalFlip, RandomTranslate, Squeeze, ToDevice,
-                             ToTensor, ToTorchImage)
+from ffcv.pipeline.allocation_query import AllocationQuery
+from ffcv.pipeline.compiler import Compiler
+from ffcv.pipeline.operation import Operation
+from ffcv.transforms import Convert, NormalizeImage, Squeeze, ToDevice, ToTensor, ToTorchImage
 
 from fast_cifar.beton import read_split
 
@@ -49,7 +54,55 @@ class Normalize(nn.Module):
         return normalized if images.is_contiguous(memory_format=torch.channels_last) else normalized.contiguous()
 
 
-def image_pipeline(info, device, dtype, augment, channels_last=True, normalize_after_transfer=None):
+class SeededCropAndFlip(Operation):
+    """A random translation by up to `padding` pixels (the gap filled with `fill`), then a horizontal flip
+    with probability 1/2: FFCV's RandomTranslate and RandomHorizontalFlip in one JIT-compiled step.
+
+    Why not FFCV's own: they draw from numba's per-thread random states, which the
+    loader's seed never sets, so two runs with the same seed see different crops.
+    Here each image's crop and flip come from a small hash of the loader's seed, the
+    batch's sample indices and the image's place in the batch: no random state at all,
+    so threads cannot change them. As FFCV draws each epoch's order from (seed,
+    epoch), the crops and flips follow from (seed, epoch) and change every epoch.
+    """
+
+    def __init__(self, padding, fill, seed):
+        super().__init__()
+        self.padding, self.fill, self.seed = padding, np.array(fill, dtype=np.uint8), seed
+
+    def generate_code(self):
+        parallel_range = Compiler.get_iterator()
+        pad, fill, seed = self.padding, self.fill, self.seed
+        prime = 2_147_483_647  # the Lehmer (MINSTD) generator's modulus: every product fits in int64
+        choices = 2 * pad + 1
+
+        def crop_and_flip(images, padded, indices):
+            count, height, width, _ = images.shape
+            batch_hash = seed % prime
+            for index in indices:
+                batch_hash = (batch_hash * 1_000_003 + index) % prime
+            for i in parallel_range(count):
+                state = 1 + (batch_hash + 7_919 * i) % (prime - 1)
+                for _ in range(3):  # a few Lehmer steps spread neighbouring states apart
+                    state = state * 48_271 % prime
+                dy, dx, flip = state % choices, state // choices % choices, state // (choices * choices) % 2
+                padded[i] = fill
+                padded[i, pad:pad + height, pad:pad + width] = images[i]
+                crop = padded[i, dy:dy + height, dx:dx + width]
+                images[i] = crop[:, ::-1] if flip else crop
+            return images
+
+        crop_and_flip.is_parallel = True
+        crop_and_flip.with_indices = True
+        return crop_and_flip
+
+    def declare_state_and_memory(self, previous_state):
+        height, width, channels = previous_state.shape
+        padded = (height + 2 * self.padding, width + 2 * self.padding, channels)
+        return dataclasses.replace(previous_state, jit_mode=True), AllocationQuery(padded, previous_state.dtype)
+
+
+def image_pipeline(info, device, dtype, augment, channels_last=True, normalize_after_transfer=None, seed=0):
     """FFCV's image pipeline. Normalizing after the transfer (the default on a GPU) moves uint8, 4x
     fewer bytes, and normalizes with `Normalize` on the device; before it (the default on a CPU),
     FFCV's NormalizeImage runs inside the compiled, multi-threaded stage. Both give the same values."""
@@ -57,7 +110,7 @@ def image_pipeline(info, device, dtype, augment, channels_last=True, normalize_a
     if augment:
         # Pad with the data set's mean colour: after normalization it is zero, like zero padding.
         fill = tuple(int(round(channel)) for channel in info.mean)
-        pipeline += [RandomTranslate(padding=CROP_PADDING, fill=fill), RandomHorizontalFlip()]
+        pipeline.append(SeededCropAndFlip(CROP_PADDING, fill, seed))
     if normalize_after_transfer is None:
         normalize_after_transfer = device.type == "cuda"
     if normalize_after_transfer:
@@ -95,7 +148,7 @@ def make_loader(info, split, batch_size, device, dtype, *, train, kind="ffcv", n
     if not train and world_size > 1:
         indices = (np.arange(info.records[split]) if indices is None else indices)[rank::world_size]
     train_shard = (rank, world_size) if train else (0, 1)
-    if kind in ("device", "gpu"):  # 'gpu': the older name
+    if kind == "device":
         return DeviceLoader(info, split, batch_size, device, dtype, train=train, indices=indices, seed=seed,
                             channels_last=channels_last, shard=train_shard)
     return Loader(
@@ -109,7 +162,7 @@ def make_loader(info, split, batch_size, device, dtype, *, train, kind="ffcv", n
         distributed=train and world_size > 1,  # FFCV shards with torch's DistributedSampler
         pipelines={
             "image": image_pipeline(info, device, dtype, augment=train, channels_last=channels_last,
-                                    normalize_after_transfer=normalize_after_transfer),
+                                    normalize_after_transfer=normalize_after_transfer, seed=seed),
             "label": label_pipeline(device),
         },
     )

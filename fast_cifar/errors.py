@@ -1,18 +1,49 @@
-"""One error type for problems the user can fix, and the CLI wrapper that prints it.
+"""Errors the user can act on, and the CLI wrapper that prints them as one line.
 
-Anything raised as `UserError` reaches the terminal as a single line
-(`error: ...`) with exit code 2. Everything else is a bug and keeps its traceback.
+Exit codes, the same for every command of the kit:
+    0    done
+    2    bad input (`UserError`): a missing or corrupt file, a bad setting, a name that escapes its folder
+    3    training diverged (`Diverged`): the loss turned NaN or infinite
+    4    a write failed (`WriteFailed`): the disk is full, a file grew past its limit, an I/O error
+    130  interrupted by SIGINT or SIGTERM (train.py says which checkpoint to resume from)
+Anything else is a bug and keeps its traceback.
 """
+import errno
 import functools
+import os
 import sys
+
+INTERRUPTED = 130
 
 
 class UserError(Exception):
     """Bad input: a missing or corrupt file, a bad config value, no network..."""
+    exit_code = 2
+
+
+class Diverged(UserError):
+    """The training loss turned NaN or infinite."""
+    exit_code = 3
+
+
+class WriteFailed(UserError):
+    """A file could not be written for a reason outside the program: a full disk, a size limit, I/O."""
+    exit_code = 4
+
+
+# The errors that say the storage, not the program, failed a write.
+STORAGE_ERRORS = {errno.ENOSPC, errno.EIO, errno.EFBIG, errno.EDQUOT, errno.EROFS}
+
+
+def storage_failure(error, path):
+    """`WriteFailed` naming `path` and the cause, if `error` is a storage error; else None."""
+    if isinstance(error, OSError) and error.errno in STORAGE_ERRORS:
+        return WriteFailed(f"cannot write {path}: {os.strerror(error.errno)}")
+    return None
 
 
 def exit_on_user_error(main):
-    """Decorate a CLI entry point so a `UserError` ends it with one line, exit code 2."""
+    """Decorate a CLI entry point so a `UserError` ends it with one line and its exit code."""
 
     @functools.wraps(main)
     def wrapper(*args, **kwargs):
@@ -20,6 +51,6 @@ def exit_on_user_error(main):
             return main(*args, **kwargs)
         except UserError as error:
             print(f"error: {error}", file=sys.stderr)
-            sys.exit(2)
+            sys.exit(error.exit_code)
 
     return wrapper

@@ -8,7 +8,7 @@ import re
 import uuid
 from pathlib import Path
 
-from fast_cifar.errors import UserError
+from fast_cifar.errors import UserError, storage_failure
 
 # .<name>.<pid>-<random>.tmp: the pid tells a later run whether the writer is still alive.
 _TEMPORARY = re.compile(r"^\..+\.(\d+)-[0-9a-f]{8}\.tmp$")
@@ -19,7 +19,8 @@ def atomic_path(path):
     """Yield a temporary path beside `path`; on success rename it to `path`, on failure delete it.
 
     The rename is atomic on one file system, so readers see the old file or the
-    complete new one, never a partial write.
+    complete new one, never a partial write. A full disk, a file-size limit or an
+    I/O error becomes `WriteFailed` naming `path`, and the previous `path` stays as it was.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -28,10 +29,33 @@ def atomic_path(path):
     try:
         yield Path(temporary)
         os.replace(temporary, path)
+    except Exception as error:
+        # Libraries wrap the OSError (torch.save raises a RuntimeError whose context is the OSError).
+        failure = next(filter(None, (storage_failure(cause, path) for cause in _causes(error))), None)
+        if failure:
+            raise failure from None
+        raise
     finally:
         # Never let the clean-up hide the error that brought us here (a read-only folder, say).
         with contextlib.suppress(OSError):
             os.remove(temporary)
+
+
+@contextlib.contextmanager
+def atomic_file(path):
+    """`atomic_path`, opened for writing bytes: for writers such as torch.save, which report a failed
+    write with its cause only when they write through a Python file."""
+    with atomic_path(path) as temporary, open(temporary, "wb") as file:
+        yield file
+
+
+def _causes(error):
+    """The error and those it was raised from or during, innermost last."""
+    seen = []
+    while error is not None and error not in seen:
+        seen.append(error)
+        error = error.__cause__ or error.__context__
+    return seen
 
 
 def remove_stale_temporaries(folder):
@@ -57,6 +81,17 @@ def _process_alive(pid):
     except PermissionError:  # alive, someone else's
         return True
     return True
+
+
+def inside(parent, name, what):
+    """`parent / name` where `name` must be one plain folder or file name: never `..`, a separator or an
+    absolute path, so that a name from the user cannot place files outside `parent`."""
+    text = str(name)
+    if (not text.strip() or text in (".", "..") or "/" in text or "\\" in text or "\0" in text
+            or Path(text).is_absolute()):
+        raise UserError(f"{what} must be one plain name inside {parent}, without '/', '..' or a leading '/': "
+                        f"got {text!r}")
+    return Path(parent) / text
 
 
 def writable_folder(folder, what="output folder"):

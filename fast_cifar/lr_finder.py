@@ -2,11 +2,16 @@
 
 The sweep trains a throwaway copy of the model with its own optimizer, so the
 real model, its BatchNorm statistics and the optimizer that trains it are
-untouched. The loss is smoothed with a bias-corrected moving average; the sweep
-ends early once that smoothed loss exceeds `divergence` times its minimum (or
-turns non-finite), since past that point it measures only an explosion. The
-suggested max LR for the one-cycle schedule is the LR at the smoothed loss's
-minimum divided by `divisor`: comfortably before the loss turns up.
+untouched. The loss is smoothed with a bias-corrected moving average. The sweep
+ends at the edge of the valley: the first LR at which the smoothed loss rises
+`rise` (5% in the recipe) above its minimum, or turns non-finite. The suggested
+max LR for the one-cycle schedule is that edge LR divided by `divisor`.
+
+Why the edge and not the minimum: the valley floor is flat, so where in it the
+minimum falls is down to noise (on the H100 the minimum moved 2.5x between two
+seeds), while the loss rises steeply at the edge, so its LR moves far less
+(1.3x); see benchmarks/results/lr_finder. Stopping there also ends the sweep
+well before `end_lr`.
 """
 import copy
 import math
@@ -20,9 +25,10 @@ class LRFinderResult:
     lrs: list
     losses: list  # raw loss at each step
     smoothed_losses: list
-    min_loss_lr: float
+    min_loss_lr: float  # where the smoothed loss was lowest: reported, not used
+    edge_lr: float  # the first LR whose smoothed loss rose `rise` above the minimum (the last LR if none did)
     suggested_lr: float
-    stopped_early: bool
+    stopped_early: bool  # False: the loss never rose enough before end_lr, and edge_lr is end_lr
 
     def to_dict(self):
         return asdict(self)
@@ -33,8 +39,8 @@ def sweep_lrs(start_lr, end_lr, num_iters):
     return [start_lr * ratio ** (i / max(num_iters - 1, 1)) for i in range(num_iters)]
 
 
-def find_lr(model, batches, loss_of, make_optimizer, *, start_lr=1e-6, end_lr=1.0, num_iters=100,
-            smoothing=0.9, divergence=4.0, divisor=10.0):
+def find_lr(model, batches, loss_of, make_optimizer, *, start_lr=1e-4, end_lr=10.0, num_iters=83,
+            smoothing=0.9, rise=0.05, divisor=8.0):
     """Run the range test on a copy of `model` over `batches` (an iterable of (images, labels)).
 
     `loss_of(model, images, labels)` returns the training loss; `make_optimizer(model)`
@@ -44,7 +50,7 @@ def find_lr(model, batches, loss_of, make_optimizer, *, start_lr=1e-6, end_lr=1.
     optimizer = make_optimizer(model)
     lrs, losses, smoothed = [], [], []
     average, best = 0.0, math.inf
-    stopped_early = False
+    edge_lr = None
     for step, (lr, (images, labels)) in enumerate(zip(sweep_lrs(start_lr, end_lr, num_iters), batches)):
         for group in optimizer.param_groups:
             group["lr"] = lr
@@ -56,8 +62,8 @@ def find_lr(model, batches, loss_of, make_optimizer, *, start_lr=1e-6, end_lr=1.
         value = loss.item()  # one sync per step is fine here: the sweep needs the value to decide
         average = smoothing * average + (1 - smoothing) * value
         current = average / (1 - smoothing ** (step + 1))
-        if not math.isfinite(current) or current > divergence * best:
-            stopped_early = True  # diverged: this step is not part of the result
+        if not math.isfinite(current) or current > (1 + rise) * best:
+            edge_lr = lr  # past the valley's edge: this step's loss is not part of the curve
             break
         best = min(best, current)
         lrs.append(lr)
@@ -66,5 +72,7 @@ def find_lr(model, batches, loss_of, make_optimizer, *, start_lr=1e-6, end_lr=1.
 
     if not lrs:
         raise UserError("the LR finder diverged on its first step: lower lr_finder.start_lr")
+    stopped_early = edge_lr is not None
+    edge_lr = edge_lr if stopped_early else lrs[-1]
     min_loss_lr = lrs[smoothed.index(min(smoothed))]
-    return LRFinderResult(lrs, losses, smoothed, min_loss_lr, min_loss_lr / divisor, stopped_early)
+    return LRFinderResult(lrs, losses, smoothed, min_loss_lr, edge_lr, edge_lr / divisor, stopped_early)

@@ -6,8 +6,11 @@ ResNet-18), the last three halving the resolution, then global average pooling
 and a linear classifier: 17 convs + 1 linear = 18 layers, about 11.2 M
 parameters at width 64. A smaller `width` gives the same shape for CPU tests.
 """
+import copy
+
 import torch
 from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
 
 
 def conv_bn(in_channels, out_channels, kernel_size=3, stride=1):
@@ -86,3 +89,14 @@ def format_receptive_fields(rows):
         lines.append(f"{row['layer']:<22}{row['kernel']:>7}{row['stride']:>7}{row['output_size']:>6}"
                      f"{row['jump']:>6}{row['receptive_field']:>6}")
     return "\n".join(lines)
+
+
+def flops_per_image(model, image_size=32):
+    """Floating-point operations of one training step's forward and backward pass, per image, as
+    torch's FlopCounterMode counts them (matrix multiplies and convolutions; a multiply-add is 2).
+    Counted on a copy on the meta device: no memory, no arithmetic, and the model is untouched."""
+    counted = copy.deepcopy(model).to("meta").train()
+    images = torch.empty(2, 3, image_size, image_size, device="meta")
+    with FlopCounterMode(display=False) as counter:
+        counted(images).sum().backward()
+    return counter.get_total_flops() // len(images)

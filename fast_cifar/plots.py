@@ -39,7 +39,7 @@ def plot_lr_finder(result, path):
     axis.plot(result.lrs, result.smoothed_losses, label="smoothed loss")
     axis.axvline(result.suggested_lr, color="tab:red", linestyle="--",
                  label=f"suggested max LR {result.suggested_lr:.2e}")
-    axis.axvline(result.min_loss_lr, color="tab:gray", linestyle=":", label=f"minimum at {result.min_loss_lr:.2e}")
+    axis.axvline(result.edge_lr, color="tab:gray", linestyle=":", label=f"loss rising at {result.edge_lr:.2e}")
     axis.set(xscale="log", xlabel="learning rate", ylabel="training loss", title="LR range test")
     axis.grid(alpha=0.3)
     axis.legend()

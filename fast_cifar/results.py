@@ -7,6 +7,7 @@ import contextlib
 import datetime
 import importlib.metadata
 import itertools
+import json
 import os
 import platform
 import sys
@@ -16,20 +17,53 @@ from pathlib import Path
 import torch
 
 from fast_cifar.errors import UserError
-from fast_cifar.files import atomic_path, lock_folder, writable_folder, write_json, write_text
+from fast_cifar.files import atomic_file, inside, lock_folder, writable_folder, write_json, write_text
 
 PACKAGES = ("torch", "torchvision", "ffcv", "numpy", "numba", "fastargs")
 
 
+# The stages between the data checks and the first training step, in the order they run.
+STARTUP_STAGES = ("data_setup", "loader_warmup", "lr_finder", "compile")
+
+# Dense bf16 tensor-core peaks (TFLOP/s, without sparsity) from the vendors' data sheets, by a part of
+# the name torch reports; the first match wins, so more specific names come first.
+BF16_PEAK_TFLOPS = (("H100 PCIe", 756.0), ("H100 NVL", 835.0), ("H100", 989.4), ("H200", 989.4), ("GH200", 989.4),
+                    ("A100", 312.0), ("L40S", 362.1), ("L4", 121.0), ("A10G", 70.0))
+
+
+def bf16_peak_tflops(device_name):
+    """The device's dense bf16 peak, or None where it is not in the table (every CPU among them)."""
+    return next((peak for part, peak in BF16_PEAK_TFLOPS if part in device_name), None)
+
+
+def hardware_use(flops_per_image, images, seconds, device):
+    """Training's achieved TFLOP/s and its share of the device's bf16 peak (MFU), where that is known."""
+    achieved = flops_per_image * images / seconds / 1e12 if seconds else None
+    peak = bf16_peak_tflops(device["name"]) if device["type"] == "cuda" else None
+    return {"flops_per_image": flops_per_image, "achieved_tflops": achieved and round(achieved, 3),
+            "bf16_peak_tflops": peak, "mfu": round(achieved / peak, 4) if achieved and peak else None,
+            "mfu_note": None if peak else f"unknown: no bf16 peak on record for {device['name']}"}
+
+
 # What a run writes into its folder; `--output.overwrite true` clears these first.
 RUN_FILES = ("results.json", "checkpoint.pt", "model.pt", "loss_accuracy_plots.png", "lr_finder.png", "profile.txt")
-# Timing stages renamed since earlier records were written: new name -> old name.
-RENAMED_STAGES = {"loader_warmup": "ffcv_jit"}
+RUN_KEYS = ("config", "device", "versions", "epochs")  # what every run's results.json holds
 
 
-def stage_seconds(timings, stage):
-    """A timing stage's seconds from a record of any version, or None where it has none."""
-    return timings.get(stage, timings.get(RENAMED_STAGES.get(stage)))
+def read_run(folder):
+    """A run folder's results.json, checked to be a training run's record: one line if it is not."""
+    path = Path(folder) / "results.json"
+    if not path.is_file():
+        raise UserError(f"{folder} holds no results.json: give run folders made by fast_cifar/train.py")
+    try:
+        record = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise UserError(f"{path} is not valid JSON ({error})") from None
+    missing = [key for key in RUN_KEYS if not isinstance(record, dict) or key not in record]
+    if missing:
+        raise UserError(f"{path} is not a training run's record (it has no {', '.join(missing)}): "
+                        f"give run folders made by fast_cifar/train.py")
+    return record
 
 
 def make_run_folder(parent, name="", overwrite=False):
@@ -41,7 +75,7 @@ def make_run_folder(parent, name="", overwrite=False):
         stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
         name = next(f"{stamp}-{n}" if n > 1 else stamp for n in itertools.count(1)
                     if not (Path(parent) / (f"{stamp}-{n}" if n > 1 else stamp)).exists())
-    folder = writable_folder(Path(parent) / name)
+    folder = writable_folder(inside(parent, name, "output.name"))
     lock = lock_folder(folder)
     earlier = [file for file in RUN_FILES if (folder / file).exists()]
     if earlier and not overwrite:
@@ -112,6 +146,15 @@ class RunRecord:
             yield
         self.timings[name] = timer.seconds
 
+    def mark_first_step(self):
+        """timings.startup: where the time from the process's start to the first training step went."""
+        age, since_data = process_age(), time.perf_counter() - self.started
+        stages = {stage: self.timings.get(stage, 0.0) for stage in STARTUP_STAGES}
+        self.timings["startup"] = {
+            "interpreter_and_imports": round(age - since_data, 3) if age is not None else None,
+            **stages, "other": round(since_data - sum(stages.values()), 3),
+            "total": round(age, 3) if age is not None else None}
+
     def add_epoch(self, **metrics):
         """One epoch's metrics, with the wall-clock since the run started (data set-up, JIT, finder included)."""
         self.data["epochs"].append({**metrics, "elapsed_seconds": round(time.perf_counter() - self.started, 3)})
@@ -143,12 +186,30 @@ class RunRecord:
         if self.writes:
             print(message)
 
+    def warn(self, message):
+        """A warning on stderr, kept in results.json's `warnings`."""
+        self.data.setdefault("warnings", []).append(message)
+        if self.writes:
+            print(message, file=sys.stderr)
+
     def save(self, finished=False):
         if not self.writes:
             return
         self.data["finished"] = finished
         self.timings["total"] = round(time.perf_counter() - self.started, 4)
+        age = process_age()
+        self.timings["end_to_end"] = round(age, 3) if age is not None else None
         write_json(self.folder / "results.json", self.data)
+
+
+def process_age(stat=Path("/proc/self/stat"), uptime=Path("/proc/uptime")):
+    """Seconds since this process started, the interpreter's start and the imports included (Linux; None
+    elsewhere)."""
+    try:
+        start_ticks = int(stat.read_text().rsplit(")", 1)[1].split()[19])  # field 22, counted after the name
+        return float(uptime.read_text().split()[0]) - start_ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return None
 
 
 def versions():
@@ -201,5 +262,5 @@ def profiled(enabled, path, device):
 
 def save_weights(model, path):
     """model.pt: the final state_dict alone, loadable with torch.load(weights_only=True)."""
-    with atomic_path(path) as temporary:
-        torch.save(model.state_dict(), temporary)
+    with atomic_file(path) as file:
+        torch.save(model.state_dict(), file)

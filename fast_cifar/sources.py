@@ -89,7 +89,7 @@ def read_torchvision_copy(path):
         folder = path if (path / "batches.meta").exists() else path / TORCHVISION_FOLDER
         return _splits_from_batches(lambda name: (folder / name).read_bytes())
     with tarfile.open(path) as archive:
-        members = {Path(m.name).name: m for m in archive.getmembers() if m.isfile()}
+        members = {Path(m.name).name: m for m in map(checked_member, archive.getmembers()) if m.isfile()}
         check_end_of_archive(archive, path)
 
         def read(name):
@@ -176,14 +176,29 @@ def _files_in(path):
     """Yield (name, read) for each file, in storage order: seeking back in a .tar.gz re-decompresses it."""
     if path.is_dir():
         for file in sorted(path.rglob("*")):
+            if file.is_symlink():
+                raise UserError(f"refusing {file}: it is a symbolic link; give a folder of plain image files")
             if file.is_file():
                 yield str(file.relative_to(path)), file.read_bytes
         return
     with tarfile.open(path) as archive:
-        for member in archive:
+        for member in map(checked_member, archive):
             if member.isfile():
                 yield member.name, functools.partial(_read_member, archive, member)
         check_end_of_archive(archive, path)
+
+
+def checked_member(member):
+    """The member if it is a plain file or folder under the archive's root, as Python's own tarfile
+    "data" filter would allow; else one line naming it. Nothing is skipped without a word."""
+    kind = ("a symbolic link" if member.issym() else "a hard link" if member.islnk()
+            else "a device file" if member.isdev() else None if member.isfile() or member.isdir() else "not a file")
+    if kind:
+        raise UserError(f"refusing the archive member {member.name}: it is {kind}; a CIFAR-10 archive holds "
+                        f"only folders and image files")
+    if member.name.startswith("/") or ".." in Path(member.name).parts:
+        raise UserError(f"refusing the archive member {member.name}: its name points outside the archive's folder")
+    return member
 
 
 def check_end_of_archive(archive, path):
@@ -198,14 +213,26 @@ def _read_member(archive, member):
 
 
 def decode_image(data, name):
+    """32x32 RGB pixels from an encoded image, its size checked from the header before any decoding:
+    a few KB of PNG can declare hundreds of megapixels."""
     try:
-        with Image.open(io.BytesIO(data)) as opened:
-            image = _to_rgb(opened, name)
+        with open_header_only(data) as opened:
+            if opened.size != IMAGE_SHAPE[1::-1]:
+                raise UserError(f"image {name} is {opened.size[0]}x{opened.size[1]}: a CIFAR-10 copy holds "
+                                f"32x32 images only")
+            return _to_rgb(opened, name)
     except OSError as error:
         raise UserError(f"cannot decode image {name}: {error}") from None
-    if image.shape != IMAGE_SHAPE:
-        raise UserError(f"image {name} is {image.shape[1]}x{image.shape[0]}, expected 32x32")
-    return image
+
+
+def open_header_only(data):
+    """Pillow's Image.open reads only the header; its own check refuses a huge image without saying its
+    size, so it is off here and `decode_image` checks the size before the pixels are decoded."""
+    limit, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
+    try:
+        return Image.open(io.BytesIO(data))
+    finally:
+        Image.MAX_IMAGE_PIXELS = limit
 
 
 def _to_rgb(image, name):

@@ -30,13 +30,13 @@ from fast_cifar.beton import load_dataset_info
 from fast_cifar.config import as_dict, declare_train_sections, parse_config
 from fast_cifar.data import last_batch_size, make_loader, split_size
 from fast_cifar.distributed import World, from_rank_zero, join, leave, mean_over_ranks
-from fast_cifar.errors import UserError, exit_on_user_error
-from fast_cifar.files import lock_folder
+from fast_cifar.errors import INTERRUPTED, Diverged, UserError, exit_on_user_error
+from fast_cifar.files import inside, lock_folder
 from fast_cifar.lr_finder import find_lr
-from fast_cifar.model import ResNet18, receptive_fields
+from fast_cifar.model import ResNet18, flops_per_image, receptive_fields
 from fast_cifar.optim import make_optimizer, make_scheduler
 from fast_cifar.plots import plot_curves, plot_lr_finder
-from fast_cifar.results import RunRecord, Timer, make_run_folder, profiled, save_weights
+from fast_cifar.results import RunRecord, Timer, hardware_use, make_run_folder, profiled, save_weights
 
 
 def pick_device(name, world):
@@ -116,10 +116,6 @@ def train_step(model, optimizer, images, labels, dtype, label_smoothing=0.0):
     loss.backward()
     optimizer.step()
     return loss.detach(), logits.detach()
-
-
-class Diverged(UserError):
-    """The training loss turned NaN or infinite."""
 
 
 def train_epoch(model, loader, optimizer, scheduler, dtype, label_smoothing, description, world=World()):
@@ -208,7 +204,7 @@ def build_loaders(data, training, info, device, dtype, world, channels_last):
     """Train and test loaders for this rank; training.batch_size is the global batch, split over ranks."""
     if training.batch_size % world.size:
         raise UserError(f"training.batch_size {training.batch_size} does not split over {world.size} processes")
-    shared = dict(device=device, dtype=dtype, kind=data.loader, num_workers=data.num_workers,
+    shared = dict(device=device, dtype=dtype, kind=data.loader, num_workers=data.loader_threads,
                   seed=training.seed, channels_last=channels_last, rank=world.rank, world_size=world.size)
     train_loader = make_loader(info, "train", training.batch_size // world.size, train=True,
                                subset=data.train_subset, **shared)
@@ -229,11 +225,14 @@ def run_lr_finder(finder, training, model, train_loader, device, dtype, record):
 
     with record.timed("lr_finder"), contextlib.closing(endless(train_loader)) as batches:
         sweep = find_lr(model, batches, loss_of, optimizer_for, start_lr=finder.start_lr, end_lr=finder.end_lr,
-                        num_iters=finder.num_iters, smoothing=finder.smoothing, divergence=finder.divergence,
+                        num_iters=finder.num_iters, smoothing=finder.smoothing, rise=finder.rise,
                         divisor=finder.divisor)
     record.data["lr_finder"] = sweep.to_dict()
     plot_lr_finder(sweep, record.folder / "lr_finder.png")
-    print(f"LR finder: loss lowest at LR {sweep.min_loss_lr:.2e}, max LR {sweep.suggested_lr:.2e} "
+    if not sweep.stopped_early:
+        record.warn(f"warning: the LR finder's loss never rose {100 * finder.rise:g}% above its minimum up to "
+                    f"lr_finder.end_lr {finder.end_lr:g}; the max LR comes from end_lr: raise it")
+    print(f"LR finder: loss rose at LR {sweep.edge_lr:.2e} after {len(sweep.lrs)} steps, max LR {sweep.suggested_lr:.2e} "
           f"({record.timings['lr_finder']:.1f}s)")
     return sweep.suggested_lr
 
@@ -282,20 +281,18 @@ EXPLOSION_FACTOR = 4  # a loss this many times a uniform guess's means training 
 
 
 def warn_if_exploding(record, train_loss, epoch, num_classes):
-    """A loss far above a uniform guess's (ln of the class count) that has not turned NaN yet."""
+    """A loss far above a uniform guess's (ln of the class count) that has not turned NaN yet; said once."""
     uniform = math.log(num_classes)
-    if train_loss > EXPLOSION_FACTOR * uniform and not record.data.get("warnings"):
-        message = (f"warning: the training loss in epoch {epoch} is {train_loss:.3g}, far above a uniform guess's "
-                   f"{uniform:.2f}: training has blown up; the max LR {record.data['max_lr']:.3g} is likely too high")
-        record.data.setdefault("warnings", []).append(message)
-        if record.writes:
-            print(message, file=sys.stderr)
+    if train_loss > EXPLOSION_FACTOR * uniform and not any("blown up" in w for w in record.data.get("warnings", [])):
+        record.warn(f"warning: the training loss in epoch {epoch} is {train_loss:.3g}, far above a uniform guess's "
+                    f"{uniform:.2f}: training has blown up; the max LR {record.data['max_lr']:.3g} is likely too high")
 
 
 def fit(training, output, record, learner, loaders, first_epoch, world, num_classes):
     """The epochs: train, evaluate, record, checkpoint; a signal stops cleanly between checkpoints."""
     train_loader, test_loader = loaders
     epochs, label_smoothing, dtype = training.epochs, training.label_smoothing, learner.dtype
+    record.mark_first_step()
     with checkpoint.interruptible():
         for epoch in range(first_epoch, epochs + 1):
             train_loader.next_epoch = epoch  # order and augmentations follow from (seed, epoch)
@@ -345,6 +342,8 @@ def main(argv=None):
 
 
 def run(cfg, argv, world):
+    if cfg.output.name:  # refused before any work, not after the data checks
+        inside(cfg.output.dir, cfg.output.name, "output.name")
     device = pick_device(cfg.training.device, world)
     precision, reason = pick_precision(cfg.training.precision, device)
     dtype = torch.bfloat16 if precision == "bf16" else torch.float32
@@ -424,9 +423,12 @@ def train_and_report(cfg, record, resumed, info, loaders, device, dtype, world):
                  if saved else "no checkpoint to resume from yet")
         if world.is_main:
             print(f"stopped by {signal_name}: {where}", file=sys.stderr)
-        sys.exit(130)
+        sys.exit(INTERRUPTED)
 
     best = record.summarize(cfg.output.accuracy_targets)
+    images = record.data["data"]["train_images_per_epoch"] * (cfg.training.epochs - first_epoch + 1)
+    record.data["hardware_use"] = hardware_use(flops_per_image(model), images, sum(
+        epoch["train_seconds"] for epoch in record.data["epochs"][first_epoch - 1:]), record.data["device"])
     if record.writes:
         if cfg.output.checkpoint:
             save_weights(model, record.folder / "model.pt")

@@ -22,7 +22,7 @@ def declare_sections(config):
                      default="download"),
         path=Param(str, "output folder", default="data/cifar10"),
         cache_dir=Param(str, "where torchvision downloads to", default="~/.cache/fast_cifar/torchvision"),
-        num_workers=Param(Integer(min=-1), "writer processes (-1: all cores)", default=-1),
+        writer_processes=Param(Integer(min=-1), "writer processes (-1: all cores)", default=-1),
         synthetic_train=Param(POSITIVE_INT, "train images of the synthetic source", default=1024),
         synthetic_test=Param(POSITIVE_INT, "test images of the synthetic source", default=512),
     )
@@ -32,7 +32,7 @@ def declare_sections(config):
 def main(argv=None):
     cfg = parse_config(declare_sections, argv, description=__doc__).data
     splits, source = load_source(cfg.source, cfg.cache_dir, (cfg.synthetic_train, cfg.synthetic_test))
-    info = write_dataset(splits, cfg.path, source, cfg.num_workers)
+    info = write_dataset(splits, cfg.path, source, cfg.writer_processes)
     counts = ", ".join(f"{name}: {split['records']}" for name, split in info["splits"].items())
     print(f"wrote {cfg.path}/{{train,test}}.beton ({counts}) from {source}")
 

@@ -18,7 +18,7 @@ from multiprocessing import shared_memory
 import ffcv.writer
 from tqdm import tqdm
 
-from fast_cifar.errors import UserError
+from fast_cifar.errors import WriteFailed
 
 
 class _WorkerFailed(Exception):
@@ -77,7 +77,7 @@ def supervised_workers(what):
         for bar in list(tqdm._instances):  # FFCV's progress bar, left open: close it before the error line
             bar.close()
         reason = errors.get() if not errors.empty() else "it exited without a word"
-        raise UserError(f"writing {what} failed in a writer process ({reason})") from None
+        raise WriteFailed(f"writing {what} failed in a writer process ({reason})") from None
     finally:
         stop_watching.set()
         watchdog.join()

@@ -15,7 +15,6 @@ from fastargs import Param, Section
 from fast_cifar.config import parse_config
 from fast_cifar.errors import UserError, exit_on_user_error
 from fast_cifar.files import write_text
-from fast_cifar.results import stage_seconds
 
 START, END = "<!-- results:start -->", "<!-- results:end -->"
 FILES = ("results.json", "loss_accuracy_plots.png", "lr_finder.png")
@@ -64,8 +63,8 @@ def render(record, folder, readme):
         "| stage | seconds |",
         "| --- | ---: |",
     ]
-    lines += [f"| {label} | {stage_seconds(timings, key):.2f} |" for key, label in TIMING_ROWS
-              if stage_seconds(timings, key) is not None]
+    lines += [f"| {label} | {timings.get(key):.2f} |" for key, label in TIMING_ROWS
+              if timings.get(key) is not None]
     lines.append(f"| training throughput | {images / timings['training']:,.0f} images/s |")
     end_to_end = timings.get("time_to_accuracy_end_to_end", {})
     for target, seconds in timings["time_to_accuracy"].items():

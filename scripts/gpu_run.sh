@@ -38,7 +38,7 @@ bench)
 tune)
     timeout --signal=TERM "${TUNE_SECONDS:-480}" "$PYTHON" benchmarks/tuning.py --out "$RESULTS" \
         --seeds "${TUNE_SEEDS:-2}" --jobs "${TUNE_JOBS:-3}" --stop-starting-after "${TUNE_START_UNTIL:-300}" \
-        ${TUNE_ONLY:+--only "$TUNE_ONLY"} --data.path "$DATA" --data.num_workers 5 "$@" \
+        ${TUNE_ONLY:+--only "$TUNE_ONLY"} --data.path "$DATA" --data.loader_threads 5 "$@" \
         || echo "tuning.py stopped early (exit $?): the finished runs are kept" ;;
 study)
     "$PYTHON" benchmarks/accuracy_vs_time.py --study.out "$RESULTS" ${STUDY_CONFIGS:+--study.configs "$STUDY_CONFIGS"} \

@@ -182,7 +182,7 @@ def test_a_failing_writer_process_ends_the_write_with_one_line(tmp_path, monkeyp
 
 
 def test_a_file_size_limit_stops_the_writer_script(tmp_path):
-    """End to end: writes fail with EFBIG past 12 MiB, the script ends with one line, exit 2, nothing left."""
+    """End to end: writes fail with EFBIG past 12 MiB, the script ends with one line, exit 4, nothing left."""
     def limit_file_size():
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
         resource.setrlimit(resource.RLIMIT_FSIZE, (12 << 20, 12 << 20))
@@ -190,7 +190,7 @@ def test_a_file_size_limit_stops_the_writer_script(tmp_path):
     result = subprocess.run([sys.executable, str(REPO / "scripts" / "write_datasets.py"), "--data.source", "synthetic",
                              "--data.synthetic_train", "5000", "--data.path", tmp_path / "out"],
                             preexec_fn=limit_file_size, capture_output=True, text=True, timeout=300)
-    assert result.returncode == 2, result.stderr
+    assert result.returncode == 4, result.stderr
     assert error_lines(result.stderr)[-1].startswith("error: writing train.beton failed in a writer process"), \
         result.stderr
     assert list((tmp_path / "out").iterdir()) == []

@@ -21,7 +21,7 @@ from helpers import REPO, error_lines
 def run_args(data, out, name):
     # The GPU data path (here on the CPU) draws augmentations from torch's seeded generator,
     # and deterministic mode pins the kernels: the run is repeatable bit for bit.
-    return ["--data.path", str(data), "--data.loader", "gpu", "--model.width", "8", "--training.batch_size", "64",
+    return ["--data.path", str(data), "--data.loader", "device", "--model.width", "8", "--training.batch_size", "64",
             "--training.test_batch_size", "100", "--training.epochs", "3", "--training.compile", "false",
             "--lr_finder.num_iters", "8", "--training.deterministic", "true", "--output.dir", str(out),
             "--output.name", name]
@@ -77,7 +77,7 @@ def test_resume_refuses_other_settings(synthetic_folder, tmp_path, capsys):
     with pytest.raises(SystemExit) as exit:
         train.main(args + ["--training.resume", str(tmp_path / "run"), "--training.weight_decay", "0.1"])
     assert exit.value.code == 2
-    assert "training.weight_decay=0.0001 (now 0.1)" in capsys.readouterr().err
+    assert "training.weight_decay=0.2 (now 0.1)" in capsys.readouterr().err
 
 
 def test_resume_without_checkpoint_is_one_line(synthetic_folder, tmp_path, capsys):
@@ -91,7 +91,7 @@ def test_non_finite_loss_stops_with_epoch_and_step(synthetic_folder, tmp_path, c
     args = run_args(synthetic_folder, tmp_path, "diverge") + ["--lr_finder.enabled", "false", "--training.lr", "1e30"]
     with pytest.raises(SystemExit) as exit:
         train.main(args)
-    assert exit.value.code == 2
+    assert exit.value.code == 3  # diverged: not the bad-input code
     message = error_lines(capsys.readouterr().err)[-1]
     assert "non-finite at step" in message and "in epoch 1" in message
     assert not (tmp_path / "diverge" / "model.pt").exists()
@@ -184,7 +184,10 @@ def test_a_schedule_shorter_than_its_warm_up_is_one_line(synthetic_folder, tmp_p
 
 
 def test_an_exploding_but_finite_loss_is_warned_about(synthetic_folder, tmp_path, capsys):
-    args = one_epoch(synthetic_folder, tmp_path, "explode") + ["--lr_finder.enabled", "false", "--training.lr", "1e4"]
+    # Adam with L2 decay at LR 1e4: the loss blows up but stays finite for an epoch (AdamW's decoupled
+    # decay, multiplied by the LR, would drive it to NaN at once).
+    args = one_epoch(synthetic_folder, tmp_path, "explode") + ["--lr_finder.enabled", "false", "--training.lr", "1e4",
+                                                               "--training.optimizer", "adam"]
     record = train.main(args)
     warning = capsys.readouterr().err
     assert "warning: the training loss in epoch 1 is" in warning and "blown up" in warning

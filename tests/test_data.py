@@ -87,11 +87,27 @@ def test_augmentation_is_a_random_translate_and_flip(synthetic_folder):
     assert len({t[1:] for t in transforms}) > 20  # many different offsets
 
 
-def test_augmentation_differs_between_epochs(synthetic_folder):
+def in_sample_order(loader, epoch, seed):
+    """One epoch of a shuffled loader, put back in sample order (FFCV draws the order from seed + epoch)."""
+    loader.next_epoch = epoch
+    images = all_batches(loader)[0]
+    order = np.random.default_rng(seed + epoch).permutation(loader.indices)
+    return images[np.argsort(order)]
+
+
+def test_crops_and_flips_follow_from_the_seed_and_change_every_epoch(synthetic_folder):
     info = load_dataset_info(synthetic_folder)
-    loader = sequential_loader(info, augment=True)
-    first, second = all_batches(loader)[0], all_batches(loader)[0]
-    assert not torch.equal(first, second)
+
+    def loader(seed):
+        return make_loader(info, "train", 64, CPU, torch.float32, train=True, num_workers=2, seed=seed)
+
+    first, again, other = loader(3), loader(3), loader(4)
+    assert torch.equal(in_sample_order(first, 0, 3), in_sample_order(again, 0, 3))
+    assert torch.equal(in_sample_order(first, 1, 3), in_sample_order(again, 1, 3))
+    epoch_0, epoch_1 = in_sample_order(first, 0, 3), in_sample_order(first, 1, 3)
+    changed = (epoch_0 != epoch_1).flatten(1).any(1).float().mean()
+    assert changed > 0.8  # nearly every image is cropped or flipped anew
+    assert not torch.equal(in_sample_order(other, 0, 4), epoch_0)
 
 
 def test_normalizing_after_the_transfer_gives_the_same_batches(synthetic_folder):
@@ -120,7 +136,7 @@ def test_loaders_report_their_last_batch(synthetic_folder):
 def test_device_loader_test_batches_equal_ffcv(synthetic_folder):
     info = load_dataset_info(synthetic_folder)
     ffcv_images, ffcv_labels = all_batches(make_loader(info, "test", 64, CPU, torch.float32, train=False))
-    device = make_loader(info, "test", 64, CPU, torch.float32, train=False, kind="gpu")
+    device = make_loader(info, "test", 64, CPU, torch.float32, train=False, kind="device")
     assert len(device) == 4  # 200 = 3 x 64 + 8: the last partial batch is kept for evaluation
     images, labels = all_batches(device)
     assert torch.equal(images, ffcv_images) and torch.equal(labels, ffcv_labels)
@@ -143,8 +159,8 @@ def test_device_crop_and_flip_match_ffcv_for_the_same_choices(synthetic_folder):
 
 def test_device_train_loader_is_seeded_shuffled_and_drops_the_last_batch(synthetic_folder):
     info = load_dataset_info(synthetic_folder)
-    first = make_loader(info, "train", 100, CPU, torch.bfloat16, train=True, kind="gpu", seed=3)
-    second = make_loader(info, "train", 100, CPU, torch.bfloat16, train=True, kind="gpu", seed=3)
+    first = make_loader(info, "train", 100, CPU, torch.bfloat16, train=True, kind="device", seed=3)
+    second = make_loader(info, "train", 100, CPU, torch.bfloat16, train=True, kind="device", seed=3)
     assert len(first) == 5  # 512 // 100
     epoch_one, labels_one = all_batches(first)
     assert epoch_one.dtype == torch.bfloat16 and epoch_one.shape == (500, 3, 32, 32)

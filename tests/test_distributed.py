@@ -15,7 +15,7 @@ from helpers import REPO
 
 def test_train_shards_cover_each_sample_once_per_epoch(synthetic_folder):
     info = load_dataset_info(synthetic_folder)
-    loaders = [make_loader(info, "train", 100, torch.device("cpu"), torch.float32, train=True, kind="gpu", seed=1,
+    loaders = [make_loader(info, "train", 100, torch.device("cpu"), torch.float32, train=True, kind="device", seed=1,
                            rank=rank, world_size=2) for rank in (0, 1)]
     for epoch in (1, 2):
         orders = [loader.epoch_order(epoch)[0] for loader in loaders]
@@ -28,7 +28,7 @@ def test_train_shards_cover_each_sample_once_per_epoch(synthetic_folder):
 def test_test_shards_split_the_test_set(synthetic_folder):
     info = load_dataset_info(synthetic_folder)
     labels = [torch.cat([y for _, y in make_loader(info, "test", 64, torch.device("cpu"), torch.float32, train=False,
-                                                   kind="gpu", rank=rank, world_size=2)]) for rank in (0, 1)]
+                                                   kind="device", rank=rank, world_size=2)]) for rank in (0, 1)]
     assert len(labels[0]) + len(labels[1]) == 200
 
 
@@ -40,7 +40,7 @@ def test_a_world_of_one_needs_no_process_group():
 
 def test_torchrun_two_processes_rank_zero_alone_writes(synthetic_folder, tmp_path):
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-               str(REPO / "fast_cifar" / "train.py"), "--data.path", str(synthetic_folder), "--data.loader", "gpu",
+               str(REPO / "fast_cifar" / "train.py"), "--data.path", str(synthetic_folder), "--data.loader", "device",
                "--model.width", "8", "--training.batch_size", "64", "--training.test_batch_size", "64",
                "--training.epochs", "2", "--training.compile", "false", "--lr_finder.num_iters", "8",
                "--output.dir", str(tmp_path)]

@@ -33,25 +33,34 @@ def test_sweep_is_exponential():
     assert lrs == pytest.approx([1e-4, 1e-3, 1e-2, 1e-1, 1.0])
 
 
-def test_finds_a_sensible_lr_and_leaves_the_model_alone():
+def test_suggests_below_the_edge_of_the_valley_and_leaves_the_model_alone():
     model, batches = problem()
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    result = find_lr(model, batches, loss_of, adam, start_lr=1e-5, end_lr=10.0, num_iters=100, divisor=10)
-    # the loss fell along the sweep, and the suggestion sits a decade below the minimum
+    result = find_lr(model, batches, loss_of, adam, start_lr=1e-5, end_lr=10.0, num_iters=100, rise=0.05,
+                     divisor=8)
+    # the loss fell along the sweep, then rose 5% above its minimum: the sweep ended there
     assert min(result.smoothed_losses) < 0.8 * result.smoothed_losses[0]
-    assert result.suggested_lr == pytest.approx(result.min_loss_lr / 10)
+    assert result.stopped_early and len(result.lrs) < 100
+    assert max(result.smoothed_losses[result.smoothed_losses.index(min(result.smoothed_losses)):]) \
+        <= 1.05 * min(result.smoothed_losses)
+    assert result.min_loss_lr < result.edge_lr and result.suggested_lr == pytest.approx(result.edge_lr / 8)
     assert 1e-4 < result.suggested_lr < 1.0
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())  # BN stats too
     assert model.training  # mode untouched
 
 
-def test_divergence_ends_the_sweep_and_is_not_a_result():
+def test_a_sweep_that_never_rises_says_so():
     model, batches = problem()
-    result = find_lr(model, batches, loss_of, lambda m: torch.optim.SGD(m.parameters(), lr=1), start_lr=1e-3, end_lr=1e6,
-                     num_iters=100, divergence=2.0)
-    assert result.stopped_early and len(result.lrs) < 100
-    assert max(result.smoothed_losses) <= 2.0 * min(result.smoothed_losses)
-    assert result.min_loss_lr < 1e6
+    result = find_lr(model, batches, loss_of, adam, start_lr=1e-6, end_lr=1e-4, num_iters=30)
+    assert not result.stopped_early and len(result.lrs) == 30
+    assert result.edge_lr == pytest.approx(1e-4)
+
+
+def test_a_larger_rise_lets_the_sweep_go_further():
+    model, batches = problem()
+    edges = [find_lr(model, batches, loss_of, adam, start_lr=1e-5, end_lr=10.0, num_iters=100, rise=rise).edge_lr
+             for rise in (0.02, 1.0)]
+    assert edges[0] < edges[1]
 
 
 def test_divergence_on_first_step_is_an_error():

@@ -1,7 +1,11 @@
+import io
 import os
 import pickle
+import re
+import struct
 import tarfile
 import urllib.error
+import zlib
 
 import numpy as np
 import pytest
@@ -186,3 +190,61 @@ def test_16_bit_grayscale_png_is_scaled_not_clipped(tmp_path):
     np.testing.assert_array_equal(image[..., 0], np.round(gray / 257).astype(np.uint8))
     np.testing.assert_array_equal(image[..., 0], image[..., 2])
     assert 0 < image.mean() < 255
+
+
+def png_declaring(width, height):
+    """A PNG header declaring width x height pixels, with no real pixel data: a few dozen bytes."""
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b"")
+
+
+@pytest.mark.parametrize("width, height", [(30_000, 30_000), (64, 64)])
+def test_an_oversized_image_is_refused_from_its_header(tmp_path, small, width, height, monkeypatch):
+    write_image_folder(tmp_path / "copy", small)
+    (tmp_path / "copy" / "train" / "class_0" / "huge.png").write_bytes(png_declaring(width, height))
+    decoded = []
+    monkeypatch.setattr(sources, "_to_rgb", lambda image, name: decoded.append(name) or np.asarray(image))
+    with pytest.raises(UserError, match=rf"image train/class_0/huge.png .*{width}.*32x32") as error:
+        load_source(str(tmp_path / "copy"))
+    assert "\n" not in str(error.value)
+    assert "train/class_0/huge.png" not in decoded  # refused before decoding
+
+
+def archive_with(tmp_path, small, add):
+    write_image_folder(tmp_path / "pngs", small)
+    path = tmp_path / "copy.tar.gz"
+    with tarfile.open(path, "w:gz") as tar:
+        tar.add(tmp_path / "pngs", arcname="copy")
+        add(tar)
+    return path
+
+
+def member(name, kind=tarfile.REGTYPE, data=b"", link=""):
+    info = tarfile.TarInfo(name)
+    info.type, info.size, info.linkname = kind, len(data), link
+    return info, io.BytesIO(data) if data else None
+
+
+@pytest.mark.parametrize("kind, name, link, message", [
+    (tarfile.SYMTYPE, "copy/train/class_0/link.png", "/etc/passwd", "is a symbolic link"),
+    (tarfile.LNKTYPE, "copy/train/class_0/hard.png", "copy/train/class_0/0000.png", "is a hard link"),
+    (tarfile.CHRTYPE, "copy/train/class_0/dev.png", "", "is a device file"),
+    (tarfile.REGTYPE, "/copy/train/class_0/absolute.png", "", "points outside"),
+    (tarfile.REGTYPE, "copy/../train/class_0/up.png", "", "points outside"),
+])
+def test_archive_members_that_point_elsewhere_are_refused(tmp_path, small, kind, name, link, message):
+    data = (tmp_path / "one.png")
+    Image.new("RGB", (32, 32)).save(data)
+    path = archive_with(tmp_path, small, lambda tar: tar.addfile(*member(
+        name, kind, data.read_bytes() if kind == tarfile.REGTYPE else b"", link)))
+    with pytest.raises(UserError, match=rf"refusing the archive member {re.escape(name)}: .*{message}"):
+        load_source(str(path))
+
+
+def test_a_link_in_an_image_folder_is_refused(tmp_path, small):
+    write_image_folder(tmp_path / "copy", small)
+    (tmp_path / "copy" / "train" / "class_0" / "link.png").symlink_to(tmp_path / "copy" / "test" / "class_0" / "0000.png")
+    with pytest.raises(UserError, match="link.png: it is a symbolic link"):
+        load_source(str(tmp_path / "copy"))

@@ -1,6 +1,8 @@
 """End to end: train.py on small data, compile off and on, and every kind of bad input."""
 import json
 import re
+import resource
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -14,7 +16,7 @@ from fast_cifar.model import ResNet18
 from helpers import REPO, error_lines, run_script
 
 SMALL_RUN = ["--model.width", "8", "--training.batch_size", "64", "--training.test_batch_size", "64",
-             "--lr_finder.num_iters", "12", "--data.num_workers", "2"]
+             "--lr_finder.num_iters", "12", "--data.loader_threads", "2"]
 
 
 def test_cli_run_writes_results_plots_and_checkpoint(real_folder, tmp_path):
@@ -78,12 +80,12 @@ def test_compiled_run_learns(synthetic_folder, tmp_path):
     assert json.loads((tmp_path / "compiled" / "results.json").read_text())["finished"]
 
 
-def test_gpu_data_path_run_learns(synthetic_folder, tmp_path):
-    """--data.loader gpu on the CPU: no FFCV pipeline, same recipe."""
-    record = train.main([*SMALL_RUN, "--data.path", str(synthetic_folder), "--data.loader", "gpu",
+def test_device_data_path_run_learns(synthetic_folder, tmp_path):
+    """--data.loader device on the CPU: no FFCV pipeline, same recipe."""
+    record = train.main([*SMALL_RUN, "--data.path", str(synthetic_folder), "--data.loader", "device",
                          "--training.epochs", "6", "--training.compile", "false",
-                         "--output.dir", str(tmp_path), "--output.name", "gpu_loader"])
-    assert record["config"]["data"]["loader"] == "gpu"
+                         "--output.dir", str(tmp_path), "--output.name", "device_loader"])
+    assert record["config"]["data"]["loader"] == "device"
     assert record["best"]["test_accuracy"] > 0.6
     assert record["timings"]["loader_warmup"] < 1.0  # nothing to JIT-compile
 
@@ -103,6 +105,9 @@ BAD_RUNS = {
     "zero batch size": (["--training.batch_size", "0"], "training.batch_size"),
     "batch larger than data": (["--training.batch_size", "100000"], "larger than"),
     "unwritable output": (["--output.dir", "{tmp}/a_file/runs"], "cannot write to output folder"),
+    "run name going up": (["--output.name", "../escaped"], "output.name must be one plain name"),
+    "run name with a folder": (["--output.name", "a/b"], "output.name must be one plain name"),
+    "absolute run name": (["--output.name", "{tmp}/escaped"], "output.name must be one plain name"),
 }
 
 
@@ -122,7 +127,7 @@ def test_bad_input_is_one_line_and_writes_nothing(case, synthetic_folder, tmp_pa
     assert exit.value.code == 2
     lines = error_lines(capsys.readouterr().err)
     assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], lines
-    assert not (tmp_path / "runs").exists()
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["a_file", "damaged"]  # nothing written
 
 
 def test_auto_precision_is_bf16_only_where_the_hardware_has_it(tmp_path):
@@ -148,3 +153,35 @@ def test_entry_points_work_from_any_folder(tmp_path):
         result = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path)
         assert result.returncode == 0, (command, result.stderr[-2000:])
         assert "--data.path" in result.stdout
+
+
+def test_a_full_disk_mid_run_is_one_line_and_leaves_no_temporary(synthetic_folder, tmp_path):
+    """Writes past 1 MB fail (EFBIG, as ENOSPC on a full disk): the first checkpoint is larger."""
+    def limit_file_size():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (1 << 20, 1 << 20))
+
+    result = subprocess.run([sys.executable, str(REPO / "fast_cifar" / "train.py"), *SMALL_RUN, "--data.loader",
+                             "device", "--data.path", synthetic_folder, "--training.epochs", "1",
+                             "--training.compile", "false", "--lr_finder.enabled", "false",
+                             "--output.dir", tmp_path, "--output.name", "run"],
+                            preexec_fn=limit_file_size, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 4, result.stderr[-2000:]
+    assert error_lines(result.stderr)[-1] == f"error: cannot write {tmp_path / 'run' / 'checkpoint.pt'}: File too large"
+    assert sorted(path.name for path in (tmp_path / "run").iterdir()) == [".lock"]
+
+
+def test_the_same_seed_gives_the_same_run_on_the_ffcv_loader(synthetic_folder, tmp_path):
+    """Weights, data order, crops, flips and the LR finder all follow from the seed."""
+    def run(name, seed):
+        record = train.main([*SMALL_RUN, "--data.path", str(synthetic_folder), "--training.epochs", "1",
+                             "--lr_finder.num_iters", "6", "--training.compile", "false", "--training.seed", str(seed),
+                             "--training.deterministic", "true", "--output.checkpoint", "false",
+                             "--output.dir", str(tmp_path), "--output.name", name])
+        metrics = ("train_loss", "train_accuracy", "test_loss", "test_accuracy")
+        return record["lr_finder"]["losses"], [[epoch[key] for key in metrics] for epoch in record["epochs"]]
+
+    first = run("first", seed=0)
+    assert run("again", seed=0) == first
+    other = run("other", seed=1)
+    assert other[0] != first[0] and other[1] != first[1]

@@ -24,7 +24,7 @@ def test_run_writes_every_row_table_and_plots(synthetic_folder, tmp_path):
 
 def test_accuracy_vs_time_runs_a_reduced_8_epoch_point(synthetic_folder, tmp_path):
     overrides = (f"--data.path {synthetic_folder} --model.width 4 --training.epochs 2 --training.batch_size 64 "
-                 "--training.compile false --training.precision fp32 --lr_finder.num_iters 5 --data.num_workers 2")
+                 "--training.compile false --training.precision fp32 --lr_finder.num_iters 5 --data.loader_threads 2")
     result = run_script("benchmarks/accuracy_vs_time.py", "--study.configs", "rn18_configs/8ep.yaml",
                         "--study.overrides", overrides, "--study.out", tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]

@@ -9,13 +9,14 @@ from helpers import error_lines, run_script
 
 TINY = ["--model.width", "4", "--training.batch_size", "64", "--training.test_batch_size", "100",
         "--training.epochs", "2", "--training.compile", "false", "--training.precision", "fp32",
-        "--lr_finder.num_iters", "5", "--data.loader", "gpu"]
+        "--lr_finder.num_iters", "5", "--data.loader", "device"]
 
 
 @pytest.fixture(scope="module")
 def two_runs(synthetic_folder, tmp_path_factory):
     runs = tmp_path_factory.mktemp("runs")
-    for name, extra in (("adam", []), ("adamw", ["--training.optimizer", "adamw", "--training.weight_decay", "0.05"])):
+    for name, extra in (("adam", ["--training.optimizer", "adam", "--training.weight_decay", "0.0001"]),
+                        ("adamw", ["--training.weight_decay", "0.05"])):
         train.main([*TINY, *extra, "--data.path", str(synthetic_folder), "--output.dir", str(runs),
                     "--output.name", name])
     return runs
@@ -57,4 +58,13 @@ def test_a_folder_without_results_is_one_line(two_runs, tmp_path):
     result = run_script("benchmarks/compare.py", two_runs / "adam", tmp_path)
     assert result.returncode == 2
     assert error_lines(result.stderr) == [f"error: {tmp_path} holds no results.json: give run folders made by "
+                                          "fast_cifar/train.py"]
+
+
+def test_a_record_that_is_not_a_runs_is_one_line(two_runs, tmp_path):
+    (tmp_path / "results.json").write_text('{"mode": "cpu", "loaders": []}')  # a benchmark's, say
+    result = run_script("benchmarks/compare.py", two_runs / "adam", tmp_path)
+    assert result.returncode == 2
+    assert error_lines(result.stderr) == [f"error: {tmp_path / 'results.json'} is not a training run's record (it "
+                                          "has no config, device, versions, epochs): give run folders made by "
                                           "fast_cifar/train.py"]

@@ -6,7 +6,7 @@ from helpers import REPO, run_script
 
 TINY = ["--model.width", "4", "--training.batch_size", "64", "--training.test_batch_size", "100",
         "--training.epochs", "2", "--training.compile", "false", "--training.precision", "fp32",
-        "--lr_finder.num_iters", "5", "--data.loader", "gpu"]
+        "--lr_finder.num_iters", "5", "--data.loader", "device"]
 
 
 def test_two_seeds_aggregate_and_resume(synthetic_folder, tmp_path):

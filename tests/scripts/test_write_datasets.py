@@ -6,7 +6,7 @@ from helpers import error_lines, run_script
 def test_help_documents_every_option():
     result = run_script("scripts/write_datasets.py", "--help")
     assert result.returncode == 0
-    for option in ("--data.source", "--data.path", "--data.cache_dir", "--data.num_workers"):
+    for option in ("--data.source", "--data.path", "--data.cache_dir", "--data.writer_processes"):
         assert option in result.stdout
 
 
