@@ -17,7 +17,7 @@ from pathlib import Path
 
 from fast_cifar.errors import UserError, exit_on_user_error
 from fast_cifar.files import writable_folder, write_json, write_text
-from fast_cifar.results import read_run
+from fast_cifar.report import read_run
 from fast_cifar.plots import integer_ticks, plt, save_figure
 
 STAGES = ("data_setup", "loader_warmup", "lr_finder", "compile", "training", "evaluation", "total")

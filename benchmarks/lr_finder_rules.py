@@ -3,10 +3,12 @@
     python benchmarks/lr_finder_rules.py RUN_DIR [RUN_DIR ...] --out benchmarks/results/lr_finder/h100
 
 Reads each run's recorded sweep (results.json's lr_finder: LRs, smoothed losses) and applies
-each rule to it, so every rule is judged on the same sweeps:
+each rule to it, so every rule is judged on the same sweeps. The valley is where the smoothed
+loss stays within 5% of its minimum:
 - minimum / 3: the LR at the smoothed loss's minimum, divided by 3 (the rule the tuning study ran);
-- edge / 8: the first LR at which the smoothed loss rises 5% above its running minimum, divided by 8
-  (train.py's rule; its sweep ends there, so runs made with it hold the sweep up to the edge).
+- valley edge / 8: the first LR at which the smoothed loss rises out of the valley, divided by 8;
+- valley centre: the geometric mean of the valley's two edges (train.py's rule; its sweep ends at
+  the far edge, so runs made with it hold the sweep up to there).
 Runs are grouped by their config apart from the seed. Writes rules.json and rules.md: per rule,
 the geometric mean of the suggested max LR, the standard deviation of its log10 over all runs, and
 the mean ratio between two seeds of one config.
@@ -20,25 +22,30 @@ from pathlib import Path
 
 from fast_cifar.errors import exit_on_user_error
 from fast_cifar.files import writable_folder, write_json, write_text
-from fast_cifar.results import read_run
+from fast_cifar.report import read_run
 
 
-def minimum_over_3(sweep):
-    return sweep["min_loss_lr"] / 3
+def valley(sweep, rise=0.05):
+    """The valley's two edges, as find_lr draws them: where the smoothed loss first comes within `rise` of its
+    minimum, and the first LR after that at which it rises above (the sweep's end, for sweeps that went on)."""
+    if "valley_start_lr" in sweep:
+        return sweep["valley_start_lr"], sweep["edge_lr"]
+    lrs, smoothed, best = sweep["lrs"], sweep["smoothed_losses"], math.inf
+    end = len(lrs) - 1
+    for index, loss in enumerate(smoothed):
+        if loss > (1 + rise) * best:
+            end = index
+            break
+        best = min(best, loss)
+    start = next(lr for lr, loss in zip(lrs, smoothed[:end]) if loss <= (1 + rise) * best)
+    return start, lrs[end]
 
 
-def edge_over_8(sweep, rise=0.05):
-    if "edge_lr" in sweep:  # a sweep that stopped at its edge
-        return sweep["edge_lr"] / 8
-    best = math.inf
-    for lr, smoothed in zip(sweep["lrs"], sweep["smoothed_losses"]):
-        if smoothed > (1 + rise) * best:
-            return lr / 8
-        best = min(best, smoothed)
-    return sweep["lrs"][-1] / 8
-
-
-RULES = {"minimum / 3": minimum_over_3, "edge / 8": edge_over_8}
+RULES = {
+    "minimum / 3": lambda sweep: sweep["min_loss_lr"] / 3,
+    "valley edge / 8": lambda sweep: valley(sweep)[1] / 8,
+    "valley centre": lambda sweep: math.sqrt(valley(sweep)[0] * valley(sweep)[1]),
+}
 
 
 def group_key(record):
@@ -69,8 +76,12 @@ def main(argv=None):
     records = [record for record in map(read_run, args.runs) if record.get("lr_finder")]
     out = writable_folder(Path(args.out))
     summary = {name: spread(records, rule) for name, rule in RULES.items()}
+    # The sweep's length: steps recorded, and those a sweep from 1e-4 that ends at the valley's far edge takes.
+    lengths = {"recorded_steps": statistics.mean(len(r["lr_finder"]["lrs"]) for r in records),
+               "steps_from_1e-4_to_the_edge": statistics.mean(
+                   sum(1e-4 <= lr <= valley(r["lr_finder"])[1] for lr in r["lr_finder"]["lrs"]) for r in records)}
     device = records[0]["device"]
-    result = {"rules": summary, "runs": args.runs, "device": device, "versions": records[0]["versions"],
+    result = {"rules": summary, "sweep_lengths": lengths, "runs": args.runs, "device": device, "versions": records[0]["versions"],
               "command": " ".join(["python benchmarks/lr_finder_rules.py", *(sys.argv[1:] if argv is None else argv)])}
     lines = [f"{len(records)} sweeps on {device['name']} ({device['type']})", "",
              "| rule | max LR (geometric mean) | std of log10 | mean ratio between seeds |",
@@ -79,6 +90,8 @@ def main(argv=None):
         ratio = figures["mean_seed_to_seed_ratio"]
         lines.append(f"| {name} | {figures['geometric_mean_lr']:.2e} | {figures['std_log10']:.3f} | "
                      + (f"{ratio:.2f}x |" if ratio else "- |"))
+    lines += ["", f"Sweep length: {lengths['recorded_steps']:.0f} steps recorded on average; from LR 1e-4 to the "
+                  f"valley's far edge, {lengths['steps_from_1e-4_to_the_edge']:.0f}."]
     write_json(out / "rules.json", result)
     write_text(out / "rules.md", "\n".join(lines) + "\n")
     print("\n".join(lines))

@@ -6,7 +6,7 @@
 Everything is measured in one process, one row after another, so ratios compare
 like with like. Loader rows: images/s of the loader alone over the train split
 with crop and flip, after its first batch (FFCV's JIT, worker start-up), which is
-timed apart. Training rows: the recipe with one ingredient changed, and the
+timed apart; `ffcv_unseeded` is FFCV's own crop and flip, which the seeded one replaced. Training rows: the recipe with one ingredient changed, and the
 baseline (torchvision DataLoader, fp32, contiguous, eager); images/s over timed
 steps after warm-up steps (which include compilation), the epoch time that rate
 implies for 50,000 images, peak GPU memory, and the speed-up over the baseline.
@@ -21,15 +21,18 @@ from pathlib import Path
 import torch
 from fastargs import Param, Section
 from fastargs.validation import OneOf
+from ffcv.loader import Loader, OrderOption
+from ffcv.transforms import RandomHorizontalFlip, RandomTranslate
+from PIL import Image
+from torchvision import transforms
 
-from baseline import to_device, torchvision_loader  # beside this script
-
-from fast_cifar.config import NON_NEGATIVE_INT, parse_config
+from fast_cifar.config import NON_NEGATIVE_INT, declare_train_sections, parse_config
 from fast_cifar.beton import load_dataset_info, read_split
-from fast_cifar.data import make_loader
+from fast_cifar.data import CROP_PADDING, image_pipeline, label_pipeline, make_loader
 from fast_cifar.errors import exit_on_user_error
 from fast_cifar.files import write_json, write_text
 from fast_cifar.model import ResNet18
+from fast_cifar.optim import make_optimizer, make_scheduler
 from fast_cifar.plots import plt, save_figure
 from fast_cifar.results import Timer, describe_device, versions
 from fast_cifar.train import endless, onednn_is_safe, pick_memory_format, train_step
@@ -43,14 +46,15 @@ MODES = {  # sizes that finish in minutes on 2 CPU cores, and the real thing on 
 BASELINE = dict(loader="torchvision", precision="fp32", channels_last=False, compile="off")
 RECIPES = {  # what train.py runs: on a CPU in fp32 and eager, as in cpu_small.yaml
     "cpu": dict(loader="ffcv", precision="fp32", channels_last=True, compile="off"),
-    "gpu": dict(loader="ffcv", precision="bf16", channels_last=True, compile="default"),
+    "gpu": dict(loader="ffcv", precision="bf16", channels_last=True, compile="reduce-overhead"),
 }
 CHANGES = {
-    "cpu": [("loader", "torchvision"), ("loader", "gpu"), ("channels_last", False), ("precision", "bf16"),
+    "cpu": [("loader", "torchvision"), ("loader", "device"), ("channels_last", False), ("precision", "bf16"),
             ("compile", "default")],
-    "gpu": [("loader", "torchvision"), ("loader", "gpu"), ("channels_last", False), ("precision", "fp32"),
-            ("compile", "off"), ("compile", "max-autotune")],
+    "gpu": [("loader", "torchvision"), ("loader", "device"), ("channels_last", False), ("precision", "fp32"),
+            ("compile", "off"), ("compile", "default"), ("compile", "max-autotune")],
 }
+LOADERS = ("torchvision", "ffcv", "ffcv_unseeded", "device")
 
 
 def declare_sections(config):
@@ -66,6 +70,42 @@ def declare_sections(config):
         timed_steps=Param(NON_NEGATIVE_INT, "timed steps per training row (0: the mode's)", default=0),
         workers=Param(NON_NEGATIVE_INT, "DataLoader workers and FFCV threads (0: all cores)", default=0),
     )
+
+
+# --- the plain-PyTorch data path, as torchvision's datasets.CIFAR10 works: uint8 images in memory, one PIL
+# image per sample through torchvision transforms, batched by a DataLoader with one worker per core. The
+# images are the bytes the .beton files hold, so only the pipeline differs.
+
+class InMemoryCIFAR(torch.utils.data.Dataset):
+    """Like torchvision.datasets.CIFAR10: (N, 32, 32, 3) uint8 in memory, a PIL image per sample."""
+
+    def __init__(self, images, labels, transform):
+        self.images, self.labels, self.transform = images, labels, transform
+
+    def __len__(self):
+        return len(self.labels)
+
+    def __getitem__(self, index):
+        return self.transform(Image.fromarray(self.images[index])), int(self.labels[index])
+
+
+def torchvision_loader(images, labels, mean, std, batch_size, train=True, workers=None):
+    augment = [transforms.RandomCrop(32, padding=4, fill=tuple(int(round(m)) for m in mean)),
+               transforms.RandomHorizontalFlip()] if train else []
+    transform = transforms.Compose([*augment, transforms.ToTensor(),
+                                    transforms.Normalize([m / 255 for m in mean], [s / 255 for s in std])])
+    workers = os.cpu_count() if workers is None else workers
+    return torch.utils.data.DataLoader(InMemoryCIFAR(images, labels, transform), batch_size=batch_size,
+                                       shuffle=train, drop_last=train, num_workers=workers,
+                                       pin_memory=torch.cuda.is_available(), persistent_workers=workers > 0)
+
+
+def to_device(batches, device, dtype, channels_last):
+    """Move DataLoader batches to the device in the layout and dtype the model takes."""
+    memory_format = torch.channels_last if channels_last else torch.contiguous_format
+    for images, labels in batches:
+        images = images.to(device, non_blocking=True).to(dtype=dtype, memory_format=memory_format)
+        yield images, labels.to(device, non_blocking=True)
 
 
 class Loaders:
@@ -89,6 +129,9 @@ class Loaders:
             stream = self._stream("torchvision", lambda: endless(torchvision_loader(
                 *self.arrays, self.info.mean, self.info.std, self.batch_size, workers=self.workers)))
             return to_device(stream, self.device, dtype, channels_last)
+        if kind == "ffcv_unseeded":
+            return self._stream(kind, lambda: endless(ffcv_unseeded_loader(
+                self.info, self.batch_size, self.device, self.workers)))
         return self._stream((kind, dtype, channels_last), lambda: endless(make_loader(
             self.info, "train", self.batch_size, self.device, dtype, train=True, kind=kind,
             num_workers=self.workers, channels_last=channels_last)))
@@ -98,13 +141,23 @@ class Loaders:
             stream.close()
 
 
+def ffcv_unseeded_loader(info, batch_size, device, workers):
+    """The FFCV loader with FFCV's own RandomTranslate and RandomHorizontalFlip, which the loader's seed does
+    not reach: what SeededCropAndFlip replaced, kept here to price it."""
+    fill = tuple(int(round(channel)) for channel in info.mean)
+    pipeline = image_pipeline(info, device, torch.float32, augment=False)
+    pipeline[1:1] = [RandomTranslate(padding=CROP_PADDING, fill=fill), RandomHorizontalFlip()]  # after decoding
+    return Loader(str(info.path("train")), batch_size=batch_size, num_workers=workers, order=OrderOption.RANDOM,
+                  drop_last=True, pipelines={"image": pipeline, "label": label_pipeline(device)})
+
+
 def measure_loader(loaders, kind, images, device):
     batches = loaders.batches(kind, torch.float32, True)
     seen = 0
     with Timer(device) as timer:
         while seen < images:
             seen += len(next(batches)[1])
-    key = kind if kind == "torchvision" else (kind, torch.float32, True)
+    key = kind if kind in ("torchvision", "ffcv_unseeded") else (kind, torch.float32, True)
     return {"loader": kind, "first_batch_seconds": loaders.first_batch_seconds[key],
             "images_per_second": round(seen / timer.seconds, 1)}
 
@@ -117,16 +170,21 @@ def measure_training(loaders, name, setting, sizes, device):
     torch.manual_seed(0)
     torch._dynamo.reset()  # each compiled row pays its own compilation
     model = ResNet18(width=sizes["width"]).to(device, memory_format=memory_format)
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3, fused=device.type == "cuda")
+    recipe = parse_config(declare_train_sections, []).training  # the defaults are the recipe
+    optimizer = make_optimizer(recipe, model, recipe.lr, device)  # the recipe's, at a fixed max LR: no finder
+    steps = sizes["warmup_steps"] + sizes["timed_steps"]
+    scheduler = make_scheduler(recipe, optimizer, recipe.lr, steps_per_epoch=-(-steps // recipe.epochs) + 1)
     net = model if setting["compile"] == "off" else torch.compile(model, mode=setting["compile"])
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     with Timer(device) as warmup:
         for _ in range(sizes["warmup_steps"]):
-            train_step(net, optimizer, *next(batches), dtype)
+            train_step(net, optimizer, *next(batches), dtype, recipe.label_smoothing)
+            scheduler.step()
     with Timer(device) as timed:
         for _ in range(sizes["timed_steps"]):
-            train_step(net, optimizer, *next(batches), dtype)
+            train_step(net, optimizer, *next(batches), dtype, recipe.label_smoothing)
+            scheduler.step()
     rate = sizes["timed_steps"] * sizes["batch_size"] / timed.seconds
     return {"name": name, **setting, "warmup_seconds": warmup.seconds, "images_per_second": round(rate, 1),
             "epoch_seconds": round(EPOCH_IMAGES / rate, 2),
@@ -195,7 +253,7 @@ def main(argv=None):
         for loaders in (loader_rows, training_loaders):  # DataLoader workers fork before FFCV starts threads
             loaders.batches("torchvision", torch.float32, True)
         results["loaders"] = [measure_loader(loader_rows, kind, sizes["loader_images"], device)
-                              for kind in ("torchvision", "ffcv", "gpu")]
+                              for kind in LOADERS]
         loader_rows.close()  # stop its FFCV threads before the training rows
         results["training"] = [measure_training(training_loaders, name, setting, sizes, device)
                                for name, setting in training_rows(mode)]

@@ -15,6 +15,7 @@ The test pipelines are the same minus the two augmentations.
 """
 import dataclasses
 
+import numba
 import numpy as np
 import torch
 from torch import nn
@@ -154,7 +155,7 @@ def make_loader(info, split, batch_size, device, dtype, *, train, kind="ffcv", n
     return Loader(
         str(info.path(split)),
         batch_size=batch_size,
-        num_workers=num_workers,
+        num_workers=min(num_workers, numba.config.NUMBA_NUM_THREADS),  # numba refuses more threads than cores
         order=OrderOption.RANDOM if train else OrderOption.SEQUENTIAL,
         drop_last=train,
         seed=seed,

@@ -2,16 +2,18 @@
 
 The sweep trains a throwaway copy of the model with its own optimizer, so the
 real model, its BatchNorm statistics and the optimizer that trains it are
-untouched. The loss is smoothed with a bias-corrected moving average. The sweep
-ends at the edge of the valley: the first LR at which the smoothed loss rises
-`rise` (5% in the recipe) above its minimum, or turns non-finite. The suggested
-max LR for the one-cycle schedule is that edge LR divided by `divisor`.
+untouched. The loss is smoothed with a bias-corrected moving average. The valley
+is where the smoothed loss stays within `rise` (5% in the recipe) of its
+minimum: the sweep ends at its far edge, the first LR at which the loss rises
+above that (or turns non-finite). The suggested max LR for the one-cycle
+schedule is the valley's centre, the geometric mean of its two edges, divided by
+`divisor` (1 in the recipe).
 
-Why the edge and not the minimum: the valley floor is flat, so where in it the
-minimum falls is down to noise (on the H100 the minimum moved 2.5x between two
-seeds), while the loss rises steeply at the edge, so its LR moves far less
-(1.3x); see benchmarks/results/lr_finder. Stopping there also ends the sweep
-well before `end_lr`.
+Why the centre and not the minimum: the valley floor is flat, so where in it
+the minimum falls is down to noise (on the H100 it moved 2.5x between two seeds),
+while both edges are steep, so the centre moves far less; see
+benchmarks/results/lr_finder. Stopping at the far edge also ends the sweep well
+before `end_lr`.
 """
 import copy
 import math
@@ -26,8 +28,9 @@ class LRFinderResult:
     losses: list  # raw loss at each step
     smoothed_losses: list
     min_loss_lr: float  # where the smoothed loss was lowest: reported, not used
+    valley_start_lr: float  # the first LR whose smoothed loss was within `rise` of the minimum
     edge_lr: float  # the first LR whose smoothed loss rose `rise` above the minimum (the last LR if none did)
-    suggested_lr: float
+    suggested_lr: float  # sqrt(valley_start_lr * edge_lr) / divisor
     stopped_early: bool  # False: the loss never rose enough before end_lr, and edge_lr is end_lr
 
     def to_dict(self):
@@ -40,7 +43,7 @@ def sweep_lrs(start_lr, end_lr, num_iters):
 
 
 def find_lr(model, batches, loss_of, make_optimizer, *, start_lr=1e-4, end_lr=10.0, num_iters=83,
-            smoothing=0.9, rise=0.05, divisor=8.0):
+            smoothing=0.9, rise=0.05, divisor=1.0):
     """Run the range test on a copy of `model` over `batches` (an iterable of (images, labels)).
 
     `loss_of(model, images, labels)` returns the training loss; `make_optimizer(model)`
@@ -74,5 +77,8 @@ def find_lr(model, batches, loss_of, make_optimizer, *, start_lr=1e-4, end_lr=10
         raise UserError("the LR finder diverged on its first step: lower lr_finder.start_lr")
     stopped_early = edge_lr is not None
     edge_lr = edge_lr if stopped_early else lrs[-1]
-    min_loss_lr = lrs[smoothed.index(min(smoothed))]
-    return LRFinderResult(lrs, losses, smoothed, min_loss_lr, edge_lr, edge_lr / divisor, stopped_early)
+    lowest = min(smoothed)
+    min_loss_lr = lrs[smoothed.index(lowest)]
+    valley_start_lr = next(lr for lr, loss in zip(lrs, smoothed) if loss <= (1 + rise) * lowest)
+    return LRFinderResult(lrs, losses, smoothed, min_loss_lr, valley_start_lr, edge_lr,
+                          math.sqrt(valley_start_lr * edge_lr) / divisor, stopped_early)

@@ -39,7 +39,8 @@ def plot_lr_finder(result, path):
     axis.plot(result.lrs, result.smoothed_losses, label="smoothed loss")
     axis.axvline(result.suggested_lr, color="tab:red", linestyle="--",
                  label=f"suggested max LR {result.suggested_lr:.2e}")
-    axis.axvline(result.edge_lr, color="tab:gray", linestyle=":", label=f"loss rising at {result.edge_lr:.2e}")
+    axis.axvspan(result.valley_start_lr, result.edge_lr, color="tab:gray", alpha=0.15,
+                 label=f"valley {result.valley_start_lr:.1e} to {result.edge_lr:.1e}")
     axis.set(xscale="log", xlabel="learning rate", ylabel="training loss", title="LR range test")
     axis.grid(alpha=0.3)
     axis.legend()

@@ -7,7 +7,6 @@ import contextlib
 import datetime
 import importlib.metadata
 import itertools
-import json
 import os
 import platform
 import sys
@@ -47,25 +46,6 @@ def hardware_use(flops_per_image, images, seconds, device):
 
 # What a run writes into its folder; `--output.overwrite true` clears these first.
 RUN_FILES = ("results.json", "checkpoint.pt", "model.pt", "loss_accuracy_plots.png", "lr_finder.png", "profile.txt")
-RUN_KEYS = ("config", "device", "versions", "epochs")  # what every run's results.json holds
-
-
-def read_run(folder):
-    """A run folder's results.json, checked to be a training run's record: one line if it is not."""
-    path = Path(folder) / "results.json"
-    if not path.is_file():
-        raise UserError(f"{folder} holds no results.json: give run folders made by fast_cifar/train.py")
-    try:
-        record = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise UserError(f"{path} is not valid JSON ({error})") from None
-    missing = [key for key in RUN_KEYS if not isinstance(record, dict) or key not in record]
-    if missing:
-        raise UserError(f"{path} is not a training run's record (it has no {', '.join(missing)}): "
-                        f"give run folders made by fast_cifar/train.py")
-    return record
-
-
 def make_run_folder(parent, name="", overwrite=False):
     """Create the run folder and lock it for this process's life; never take over an earlier run's folder.
 

@@ -232,7 +232,8 @@ def run_lr_finder(finder, training, model, train_loader, device, dtype, record):
     if not sweep.stopped_early:
         record.warn(f"warning: the LR finder's loss never rose {100 * finder.rise:g}% above its minimum up to "
                     f"lr_finder.end_lr {finder.end_lr:g}; the max LR comes from end_lr: raise it")
-    print(f"LR finder: loss rose at LR {sweep.edge_lr:.2e} after {len(sweep.lrs)} steps, max LR {sweep.suggested_lr:.2e} "
+    print(f"LR finder: valley from LR {sweep.valley_start_lr:.2e} to {sweep.edge_lr:.2e} ({len(sweep.lrs)} steps), "
+          f"max LR {sweep.suggested_lr:.2e} "
           f"({record.timings['lr_finder']:.1f}s)")
     return sweep.suggested_lr
 

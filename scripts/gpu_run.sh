@@ -4,12 +4,16 @@
 # $OUT/<job>.tar.gz (OUT defaults to /tmp/fast_cifar_out), with its log beside it:
 #   bash scripts/gpu_run.sh train   the 24-epoch recipe, FFCV loader then the device loader, epoch 2 profiled
 #   bash scripts/gpu_run.sh bench   benchmarks/run.py in GPU mode
-#   bash scripts/gpu_run.sh tune    benchmarks/tuning.py: the candidates in benchmarks/tuning_candidates.yaml,
-#                                   TUNE_SEEDS seeds (2), TUNE_JOBS side by side (3), none started after
-#                                   TUNE_START_UNTIL s (300), all stopped at TUNE_SECONDS s (480)
-#   bash scripts/gpu_run.sh study   benchmarks/accuracy_vs_time.py (8 to 40 epochs: about two calls;
-#                                   STUDY_CONFIGS=rn18_configs/8ep.yaml,rn18_configs/12ep.yaml picks some)
-# Unpack here with: tar xzf <job>.tar.gz -C benchmarks/results/   Extra arguments go to train.py.
+#   bash scripts/gpu_run.sh seeds   benchmarks/sweep.py: the recipe and the SGD reference over SEEDS seeds (5),
+#                                   JOBS side by side (3), none started after START_UNTIL s (300), all stopped
+#                                   at SECONDS_LIMIT s (480); CANDIDATES=file.yaml sweeps those instead
+#   bash scripts/gpu_run.sh study   benchmarks/sweep.py over rn18_configs/{8,12,16,24,32,40}ep.yaml, SEEDS (2)
+#                                   seeds, one at a time (about two calls: CONFIGS="rn18_configs/8ep.yaml ..."
+#                                   picks some)
+# Unpack here with: tar xzf <job>.tar.gz -C benchmarks/results/   Extra arguments go to train.py
+# (bench: to benchmarks/run.py). Where the packages are installed already (no .carry/wheels), it uses
+# them: so a CPU machine can dry-run every job at a tiny size (PYTHON=.venv/bin/python, DATA=a written
+# data folder, tiny flags), as the tests do.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 JOB=${1:-train}
@@ -21,10 +25,12 @@ RESULTS=${RESULTS:-/tmp/fast_cifar_results/gpu_$JOB}  # a folder with earlier ru
 mkdir -p "$OUT" "$RESULTS"
 exec > >(tee "$OUT/$JOB.log") 2>&1
 
-"$PYTHON" -m pip install -q --no-index --no-deps --no-compile --target /tmp/fast_cifar_site .carry/wheels/*.whl
-export PYTHONPATH="/tmp/fast_cifar_site:$PWD" LD_LIBRARY_PATH="$PWD/.carry/lib:${LD_LIBRARY_PATH:-}"
+if [ -d .carry/wheels ]; then
+    "$PYTHON" -m pip install -q --no-index --no-deps --no-compile --target /tmp/fast_cifar_site .carry/wheels/*.whl
+    export PYTHONPATH="/tmp/fast_cifar_site:$PWD" LD_LIBRARY_PATH="$PWD/.carry/lib:${LD_LIBRARY_PATH:-}"
+fi
 export PYTHONUNBUFFERED=1 TQDM_DISABLE=1
-nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv > "$RESULTS/nvidia_smi.csv" || true
+nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv > "$RESULTS/nvidia_smi.csv" 2>/dev/null || true
 [ -f "$DATA/dataset.json" ] || "$PYTHON" scripts/write_datasets.py --data.source .carry/cifar10-jpeg.tar.gz --data.path "$DATA"
 
 case "$JOB" in
@@ -34,17 +40,20 @@ train)
             --output.dir "$RESULTS" --output.name "24ep_$loader" --output.checkpoint false --output.profile_epoch 2 "$@"
     done ;;
 bench)
-    "$PYTHON" benchmarks/run.py --bench.mode gpu --bench.data "$DATA" --bench.out "$RESULTS" ;;
-tune)
-    timeout --signal=TERM "${TUNE_SECONDS:-480}" "$PYTHON" benchmarks/tuning.py --out "$RESULTS" \
-        --seeds "${TUNE_SEEDS:-2}" --jobs "${TUNE_JOBS:-3}" --stop-starting-after "${TUNE_START_UNTIL:-300}" \
-        ${TUNE_ONLY:+--only "$TUNE_ONLY"} --data.path "$DATA" --data.loader_threads 5 "$@" \
-        || echo "tuning.py stopped early (exit $?): the finished runs are kept" ;;
+    "$PYTHON" benchmarks/run.py --bench.mode "${BENCH_MODE:-gpu}" --bench.data "$DATA" --bench.out "$RESULTS" "$@" ;;
+seeds)
+    if [ -n "${CANDIDATES:-}" ]; then what=(--candidates "$CANDIDATES"); else
+        what=(--configs rn18_configs/24ep.yaml rn18_configs/24ep_sgd_reference.yaml); fi
+    timeout --signal=TERM "${SECONDS_LIMIT:-480}" "$PYTHON" benchmarks/sweep.py --out "$RESULTS" "${what[@]}" \
+        --seeds "${SEEDS:-5}" --jobs "${JOBS:-3}" --stop-starting-after "${START_UNTIL:-300}" \
+        --data.path "$DATA" --data.loader_threads 5 --output.checkpoint false "$@" \
+        || echo "sweep.py stopped early (exit $?): the finished runs are kept; run the job again to go on" ;;
 study)
-    "$PYTHON" benchmarks/accuracy_vs_time.py --study.out "$RESULTS" ${STUDY_CONFIGS:+--study.configs "$STUDY_CONFIGS"} \
-        --study.overrides "--data.path $DATA $*" ;;
+    read -r -a configs <<< "${CONFIGS:-$(echo rn18_configs/{8,12,16,24,32,40}ep.yaml)}"
+    "$PYTHON" benchmarks/sweep.py --out "$RESULTS" --configs "${configs[@]}" --seeds "${SEEDS:-2}" \
+        --data.path "$DATA" --output.checkpoint false "$@" ;;
 *)
-    echo "unknown job '$JOB': train, bench, tune or study" >&2; exit 2 ;;
+    echo "unknown job '$JOB': train, bench, seeds or study" >&2; exit 2 ;;
 esac
 tar czf "$OUT/$JOB.tar.gz" -C "$(dirname "$RESULTS")" "$(basename "$RESULTS")"
 ls -la "$OUT"

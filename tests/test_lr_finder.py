@@ -33,7 +33,7 @@ def test_sweep_is_exponential():
     assert lrs == pytest.approx([1e-4, 1e-3, 1e-2, 1e-1, 1.0])
 
 
-def test_suggests_below_the_edge_of_the_valley_and_leaves_the_model_alone():
+def test_suggests_the_valleys_centre_and_leaves_the_model_alone():
     model, batches = problem()
     before = {k: v.clone() for k, v in model.state_dict().items()}
     result = find_lr(model, batches, loss_of, adam, start_lr=1e-5, end_lr=10.0, num_iters=100, rise=0.05,
@@ -43,7 +43,10 @@ def test_suggests_below_the_edge_of_the_valley_and_leaves_the_model_alone():
     assert result.stopped_early and len(result.lrs) < 100
     assert max(result.smoothed_losses[result.smoothed_losses.index(min(result.smoothed_losses)):]) \
         <= 1.05 * min(result.smoothed_losses)
-    assert result.min_loss_lr < result.edge_lr and result.suggested_lr == pytest.approx(result.edge_lr / 8)
+    assert result.valley_start_lr <= result.min_loss_lr < result.edge_lr
+    assert result.suggested_lr == pytest.approx((result.valley_start_lr * result.edge_lr) ** 0.5 / 8)
+    start = result.lrs.index(result.valley_start_lr)  # the first step within 5% of the minimum
+    assert result.smoothed_losses[start] <= 1.05 * min(result.smoothed_losses) < result.smoothed_losses[start - 1]
     assert 1e-4 < result.suggested_lr < 1.0
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())  # BN stats too
     assert model.training  # mode untouched

@@ -1,0 +1,199 @@
+"""Run configs x changes x seeds, each as its own train.py process, and summarize them side by side.
+
+    python benchmarks/sweep.py --out runs/seeds --seeds 5                        # the recipe over 5 seeds
+    python benchmarks/sweep.py --out runs/frontier --configs rn18_configs/{8,12,16,24,32,40}ep.yaml --seeds 2
+    python benchmarks/sweep.py --out runs/study --candidates benchmarks/tuning_candidates.yaml --jobs 3
+    python benchmarks/sweep.py --out runs/seeds --seeds 2 --training.epochs 2    # other flags go to train.py
+
+A candidate is a config file and the settings it changes: each of --configs is one
+(named by its file), or --candidates names them in a YAML file (name: {config, settings,
+why}). Every (candidate, seed) runs into OUT/runs/<candidate>/seed<s>, up to --jobs at a
+time (side by side on one GPU their timings are not clean: compare accuracy then),
+seeds in order across candidates so a sweep cut short still covers each candidate.
+Run it again to finish or extend a sweep: finished runs are kept, a run cut off resumes
+from its checkpoint (or starts again without one); --report-only only rewrites the report.
+Writes sweep.json and sweep.md (per candidate: mean ± std, min and max of the last-epoch
+test accuracy, flip TTA, max LR, training and end-to-end seconds) and sweep.png (last-epoch
+accuracy against end-to-end seconds, a point per run, a colour per candidate).
+"""
+import argparse
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+from fast_cifar.errors import UserError, exit_on_user_error
+from fast_cifar.files import inside, writable_folder, write_json, write_text
+from fast_cifar.plots import plt, save_figure
+from fast_cifar.report import FIGURES, figures, finished_run, markdown_table, mean_std
+
+REPO = Path(__file__).resolve().parents[1]
+TRAIN = REPO / "fast_cifar" / "train.py"
+
+
+def read_candidates(path):
+    """{name: {"config", "settings", "why"}} from a candidates file, checked before any run starts."""
+    try:
+        raw = yaml.safe_load(Path(path).read_text())
+    except (OSError, yaml.YAMLError) as error:
+        raise UserError(f"cannot read candidates file {path}: {error}") from None
+    if not isinstance(raw, dict) or not raw:
+        raise UserError(f"{path} must map candidate names to {{config: ..., settings: {{...}}}}")
+    candidates = {}
+    for name, spec in raw.items():
+        spec = spec or {}
+        inside(".", str(name), "a candidate's name")  # it names a folder
+        if not spec.get("config") or not (REPO / spec["config"]).is_file():
+            raise UserError(f"candidate '{name}': config file not found: {spec.get('config')}")
+        candidates[str(name)] = {"config": spec["config"], "path": str(REPO / spec["config"]),
+                                 "settings": dict(spec.get("settings") or {}), "why": spec.get("why", "")}
+    return candidates
+
+
+def configs_as_candidates(configs):
+    for config in configs:
+        if not Path(config).is_file():
+            raise UserError(f"config file not found: {config}")
+    return {Path(config).stem: {"config": config, "path": str(Path(config).resolve()), "settings": {}, "why": ""}
+            for config in configs}
+
+
+def command_for(candidate, seed, folder, train_flags):
+    """train.py for one run: resumed from its checkpoint if it was cut off, started afresh otherwise."""
+    settings = [item for key, value in candidate["settings"].items() for item in (f"--{key}", str(value))]
+    command = [sys.executable, str(TRAIN), "--config", candidate["path"], *settings, *train_flags,
+               "--training.seed", str(seed), "--output.dir", str(folder.parent), "--output.name", folder.name]
+    if (folder / "checkpoint.pt").is_file():
+        return command + ["--training.resume", str(folder)]
+    return command + (["--output.overwrite", "true"] if folder.exists() else [])
+
+
+def run_all(pending, jobs, stop_starting_after):
+    """Run (label, folder, command) triples, `jobs` at a time, none started after the deadline.
+    Returns the labels of the runs that failed."""
+    started, running, failed = time.monotonic(), [], []
+    try:
+        while pending or running:
+            for item in [item for item in running if item[0].poll() is not None]:
+                process, label, log = item
+                running.remove(item)
+                log.close()
+                print(f"done: {label} (exit {process.returncode})", flush=True)
+                if process.returncode != 0:
+                    failed.append(label)
+            late = stop_starting_after and time.monotonic() - started > stop_starting_after
+            while pending and len(running) < jobs and not late:
+                label, folder, command = pending.pop(0)
+                folder.parent.mkdir(parents=True, exist_ok=True)
+                log = open(folder.parent / f"{folder.name}.log", "a")
+                print(f"start: {label}", flush=True)
+                running.append((subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT), label, log))
+            if late and pending:
+                print(f"{len(pending)} runs not started: past --stop-starting-after", flush=True)
+                pending.clear()
+            time.sleep(0.5)
+    finally:
+        for process, _, _ in running:  # stopped early: leave no training process behind
+            process.terminate()
+        for process, _, log in running:
+            process.wait()
+            log.close()
+    return failed
+
+
+def report(candidates, records, header_line):
+    """sweep.md's table: one row per candidate."""
+    rows = []
+    for name, candidate in candidates.items():
+        found = figures(records.get(name, []))
+        last = found["last-epoch test accuracy (%)"]
+        settings = ", ".join(f"{key}={value}" for key, value in candidate["settings"].items())
+        rows.append([name, last["n"] if last else 0, mean_std(last),
+                     f"{last['min']:.2f} – {last['max']:.2f}" if last else "",
+                     mean_std(found["with flip TTA (%)"]),
+                     f"{found['max LR']['mean']:.2e}" if found["max LR"] else "",
+                     mean_std(found["training (s)"], 1), mean_std(found["end to end (s)"], 1),
+                     f"`{candidate['config']}`" + (f" with {settings}" if settings else "")])
+    return header_line + "\n\n" + markdown_table(
+        ["candidate", "runs", "last epoch (%)", "min – max", "flip TTA (%)", "max LR", "training (s)",
+         "end to end (s)", "what it runs"], rows, left=(0, -1))
+
+
+def plot(records, path):
+    figure, axis = plt.subplots(figsize=(7, 4.5))
+    for name, runs in records.items():
+        axis.plot([FIGURES["end to end (s)"](r) for r in runs],
+                  [FIGURES["last-epoch test accuracy (%)"](r) for r in runs], "o", alpha=0.8, label=name)
+    axis.set(xlabel="end to end, process start to results (s)", ylabel="test accuracy at the last epoch (%)",
+             title="Accuracy against time: a point per run")
+    axis.grid(alpha=0.3)
+    axis.legend(fontsize="small")
+    save_figure(figure, path)
+
+
+def parse(argv):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", required=True, help="the sweep's folder")
+    parser.add_argument("--configs", nargs="+", default=[], help="config files, each a candidate")
+    parser.add_argument("--candidates", help="YAML file of named candidates (config + settings)")
+    parser.add_argument("--seeds", type=int, default=1, help="seeds 0..N-1 for every candidate")
+    parser.add_argument("--jobs", type=int, default=1, help="runs side by side")
+    parser.add_argument("--only", default="", help="comma-separated candidate names (default: all)")
+    parser.add_argument("--stop-starting-after", type=float, default=0,
+                        help="seconds after which no new run starts (0: no limit)")
+    parser.add_argument("--report-only", action="store_true", help="rewrite the report; run nothing")
+    args, train_flags = parser.parse_known_args(argv)
+    if args.seeds < 1 or args.jobs < 1:
+        raise UserError(f"--seeds and --jobs must be 1 or more, got {args.seeds} and {args.jobs}")
+    if args.candidates and args.configs:
+        raise UserError("give --configs or --candidates, not both")
+    return args, train_flags
+
+
+@exit_on_user_error
+def main(argv=None):
+    args, train_flags = parse(sys.argv[1:] if argv is None else argv)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so `finally` stops the runs in flight
+    candidates = read_candidates(args.candidates) if args.candidates else \
+        configs_as_candidates(args.configs or [str(REPO / "rn18_configs" / "24ep.yaml")])
+    if args.only:
+        unknown = set(args.only.split(",")) - set(candidates)
+        if unknown:
+            raise UserError(f"--only names unknown candidates: {', '.join(sorted(unknown))}")
+        candidates = {name: spec for name, spec in candidates.items() if name in args.only.split(",")}
+    out = writable_folder(Path(args.out))
+    folders = {(name, seed): out / "runs" / name / f"seed{seed}" for seed in range(args.seeds) for name in candidates}
+    pending = [(f"{name} seed {seed}", folder, command_for(candidates[name], seed, folder, train_flags))
+               for (name, seed), folder in folders.items() if not finished_run(folder)]
+    print(f"{len(folders) - len(pending)} of {len(folders)} runs finished earlier; "
+          f"{0 if args.report_only else len(pending)} to run", flush=True)
+    failed = [] if args.report_only else run_all(pending, args.jobs, args.stop_starting_after)
+
+    records = {}
+    for (name, _), folder in folders.items():
+        if record := finished_run(folder):
+            records.setdefault(name, []).append(record)
+    if not records:
+        raise UserError(f"no run finished: see the logs under {out / 'runs'}")
+    first = next(iter(records.values()))[0]
+    summary = {name: {"runs": len(records.get(name, [])), "figures": figures(records.get(name, [])),
+                      "config": spec["config"], "settings": spec["settings"], "why": spec["why"]}
+               for name, spec in candidates.items()}
+    write_json(out / "sweep.json", {"summary": summary, "seeds": args.seeds, "jobs": args.jobs,
+                                    "train_flags": train_flags, "device": first["device"],
+                                    "versions": first["versions"], "data": first.get("data", {}).get("source"),
+                                    "command": " ".join(["python benchmarks/sweep.py", *(argv or sys.argv[1:])])})
+    header = f"{first['device']['name']} ({first['device']['type']}); data: {first.get('data', {}).get('source')}"
+    write_text(out / "sweep.md", report(candidates, records, header))
+    plot(records, out / "sweep.png")
+    print(report(candidates, records, header))
+    print(f"wrote {out}/sweep.json, sweep.md, sweep.png")
+    if failed:
+        raise UserError(f"{len(failed)} runs failed ({', '.join(failed)}): see their logs under {out / 'runs'}")
+
+
+if __name__ == "__main__":
+    main()

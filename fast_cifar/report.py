@@ -1,0 +1,84 @@
+"""Reading finished runs back and summarizing them: what benchmarks/ and scripts/fill_readme.py share.
+
+A run's results.json (results.py writes it) is read with `read_run`; a set of runs
+becomes figures with `spread` (mean, standard deviation, min, max over seeds); and
+every table is drawn by `markdown_table`.
+"""
+import json
+import statistics
+from pathlib import Path
+
+from fast_cifar.errors import UserError
+
+RUN_KEYS = ("config", "device", "versions", "epochs")  # what every run's results.json holds
+
+# A run's headline figures: name -> how to read it from results.json (None where the run has none).
+FIGURES = {
+    "last-epoch test accuracy (%)": lambda r: 100 * r["epochs"][-1]["test_accuracy"],
+    "with flip TTA (%)": lambda r: 100 * r["epochs"][-1]["test_accuracy_flip_tta"]
+    if "test_accuracy_flip_tta" in r["epochs"][-1] else None,
+    "max LR": lambda r: r.get("max_lr"),
+    "training (s)": lambda r: r["timings"]["training"],
+    "end to end (s)": lambda r: r["timings"].get("end_to_end") or r["timings"]["total"],
+}
+
+
+def read_run(folder):
+    """A run folder's results.json, checked to be a training run's record: one line if it is not."""
+    path = Path(folder) / "results.json"
+    if not path.is_file():
+        raise UserError(f"{folder} holds no results.json: give run folders made by fast_cifar/train.py")
+    try:
+        record = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise UserError(f"{path} is not valid JSON ({error})") from None
+    missing = [key for key in RUN_KEYS if not isinstance(record, dict) or key not in record]
+    if missing:
+        raise UserError(f"{path} is not a training run's record (it has no {', '.join(missing)}): "
+                        f"give run folders made by fast_cifar/train.py")
+    return record
+
+
+def finished_run(folder):
+    """The record of a finished run in `folder`, or None (no run, or one cut off)."""
+    try:
+        record = read_run(folder)
+    except UserError:
+        return None
+    return record if record.get("finished") else None
+
+
+def spread(values):
+    """Mean, standard deviation, min and max of the values that are not None; None if none are."""
+    values = [value for value in values if value is not None]
+    if not values:
+        return None
+    return {"mean": statistics.fmean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0,
+            "min": min(values), "max": max(values), "n": len(values)}
+
+
+def figures(records):
+    return {name: spread([read(record) for record in records]) for name, read in FIGURES.items()}
+
+
+def mean_std(figure, digits=2):
+    """"mean ± std" over several runs, the value alone for one."""
+    if figure is None:
+        return ""
+    return f"{figure['mean']:.{digits}f}" + (f" ± {figure['std']:.{digits}f}" if figure["n"] > 1 else "")
+
+
+def markdown_table(header, rows, left=(0,)):
+    """A Markdown table: the columns in `left` (text) left-aligned, the others (numbers) right-aligned."""
+    align = ["---" if i in left or i - len(header) in left else "---:" for i in range(len(header))]
+    lines = ["| " + " | ".join(header) + " |", "| " + " | ".join(align) + " |"]
+    lines += ["| " + " | ".join("" if cell is None else str(cell) for cell in row) + " |" for row in rows]
+    return "\n".join(lines) + "\n"
+
+
+def machine(record):
+    """The device and the versions that matter, in one line."""
+    device, versions = record["device"], record["versions"]
+    name = f"{device['name']} (CUDA {versions['cuda']})" if device["type"] == "cuda" else \
+        f"CPU {device.get('model') or device['name']}, {device.get('cores')} cores"
+    return f"{name}, torch {versions['torch']}, ffcv {versions['ffcv']}, Python {versions['python']}"

@@ -1,0 +1,37 @@
+"""scripts/gpu_run.sh, every job dry-run on the CPU at a tiny size, so no GPU minute is lost to a typo."""
+import os
+import subprocess
+import sys
+import tarfile
+
+import pytest
+
+from helpers import REPO
+
+TINY = ["--model.width", "4", "--training.batch_size", "64", "--training.test_batch_size", "100",
+        "--training.epochs", "1", "--training.compile", "false", "--training.precision", "fp32",
+        "--lr_finder.num_iters", "5"]
+JOBS = {
+    "train": ({}, TINY),
+    "bench": ({"BENCH_MODE": "cpu"}, ["--bench.width", "4", "--bench.batch_size", "16", "--bench.loader_batch_size",
+                                      "64", "--bench.loader_images", "128", "--bench.warmup_steps", "1",
+                                      "--bench.timed_steps", "1", "--bench.workers", "2"]),
+    "seeds": ({"SEEDS": "1", "JOBS": "2"}, TINY),
+    "study": ({"SEEDS": "1", "CONFIGS": "rn18_configs/8ep.yaml"}, TINY),
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("job", JOBS)
+def test_every_job_runs_and_packs_its_results(job, synthetic_folder, tmp_path):
+    env, flags = JOBS[job]
+    env = {**os.environ, **env, "PYTHON": sys.executable, "DATA": str(synthetic_folder), "OUT": str(tmp_path / "out"),
+           "RESULTS": str(tmp_path / "results" / job)}
+    result = subprocess.run(["bash", str(REPO / "scripts" / "gpu_run.sh"), job, *flags], env=env, cwd=REPO,
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    with tarfile.open(tmp_path / "out" / f"{job}.tar.gz") as archive:
+        names = archive.getnames()
+    expected = {"train": "24ep_device/results.json", "bench": "results.json", "seeds": "sweep.json",
+                "study": "sweep.json"}[job]
+    assert f"{job}/{expected}" in names, names
