@@ -17,10 +17,12 @@ from pathlib import Path
 
 from fast_cifar.errors import UserError, exit_on_user_error
 from fast_cifar.files import writable_folder, write_json, write_text
-from fast_cifar.report import read_run
+from fast_cifar.model import ResNet18, flops_per_image
+from fast_cifar.report import machine, read_run
+from fast_cifar.results import hardware_use
 from fast_cifar.plots import integer_ticks, plt, save_figure
 
-STAGES = ("data_setup", "loader_warmup", "lr_finder", "compile", "training", "evaluation", "total")
+STAGES = ("data_setup", "loader_warmup", "lr_finder", "compile", "training", "evaluation", "total", "end_to_end")
 IGNORED_KEYS = {"output.dir", "output.name", "output.overwrite", "training.resume"}  # where, not what
 
 
@@ -36,9 +38,12 @@ def differing_config(records):
     return {key: [flat.get(key) for flat in flats] for key in keys if len({json.dumps(f.get(key)) for f in flats}) > 1}
 
 
-def machine(record):
-    device, versions = record["device"], record["versions"]
-    return f"{device['name']} ({device['type']}), torch {versions['torch']}, ffcv {versions['ffcv']}"
+def hardware_use_of(record, images, training_seconds):
+    """For records made before results.json held it: the FLOPs counted on the run's model, over its time."""
+    if not training_seconds:
+        return {}
+    model = ResNet18(len(record.get("data", {}).get("classes", range(10))), record["config"]["model"]["width"])
+    return hardware_use(flops_per_image(model), images, training_seconds, record["device"])
 
 
 def summarize(name, record, first_training_seconds):
@@ -46,6 +51,7 @@ def summarize(name, record, first_training_seconds):
     last = epochs[-1] if epochs else {}
     images = record.get("data", {}).get("train_images_per_epoch", 0) * len(epochs)
     training = timings.get("training")
+    use = record.get("hardware_use") or hardware_use_of(record, images, training)
     return {
         "run": name,
         "finished": record.get("finished", False),
@@ -61,6 +67,8 @@ def summarize(name, record, first_training_seconds):
         "best_epoch": record.get("best", {}).get("epoch"),
         "seconds": {stage: timings.get(stage) for stage in STAGES},
         "images_per_second": round(images / training) if training else None,
+        "startup_seconds": timings.get("startup", {}).get("total"),
+        **{key: use.get(key) for key in ("flops_per_image", "achieved_tflops", "mfu")},
         "time_to_accuracy": timings.get("time_to_accuracy", {}),
         "time_to_accuracy_end_to_end": timings.get("time_to_accuracy_end_to_end", {}),
         "training_time_ratio": round(training / first_training_seconds, 3)
@@ -114,8 +122,12 @@ def table(comparison):
     add("best test accuracy (epoch)", [f"{percent(row['best_test_accuracy'])} ({row['best_epoch']})" for row in rows])
     for stage in STAGES:
         add(f"{stage} (s)", [seconds(row["seconds"][stage]) for row in rows])
+    add("start-up: process start to first step (s)", [seconds(row["startup_seconds"]) for row in rows])
     add("training images/s", ["-" if row["images_per_second"] is None else f"{row['images_per_second']:,}"
                               for row in rows])
+    add("training TFLOP/s", ["-" if row["achieved_tflops"] is None else f"{row['achieved_tflops']:.2f}"
+                             for row in rows])
+    add("MFU (of the bf16 peak)", ["unknown" if row["mfu"] is None else f"{100 * row['mfu']:.1f}%" for row in rows])
     targets = sorted({target for row in rows for target in row["time_to_accuracy"]}, key=float)
     for target in targets:
         add(f"time to {100 * float(target):g}%: training / end to end (s)",

@@ -200,6 +200,20 @@ def warm_up(learner, train_batch, test_batch, last_test_size):
     optimizer.load_state_dict(saved_optimizer)
 
 
+def compile_cache_use():
+    """How many compiled graphs torch.compile found in its on-disk caches (hits) and had to build (misses).
+    Both caches are on by default, under $TORCHINDUCTOR_CACHE_DIR (else /tmp/torchinductor_<user>), so a
+    second run of the same config skips most of the first one's compilation."""
+    from torch._inductor.runtime.cache_dir_utils import cache_dir  # loaded with torch.compile, not before
+
+    counters = torch._dynamo.utils.counters
+    return {"inductor_hits": counters["inductor"]["fxgraph_cache_hit"],
+            "inductor_misses": counters["inductor"]["fxgraph_cache_miss"],
+            "autograd_hits": counters["aot_autograd"]["autograd_cache_hit"],
+            "autograd_misses": counters["aot_autograd"]["autograd_cache_miss"],
+            "cache_dir": cache_dir()}
+
+
 def build_loaders(data, training, info, device, dtype, world, channels_last):
     """Train and test loaders for this rank; training.batch_size is the global batch, split over ranks."""
     if training.batch_size % world.size:
@@ -414,6 +428,8 @@ def train_and_report(cfg, record, resumed, info, loaders, device, dtype, world):
     learner = Learner(model, trainer, evaluator, optimizer, scheduler, dtype)
     with record.timed("compile"):
         warm_up(learner, *warm_batches, last_batch_size(test_loader))
+    if cfg.training.compile:
+        record.data["compile_cache"] = compile_cache_use()
 
     first_epoch = resumed["epoch"] + 1 if resumed else 1
     try:

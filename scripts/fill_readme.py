@@ -5,7 +5,6 @@
 --fill.store first copies results.json and the plots into a folder that is committed,
 so the README's links work; the section is rewritten between its two markers.
 """
-import json
 import shutil
 import sys
 from pathlib import Path
@@ -15,6 +14,7 @@ from fastargs import Param, Section
 from fast_cifar.config import parse_config
 from fast_cifar.errors import UserError, exit_on_user_error
 from fast_cifar.files import write_text
+from fast_cifar.report import machine, read_run
 
 START, END = "<!-- results:start -->", "<!-- results:end -->"
 FILES = ("results.json", "loss_accuracy_plots.png", "lr_finder.png")
@@ -25,8 +25,23 @@ TIMING_ROWS = [
     ("compile", "warm-up: one step and eval forwards (torch.compile, when on)"),
     ("training", "training"),
     ("evaluation", "evaluation, every epoch"),
-    ("total", "total wall-clock, start to results.json"),
+    ("total", "total wall-clock, data checks to results.json"),
+    ("end_to_end", "end to end, process start to results.json"),
 ]
+# Flags that say where a run read and wrote, not what it ran: left out of the published command.
+WHERE_FLAGS = ("--data.path", "--output.dir", "--output.name", "--output.checkpoint", "--output.profile_epoch")
+
+
+def published_command(command):
+    """The run's command without the flags that name the machine's folders."""
+    words, kept = command.split(), []
+    while words:
+        word = words.pop(0)
+        if word in WHERE_FLAGS:
+            words.pop(0) if words else None
+        else:
+            kept.append(word)
+    return "python fast_cifar/" + " ".join(kept) if kept and kept[0] == "train.py" else " ".join(kept)
 
 
 def declare_sections(config):
@@ -36,12 +51,10 @@ def declare_sections(config):
     )
 
 
-def device_summary(device, versions):
-    if device["type"] == "cuda":
-        name = f"{device['name']} (CUDA {versions['cuda']})"
-    else:
-        name = f"CPU {device.get('model') or device['name']}, {device['cores']} cores"
-    return f"{name}, torch {versions['torch']}, ffcv {versions['ffcv']}, Python {versions['python']}"
+def source_name(source):
+    """"image folder at cifar10-jpeg.tar.gz": the copy's name, not where it lay on the machine."""
+    kind, _, path = source.rpartition(" at ")
+    return f"{kind} at {Path(path).name}" if kind else source
 
 
 def render(record, folder, readme):
@@ -52,9 +65,9 @@ def render(record, folder, readme):
     tta = f"; with flip test-time augmentation {100 * last['test_accuracy_flip_tta']:.2f}%" \
         if "test_accuracy_flip_tta" in last else ""
     lines = [
-        f"Measured on **{device_summary(record['device'], record['versions'])}**, "
-        f"data: {record['data']['source']}, {record['started_at'][:10]}.",
-        f"Command: `{record['command']}` ([results.json]({link}/results.json)).",
+        f"Measured on **{machine(record)}**, "
+        f"data: {source_name(record['data']['source'])}, {record['started_at'][:10]}.",
+        f"Command: `{published_command(record['command'])}` ([results.json]({link}/results.json)).",
         "",
         f"**Test accuracy at the last epoch: {100 * last['test_accuracy']:.2f}%** (epoch {last['epoch']} of "
         f"{len(epochs)}{tta}). Maximum over the epochs: {100 * best['test_accuracy']:.2f}% at epoch {best['epoch']} "
@@ -65,6 +78,12 @@ def render(record, folder, readme):
     ]
     lines += [f"| {label} | {timings.get(key):.2f} |" for key, label in TIMING_ROWS
               if timings.get(key) is not None]
+    if timings.get("startup", {}).get("total") is not None:
+        lines.append(f"| start-up: process start to the first training step | {timings['startup']['total']:.2f} |")
+    use = record.get("hardware_use", {})
+    if use.get("achieved_tflops"):
+        mfu = f", {100 * use['mfu']:.1f}% of its bf16 peak (MFU)" if use.get("mfu") else ""
+        lines.append(f"| training's arithmetic | {use['achieved_tflops']:.1f} TFLOP/s{mfu} |")
     lines.append(f"| training throughput | {images / timings['training']:,.0f} images/s |")
     end_to_end = timings.get("time_to_accuracy_end_to_end", {})
     for target, seconds in timings["time_to_accuracy"].items():
@@ -84,9 +103,7 @@ def main(argv=None):
     if not argv or argv[0].startswith("-"):
         raise UserError("usage: fill_readme.py RUN_FOLDER [--fill.store DIR] [--fill.readme README.md]")
     run, cfg = Path(argv[0]), parse_config(declare_sections, argv[1:], description=__doc__).fill
-    if not (run / "results.json").is_file():
-        raise UserError(f"no results.json in {run}")
-    record = json.loads((run / "results.json").read_text())
+    record = read_run(run)
     if not record.get("finished"):
         raise UserError(f"{run / 'results.json'} is from an unfinished run")
     folder = Path(cfg.store) if cfg.store else run

@@ -14,8 +14,9 @@ SMALL = dict(width=8, train=512, test=200)
 
 @pytest.fixture(scope="session")
 def offline_copy():
-    if not OFFLINE_COPY.exists():
-        pytest.skip(f"the offline CIFAR-10 copy is not at {OFFLINE_COPY}")
+    if OFFLINE_COPY is None or not OFFLINE_COPY.exists():
+        pytest.skip("no CIFAR-10 copy: set FAST_CIFAR_COPY to one (e.g. cifar10-jpeg.tar.gz) to run this test"
+                    + (f"; {OFFLINE_COPY} does not exist" if OFFLINE_COPY else ""))
     return OFFLINE_COPY
 
 

@@ -1,10 +1,12 @@
 """What several tests share besides fixtures: where the project is, and how to run its scripts."""
+import os
 import subprocess
 import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-OFFLINE_COPY = REPO.parent / "shared" / "datasets" / "cifar10-jpeg.tar.gz"  # the offline CIFAR-10 copy, if present
+# A CIFAR-10 copy (an archive or folder write_datasets.py accepts) for the tests that need real images.
+OFFLINE_COPY = Path(os.environ["FAST_CIFAR_COPY"]) if os.environ.get("FAST_CIFAR_COPY") else None
 
 
 def run_script(script, *args, cwd=REPO):

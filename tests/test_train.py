@@ -1,5 +1,6 @@
 """End to end: train.py on small data, compile off and on, and every kind of bad input."""
 import json
+import os
 import re
 import resource
 import signal
@@ -185,3 +186,22 @@ def test_the_same_seed_gives_the_same_run_on_the_ffcv_loader(synthetic_folder, t
     assert run("again", seed=0) == first
     other = run("other", seed=1)
     assert other[0] != first[0] and other[1] != first[1]
+
+
+@pytest.mark.slow
+def test_a_second_run_reuses_the_first_ones_compiled_graphs(synthetic_folder, tmp_path):
+    """Two fresh processes, one compile cache: the second builds no graph the first one built."""
+    env = {**os.environ, "TORCHINDUCTOR_CACHE_DIR": str(tmp_path / "cache")}
+    caches = []
+    for name in ("cold", "warm"):
+        result = subprocess.run([sys.executable, str(REPO / "fast_cifar" / "train.py"), *SMALL_RUN, "--data.loader",
+                                 "device", "--data.path", synthetic_folder, "--training.epochs", "1",
+                                 "--training.compile", "true", "--training.compile_mode", "default",
+                                 "--lr_finder.enabled", "false", "--output.checkpoint", "false",
+                                 "--output.dir", tmp_path, "--output.name", name],
+                                env=env, capture_output=True, text=True, timeout=600)
+        assert result.returncode == 0, result.stderr[-2000:]
+        caches.append(json.loads((tmp_path / name / "results.json").read_text())["compile_cache"])
+    cold, warm = caches
+    assert cold["inductor_misses"] > 0 and cold["inductor_hits"] == 0
+    assert warm["inductor_misses"] == 0 and warm["inductor_hits"] == cold["inductor_misses"]

@@ -3,10 +3,12 @@ import json
 from helpers import error_lines, run_script
 
 RECORD = {
-    "finished": True, "command": "train.py --config rn18_configs/24ep.yaml", "started_at": "2026-11-24T20:00:00",
+    "finished": True, "started_at": "2026-11-24T20:00:00", "config": {},
+    "command": "train.py --config rn18_configs/24ep.yaml --data.path /scratch/data --output.dir /scratch/runs "
+               "--output.name 24ep --data.loader device",
     "device": {"type": "cuda", "name": "NVIDIA H100 80GB HBM3"},
     "versions": {"torch": "2.11.0", "ffcv": "1.0.2", "python": "3.12.3", "cuda": "12.8"},
-    "data": {"source": "image folder at cifar10-jpeg.tar.gz", "train_images_per_epoch": 1000},
+    "data": {"source": "image folder at /scratch/copies/cifar10-jpeg.tar.gz", "train_images_per_epoch": 1000},
     "epochs": [{"epoch": 1, "test_accuracy": 0.91}, {"epoch": 2, "test_accuracy": 0.935}],
     "best": {"test_accuracy": 0.935, "epoch": 2},
     "timings": {"data_setup": 1.0, "loader_warmup": 2.0, "compile": 3.0, "training": 4.0, "evaluation": 0.5,
@@ -31,7 +33,10 @@ def test_fills_the_section_and_stores_the_files(tmp_path):
     assert "**Test accuracy at the last epoch: 93.50%** (epoch 2 of 2)" in text
     assert "Maximum over the epochs: 93.50% at epoch 2" in text
     assert "| training throughput | 500 images/s |" in text  # 2 epochs x 1000 images / 4 s
-    assert "| the loaders' first batches (FFCV JIT-compiles its pipelines) | 2.00 |" in text  # its old name
+    assert "| the loaders' first batches (FFCV JIT-compiles its pipelines) | 2.00 |" in text
+    # the command and the data as a reader can repeat them, without the folders of the machine that ran them
+    assert "Command: `python fast_cifar/train.py --config rn18_configs/24ep.yaml --data.loader device`" in text
+    assert "data: image folder at cifar10-jpeg.tar.gz," in text and "/scratch" not in text
     assert "| time to 95% test accuracy: training and evaluation | not reached |" in text
     assert "| time to 90% test accuracy: end to end, from the run's start | 8.50 |" in text
     assert "](benchmarks/results/h100/loss_accuracy_plots.png)" in text
