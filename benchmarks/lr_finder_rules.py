@@ -7,8 +7,9 @@ each rule to it, so every rule is judged on the same sweeps. The valley is where
 loss stays within 5% of its minimum:
 - minimum / 3: the LR at the smoothed loss's minimum, divided by 3 (the rule the tuning study ran);
 - valley edge / 8: the first LR at which the smoothed loss rises out of the valley, divided by 8;
-- valley centre: the geometric mean of the valley's two edges (train.py's rule; its sweep ends at
-  the far edge, so runs made with it hold the sweep up to there).
+- valley centre: the geometric mean of the valley's two edges;
+- valley start x 5: the first LR whose smoothed loss is within 5% of the minimum, times 5 (train.py's
+  rule; its sweep ends at the valley's far edge, so runs made with it hold the sweep up to there).
 Runs are grouped by their config apart from the seed. Writes rules.json and rules.md: per rule,
 the geometric mean of the suggested max LR, the standard deviation of its log10 over all runs, and
 the mean ratio between two seeds of one config.
@@ -22,7 +23,7 @@ from pathlib import Path
 
 from fast_cifar.errors import exit_on_user_error
 from fast_cifar.files import writable_folder, write_json, write_text
-from fast_cifar.report import read_run
+from fast_cifar.report import markdown_table, read_run
 
 
 def valley(sweep, rise=0.05):
@@ -45,6 +46,7 @@ RULES = {
     "minimum / 3": lambda sweep: sweep["min_loss_lr"] / 3,
     "valley edge / 8": lambda sweep: valley(sweep)[1] / 8,
     "valley centre": lambda sweep: math.sqrt(valley(sweep)[0] * valley(sweep)[1]),
+    "valley start x 5": lambda sweep: valley(sweep)[0] * 5,
 }
 
 
@@ -73,7 +75,8 @@ def main(argv=None):
     parser.add_argument("runs", nargs="+", help="run folders whose results.json holds an lr_finder sweep")
     parser.add_argument("--out", required=True)
     args = parser.parse_args(argv)
-    records = [record for record in map(read_run, args.runs) if record.get("lr_finder")]
+    every = {folder: read_run(folder) for folder in args.runs}
+    records = [record for record in every.values() if record.get("lr_finder")]
     out = writable_folder(Path(args.out))
     summary = {name: spread(records, rule) for name, rule in RULES.items()}
     # The sweep's length: steps recorded, and those a sweep from 1e-4 that ends at the valley's far edge takes.
@@ -81,7 +84,9 @@ def main(argv=None):
                "steps_from_1e-4_to_the_edge": statistics.mean(
                    sum(1e-4 <= lr <= valley(r["lr_finder"])[1] for lr in r["lr_finder"]["lrs"]) for r in records)}
     device = records[0]["device"]
-    result = {"rules": summary, "sweep_lengths": lengths, "runs": args.runs, "device": device, "versions": records[0]["versions"],
+    result = {"rules": summary, "sweep_lengths": lengths, "runs": {
+        folder: {"max_lr": record["max_lr"], "last_test_accuracy": record["epochs"][-1]["test_accuracy"]}
+        for folder, record in every.items()}, "device": device, "versions": records[0]["versions"],
               "command": " ".join(["python benchmarks/lr_finder_rules.py", *(sys.argv[1:] if argv is None else argv)])}
     lines = [f"{len(records)} sweeps on {device['name']} ({device['type']})", "",
              "| rule | max LR (geometric mean) | std of log10 | mean ratio between seeds |",
@@ -91,7 +96,12 @@ def main(argv=None):
         lines.append(f"| {name} | {figures['geometric_mean_lr']:.2e} | {figures['std_log10']:.3f} | "
                      + (f"{ratio:.2f}x |" if ratio else "- |"))
     lines += ["", f"Sweep length: {lengths['recorded_steps']:.0f} steps recorded on average; from LR 1e-4 to the "
-                  f"valley's far edge, {lengths['steps_from_1e-4_to_the_edge']:.0f}."]
+                  f"valley's far edge, {lengths['steps_from_1e-4_to_the_edge']:.0f}.", "",
+              "Every run given, with the max LR it trained at:", "",
+              markdown_table(["run", "seed", "finder", "max LR", "last-epoch test accuracy (%)"], [
+                  ["/".join(Path(folder).parts[-2:]), record["config"]["training"]["seed"],
+                   "on" if record["config"]["lr_finder"]["enabled"] else "off", f"{record['max_lr']:.2e}",
+                   f"{100 * record['epochs'][-1]['test_accuracy']:.2f}"] for folder, record in every.items()])]
     write_json(out / "rules.json", result)
     write_text(out / "rules.md", "\n".join(lines) + "\n")
     print("\n".join(lines))

@@ -17,6 +17,8 @@ test accuracy, flip TTA, max LR, training and end-to-end seconds) and sweep.png 
 accuracy against end-to-end seconds, a point per run, a colour per candidate).
 """
 import argparse
+import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -64,14 +66,14 @@ def configs_as_candidates(configs):
 def command_for(candidate, seed, folder, train_flags):
     """train.py for one run: resumed from its checkpoint if it was cut off, started afresh otherwise."""
     settings = [item for key, value in candidate["settings"].items() for item in (f"--{key}", str(value))]
-    command = [sys.executable, str(TRAIN), "--config", candidate["path"], *settings, *train_flags,
+    command = [sys.executable, str(TRAIN), "--config", candidate["path"], *train_flags, *settings,  # settings win
                "--training.seed", str(seed), "--output.dir", str(folder.parent), "--output.name", folder.name]
     if (folder / "checkpoint.pt").is_file():
         return command + ["--training.resume", str(folder)]
     return command + (["--output.overwrite", "true"] if folder.exists() else [])
 
 
-def run_all(pending, jobs, stop_starting_after):
+def run_all(pending, jobs, stop_starting_after, env=None):
     """Run (label, folder, command) triples, `jobs` at a time, none started after the deadline.
     Returns the labels of the runs that failed."""
     started, running, failed = time.monotonic(), [], []
@@ -90,7 +92,7 @@ def run_all(pending, jobs, stop_starting_after):
                 folder.parent.mkdir(parents=True, exist_ok=True)
                 log = open(folder.parent / f"{folder.name}.log", "a")
                 print(f"start: {label}", flush=True)
-                running.append((subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT), label, log))
+                running.append((subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env), label, log))
             if late and pending:
                 print(f"{len(pending)} runs not started: past --stop-starting-after", flush=True)
                 pending.clear()
@@ -115,11 +117,28 @@ def report(candidates, records, header_line):
                      f"{last['min']:.2f} – {last['max']:.2f}" if last else "",
                      mean_std(found["with flip TTA (%)"]),
                      f"{found['max LR']['mean']:.2e}" if found["max LR"] else "",
-                     mean_std(found["training (s)"], 1), mean_std(found["end to end (s)"], 1),
+                     mean_std(found["start-up (s)"], 1), mean_std(found["training (s)"], 1),
+                     mean_std(found["end to end (s)"], 1),
                      f"`{candidate['config']}`" + (f" with {settings}" if settings else "")])
     return header_line + "\n\n" + markdown_table(
-        ["candidate", "runs", "last epoch (%)", "min – max", "flip TTA (%)", "max LR", "training (s)",
-         "end to end (s)", "what it runs"], rows, left=(0, -1))
+        ["candidate", "runs", "last epoch (%)", "min – max", "flip TTA (%)", "max LR", "start-up (s)",
+         "training (s)", "end to end (s)", "what it runs"], rows, left=(0, -1))
+
+
+def startup_table(records):
+    """Each run's start-up, stage by stage, in the order the runs ran: with --fresh-compile-cache a config's
+    first run is cold and the next ones warm."""
+    rows = []
+    for name, runs in records.items():
+        for record in runs:
+            startup, cache = record["timings"].get("startup", {}), record.get("compile_cache", {})
+            rows.append([name, record["config"]["training"]["seed"],
+                         *(f"{startup[key]:.1f}" if startup.get(key) is not None else "" for key in STARTUP_COLUMNS),
+                         f"{cache['inductor_hits']} / {cache['inductor_misses']}" if cache else ""])
+    return markdown_table(["candidate", "seed", *STARTUP_COLUMNS, "compiled graphs from cache / built"], rows)
+
+
+STARTUP_COLUMNS = ("interpreter_and_imports", "data_setup", "loader_warmup", "lr_finder", "compile", "total")
 
 
 def plot(records, path):
@@ -145,6 +164,9 @@ def parse(argv):
     parser.add_argument("--stop-starting-after", type=float, default=0,
                         help="seconds after which no new run starts (0: no limit)")
     parser.add_argument("--report-only", action="store_true", help="rewrite the report; run nothing")
+    parser.add_argument("--fresh-compile-cache", action="store_true",
+                        help="torch.compile's caches in OUT/compile_cache, emptied first: with --jobs 1, each "
+                             "config's first run starts cold and the next ones find its compiled graphs")
     args, train_flags = parser.parse_known_args(argv)
     if args.seeds < 1 or args.jobs < 1:
         raise UserError(f"--seeds and --jobs must be 1 or more, got {args.seeds} and {args.jobs}")
@@ -170,7 +192,11 @@ def main(argv=None):
                for (name, seed), folder in folders.items() if not finished_run(folder)]
     print(f"{len(folders) - len(pending)} of {len(folders)} runs finished earlier; "
           f"{0 if args.report_only else len(pending)} to run", flush=True)
-    failed = [] if args.report_only else run_all(pending, args.jobs, args.stop_starting_after)
+    env = None
+    if args.fresh_compile_cache and not args.report_only:
+        shutil.rmtree(out / "compile_cache", ignore_errors=True)
+        env = {**os.environ, "TORCHINDUCTOR_CACHE_DIR": str(out / "compile_cache")}
+    failed = [] if args.report_only else run_all(pending, args.jobs, args.stop_starting_after, env)
 
     records = {}
     for (name, _), folder in folders.items():
@@ -187,7 +213,8 @@ def main(argv=None):
                                     "versions": first["versions"], "data": first.get("data", {}).get("source"),
                                     "command": " ".join(["python benchmarks/sweep.py", *(argv or sys.argv[1:])])})
     header = f"{first['device']['name']} ({first['device']['type']}); data: {first.get('data', {}).get('source')}"
-    write_text(out / "sweep.md", report(candidates, records, header))
+    write_text(out / "sweep.md", report(candidates, records, header) + "\nStart-up, process start to the first "
+               "training step (s):\n\n" + startup_table(records))
     plot(records, out / "sweep.png")
     print(report(candidates, records, header))
     print(f"wrote {out}/sweep.json, sweep.md, sweep.png")

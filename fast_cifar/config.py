@@ -155,8 +155,8 @@ def declare_train_sections(config):
                             "deterministic version raise an error (slower)", default=False),
         resume=Param(str, "checkpoint.pt or run folder to continue, or 'auto' (empty: start afresh)", default=""),
     )
-    # The sweep and its rule: benchmarks/results/lr_finder compares the valley's centre with the loss
-    # minimum / 3 that the tuning study ran: on the study's sweeps, about the same max LR, 3x less spread.
+    # The sweep and its rule: benchmarks/results/lr_finder compares the valley's start x 5 with the loss
+    # minimum / 3 that the tuning study ran: on the study's sweeps, the same max LR on average, half the spread.
     Section("lr_finder", "LR range test run before training to pick the max LR", config_descriptor=config).params(
         enabled=Param(Boolean(), "run it (else use training.lr)", default=True),
         start_lr=Param(POSITIVE_FLOAT, "first LR of the sweep", default=1e-4),
@@ -167,8 +167,8 @@ def declare_train_sections(config):
         smoothing=Param(Number(min=0, max=0.999), "EMA factor of the smoothed loss", default=0.9),
         rise=Param(Number(min=0.001, max=10), "the valley: the LRs whose smoothed loss is within this fraction "
                    "of its minimum; the sweep ends at its far edge", default=0.05),
-        divisor=Param(Number(min=1), "the max LR it suggests: the valley's centre (the geometric mean of its "
-                      "edges) / divisor", default=1.0),
+        multiplier=Param(POSITIVE_FLOAT, "the max LR it suggests: the valley's start (the first LR whose "
+                         "smoothed loss came within `rise` of the minimum) x multiplier", default=5.0),
     )
     Section("output", "What a run writes", config_descriptor=config).params(
         dir=Param(str, "parent folder of the run folders", default="runs"),

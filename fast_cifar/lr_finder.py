@@ -6,14 +6,15 @@ untouched. The loss is smoothed with a bias-corrected moving average. The valley
 is where the smoothed loss stays within `rise` (5% in the recipe) of its
 minimum: the sweep ends at its far edge, the first LR at which the loss rises
 above that (or turns non-finite). The suggested max LR for the one-cycle
-schedule is the valley's centre, the geometric mean of its two edges, divided by
-`divisor` (1 in the recipe).
+schedule is the valley's start, the first LR whose smoothed loss came within
+`rise` of the minimum, times `multiplier` (5 in the recipe).
 
-Why the centre and not the minimum: the valley floor is flat, so where in it
-the minimum falls is down to noise (on the H100 it moved 2.5x between two seeds),
-while both edges are steep, so the centre moves far less; see
-benchmarks/results/lr_finder. Stopping at the far edge also ends the sweep well
-before `end_lr`.
+Why the start and not the minimum: the valley floor is flat, so where on it the
+minimum falls is down to noise (on the H100 it moved 2.5x between two seeds),
+while the loss falls steeply into the valley, so its start moves about half as
+much; and where a small model's valley stretches over three decades, its start
+still marks where the loss stopped falling fast. See benchmarks/results/lr_finder.
+Stopping at the far edge ends the sweep well before `end_lr`.
 """
 import copy
 import math
@@ -30,7 +31,7 @@ class LRFinderResult:
     min_loss_lr: float  # where the smoothed loss was lowest: reported, not used
     valley_start_lr: float  # the first LR whose smoothed loss was within `rise` of the minimum
     edge_lr: float  # the first LR whose smoothed loss rose `rise` above the minimum (the last LR if none did)
-    suggested_lr: float  # sqrt(valley_start_lr * edge_lr) / divisor
+    suggested_lr: float  # valley_start_lr * multiplier
     stopped_early: bool  # False: the loss never rose enough before end_lr, and edge_lr is end_lr
 
     def to_dict(self):
@@ -43,7 +44,7 @@ def sweep_lrs(start_lr, end_lr, num_iters):
 
 
 def find_lr(model, batches, loss_of, make_optimizer, *, start_lr=1e-4, end_lr=10.0, num_iters=83,
-            smoothing=0.9, rise=0.05, divisor=1.0):
+            smoothing=0.9, rise=0.05, multiplier=5.0):
     """Run the range test on a copy of `model` over `batches` (an iterable of (images, labels)).
 
     `loss_of(model, images, labels)` returns the training loss; `make_optimizer(model)`
@@ -81,4 +82,4 @@ def find_lr(model, batches, loss_of, make_optimizer, *, start_lr=1e-4, end_lr=10
     min_loss_lr = lrs[smoothed.index(lowest)]
     valley_start_lr = next(lr for lr, loss in zip(lrs, smoothed) if loss <= (1 + rise) * lowest)
     return LRFinderResult(lrs, losses, smoothed, min_loss_lr, valley_start_lr, edge_lr,
-                          math.sqrt(valley_start_lr * edge_lr) / divisor, stopped_early)
+                          valley_start_lr * multiplier, stopped_early)

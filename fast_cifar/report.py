@@ -18,6 +18,7 @@ FIGURES = {
     "with flip TTA (%)": lambda r: 100 * r["epochs"][-1]["test_accuracy_flip_tta"]
     if "test_accuracy_flip_tta" in r["epochs"][-1] else None,
     "max LR": lambda r: r.get("max_lr"),
+    "start-up (s)": lambda r: r["timings"].get("startup", {}).get("total"),
     "training (s)": lambda r: r["timings"]["training"],
     "end to end (s)": lambda r: r["timings"].get("end_to_end") or r["timings"]["total"],
 }

@@ -240,7 +240,7 @@ def run_lr_finder(finder, training, model, train_loader, device, dtype, record):
     with record.timed("lr_finder"), contextlib.closing(endless(train_loader)) as batches:
         sweep = find_lr(model, batches, loss_of, optimizer_for, start_lr=finder.start_lr, end_lr=finder.end_lr,
                         num_iters=finder.num_iters, smoothing=finder.smoothing, rise=finder.rise,
-                        divisor=finder.divisor)
+                        multiplier=finder.multiplier)
     record.data["lr_finder"] = sweep.to_dict()
     plot_lr_finder(sweep, record.folder / "lr_finder.png")
     if not sweep.stopped_early:
@@ -447,8 +447,7 @@ def train_and_report(cfg, record, resumed, info, loaders, device, dtype, world):
     record.data["hardware_use"] = hardware_use(flops_per_image(model), images, sum(
         epoch["train_seconds"] for epoch in record.data["epochs"][first_epoch - 1:]), record.data["device"])
     if record.writes:
-        if cfg.output.checkpoint:
-            save_weights(model, record.folder / "model.pt")
+        save_weights(model, record.folder / "model.pt")  # the result: written with or without checkpoints
         plot_curves(record.data["epochs"], record.folder / "loss_accuracy_plots.png")
         record.save(finished=True)
         print(f"results: {record.folder / 'results.json'}")

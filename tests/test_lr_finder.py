@@ -33,18 +33,18 @@ def test_sweep_is_exponential():
     assert lrs == pytest.approx([1e-4, 1e-3, 1e-2, 1e-1, 1.0])
 
 
-def test_suggests_the_valleys_centre_and_leaves_the_model_alone():
+def test_suggests_from_the_valleys_start_and_leaves_the_model_alone():
     model, batches = problem()
     before = {k: v.clone() for k, v in model.state_dict().items()}
     result = find_lr(model, batches, loss_of, adam, start_lr=1e-5, end_lr=10.0, num_iters=100, rise=0.05,
-                     divisor=8)
+                     multiplier=5)
     # the loss fell along the sweep, then rose 5% above its minimum: the sweep ended there
     assert min(result.smoothed_losses) < 0.8 * result.smoothed_losses[0]
     assert result.stopped_early and len(result.lrs) < 100
     assert max(result.smoothed_losses[result.smoothed_losses.index(min(result.smoothed_losses)):]) \
         <= 1.05 * min(result.smoothed_losses)
     assert result.valley_start_lr <= result.min_loss_lr < result.edge_lr
-    assert result.suggested_lr == pytest.approx((result.valley_start_lr * result.edge_lr) ** 0.5 / 8)
+    assert result.suggested_lr == pytest.approx(result.valley_start_lr * 5)
     start = result.lrs.index(result.valley_start_lr)  # the first step within 5% of the minimum
     assert result.smoothed_losses[start] <= 1.05 * min(result.smoothed_losses) < result.smoothed_losses[start - 1]
     assert 1e-4 < result.suggested_lr < 1.0

@@ -183,6 +183,8 @@ def test_the_same_seed_gives_the_same_run_on_the_ffcv_loader(synthetic_folder, t
         return record["lr_finder"]["losses"], [[epoch[key] for key in metrics] for epoch in record["epochs"]]
 
     first = run("first", seed=0)
+    # --output.checkpoint false: no checkpoint, but the result, model.pt, is written
+    assert (tmp_path / "first" / "model.pt").is_file() and not (tmp_path / "first" / "checkpoint.pt").exists()
     assert run("again", seed=0) == first
     other = run("other", seed=1)
     assert other[0] != first[0] and other[1] != first[1]
