@@ -58,7 +58,7 @@ def summarize(name, record, first_training_seconds):
         "device": machine(record),
         "precision": record.get("precision", {}).get("compute", record["config"]["training"]["precision"]),
         "compile": record["config"]["training"]["compile"],
-        "loader": record["config"]["data"]["loader"],
+        "loader": record.get("loader", record["config"]["data"]["loader"]),  # the one used, `auto` resolved
         "max_lr": record.get("max_lr"),
         "epochs": f"{len(epochs)}/{record['config']['training']['epochs']}",
         "last_test_accuracy": last.get("test_accuracy"),

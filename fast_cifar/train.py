@@ -83,6 +83,13 @@ def onednn_is_safe(device):
     return device.type != "cpu" or torch.backends.cpu.get_cpu_capability().startswith("AVX512")
 
 
+def pick_loader(name, device):
+    """`auto`: the data held on a GPU, FFCV's threads on a CPU (config.py says what was measured)."""
+    if name != "auto":
+        return name
+    return "device" if device.type == "cuda" else "ffcv"
+
+
 def pick_memory_format(channels_last, device):
     """Channels-last as configured, unless oneDNN is off on this CPU; and why."""
     if channels_last and not onednn_is_safe(device):
@@ -218,7 +225,7 @@ def build_loaders(data, training, info, device, dtype, world, channels_last):
     """Train and test loaders for this rank; training.batch_size is the global batch, split over ranks."""
     if training.batch_size % world.size:
         raise UserError(f"training.batch_size {training.batch_size} does not split over {world.size} processes")
-    shared = dict(device=device, dtype=dtype, kind=data.loader, num_workers=data.loader_threads,
+    shared = dict(device=device, dtype=dtype, kind=pick_loader(data.loader, device), num_workers=data.loader_threads,
                   seed=training.seed, channels_last=channels_last, rank=world.rank, world_size=world.size)
     train_loader = make_loader(info, "train", training.batch_size // world.size, train=True,
                                subset=data.train_subset, **shared)
@@ -382,6 +389,7 @@ def run(cfg, argv, world):
     record.data["precision"] = {"compute": precision, "why": reason}
     record.data["channels_last"] = {"used": channels_last, "why": layout_reason}
     record.data["onednn"] = torch.backends.mkldnn.enabled
+    record.data["loader"] = pick_loader(cfg.data.loader, device)
     record.say(f"run folder: {record.folder} | device: {record.data['device']['name']} | compute dtype: {dtype} "
                f"({reason}) | channels-last: {channels_last}" + (f" | {world.size} processes" if world.size > 1 else ""))
     if cfg.model.channels_last and not channels_last:

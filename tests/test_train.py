@@ -146,6 +146,12 @@ def test_auto_precision_is_bf16_only_where_the_hardware_has_it(tmp_path):
     assert train.cpu_bf16_flags(cpuinfo) == []
 
 
+def test_the_default_loader_holds_the_data_on_a_gpu_and_uses_ffcv_on_a_cpu():
+    assert train.pick_loader("auto", torch.device("cuda")) == "device"
+    assert train.pick_loader("auto", torch.device("cpu")) == "ffcv"
+    assert train.pick_loader("ffcv", torch.device("cuda")) == "ffcv"
+
+
 def test_entry_points_work_from_any_folder(tmp_path):
     """python -m fast_cifar.train and the installed console scripts, run outside the repository."""
     bin_dir = Path(sys.executable).parent
