@@ -81,7 +81,7 @@ def compare(folders):
     names = unique_names(folders)
     first_training = records[0].get("timings", {}).get("training")
     rows = [summarize(name, record, first_training) for name, record in zip(names, records)]
-    machines = {(row["device"], json.dumps(record["versions"], sort_keys=True)) for row, record in zip(rows, records)}
+    machines = {json.dumps([record["device"], record["versions"]], sort_keys=True) for record in records}
     notes = []
     if len(machines) > 1:
         notes.append("These runs come from different devices or versions: their times are not like for like.")
