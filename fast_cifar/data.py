@@ -77,8 +77,8 @@ class SeededCropAndFlip(Operation):
         prime = 2_147_483_647  # the Lehmer (MINSTD) generator's modulus: every product fits in int64
         choices = 2 * pad + 1
 
-        def crop_and_flip(images, padded, indices):
-            count, height, width, _ = images.shape
+        def crop_and_flip(images, out, indices):
+            count, height, width, channels = images.shape
             batch_hash = seed % prime
             for index in indices:
                 batch_hash = (batch_hash * 1_000_003 + index) % prime
@@ -86,21 +86,26 @@ class SeededCropAndFlip(Operation):
                 state = 1 + (batch_hash + 7_919 * i) % (prime - 1)
                 for _ in range(3):  # a few Lehmer steps spread neighbouring states apart
                     state = state * 48_271 % prime
-                dy, dx, flip = state % choices, state // choices % choices, state // (choices * choices) % 2
-                padded[i] = fill
-                padded[i, pad:pad + height, pad:pad + width] = images[i]
-                crop = padded[i, dy:dy + height, dx:dx + width]
-                images[i] = crop[:, ::-1] if flip else crop
-            return images
+                dy, dx = state % choices - pad, state // choices % choices - pad
+                flip = state // (choices * choices) % 2
+                # One pass: output pixel (r, c) is input pixel (r + dy, c' + dx), c' = c or its mirror,
+                # or the fill colour where that falls outside the image.
+                for r in range(height):
+                    source_row = r + dy
+                    for c in range(width):
+                        source_col = (width - 1 - c if flip else c) + dx
+                        inside = 0 <= source_row < height and 0 <= source_col < width
+                        for k in range(channels):
+                            out[i, r, c, k] = images[i, source_row, source_col, k] if inside else fill[k]
+            return out
 
         crop_and_flip.is_parallel = True
         crop_and_flip.with_indices = True
         return crop_and_flip
 
     def declare_state_and_memory(self, previous_state):
-        height, width, channels = previous_state.shape
-        padded = (height + 2 * self.padding, width + 2 * self.padding, channels)
-        return dataclasses.replace(previous_state, jit_mode=True), AllocationQuery(padded, previous_state.dtype)
+        return (dataclasses.replace(previous_state, jit_mode=True),
+                AllocationQuery(previous_state.shape, previous_state.dtype))
 
 
 def image_pipeline(info, device, dtype, augment, channels_last=True, normalize_after_transfer=None, seed=0):
