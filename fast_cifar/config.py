@@ -170,8 +170,10 @@ def declare_train_sections(config):
         smoothing=Param(Number(min=0, max=0.999), "EMA factor of the smoothed loss", default=0.9),
         rise=Param(Number(min=0.001, max=10), "the valley: the LRs whose smoothed loss is within this fraction "
                    "of its minimum; the sweep ends at its far edge", default=0.05),
-        multiplier=Param(POSITIVE_FLOAT, "the max LR it suggests: the valley's start (the first LR whose "
-                         "smoothed loss came within `rise` of the minimum) x multiplier", default=5.0),
+        anchor=Param(OneOf(["valley_start", "minimum"]), "valley_start: the first LR whose smoothed loss came "
+                     "within `rise` of its minimum; minimum: the LR at the minimum (the tuning study's rule, with "
+                     "multiplier 1/3)", default="valley_start"),
+        multiplier=Param(POSITIVE_FLOAT, "the max LR it suggests: the anchor LR x multiplier", default=5.0),
     )
     Section("output", "What a run writes", config_descriptor=config).params(
         dir=Param(str, "parent folder of the run folders", default="runs"),

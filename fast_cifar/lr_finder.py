@@ -6,8 +6,9 @@ untouched. The loss is smoothed with a bias-corrected moving average. The valley
 is where the smoothed loss stays within `rise` (5% in the recipe) of its
 minimum: the sweep ends at its far edge, the first LR at which the loss rises
 above that (or turns non-finite). The suggested max LR for the one-cycle
-schedule is the valley's start, the first LR whose smoothed loss came within
-`rise` of the minimum, times `multiplier` (5 in the recipe).
+schedule is an anchor LR times `multiplier`: in the recipe the valley's start,
+the first LR whose smoothed loss came within `rise` of the minimum, times 5
+(`anchor minimum` with `multiplier 1/3` is the rule the tuning study ran).
 
 Why the start and not the minimum: the valley floor is flat, so where on it the
 minimum falls is down to noise (on the H100 it moved 2.5x between two seeds),
@@ -31,7 +32,7 @@ class LRFinderResult:
     min_loss_lr: float  # where the smoothed loss was lowest: reported, not used
     valley_start_lr: float  # the first LR whose smoothed loss was within `rise` of the minimum
     edge_lr: float  # the first LR whose smoothed loss rose `rise` above the minimum (the last LR if none did)
-    suggested_lr: float  # valley_start_lr * multiplier
+    suggested_lr: float  # the anchor (valley_start_lr or min_loss_lr) * multiplier
     stopped_early: bool  # False: the loss never rose enough before end_lr, and edge_lr is end_lr
 
     def to_dict(self):
@@ -44,7 +45,7 @@ def sweep_lrs(start_lr, end_lr, num_iters):
 
 
 def find_lr(model, batches, loss_of, make_optimizer, *, start_lr=1e-4, end_lr=10.0, num_iters=83,
-            smoothing=0.9, rise=0.05, multiplier=5.0):
+            smoothing=0.9, rise=0.05, anchor="valley_start", multiplier=5.0):
     """Run the range test on a copy of `model` over `batches` (an iterable of (images, labels)).
 
     `loss_of(model, images, labels)` returns the training loss; `make_optimizer(model)`
@@ -81,5 +82,6 @@ def find_lr(model, batches, loss_of, make_optimizer, *, start_lr=1e-4, end_lr=10
     lowest = min(smoothed)
     min_loss_lr = lrs[smoothed.index(lowest)]
     valley_start_lr = next(lr for lr, loss in zip(lrs, smoothed) if loss <= (1 + rise) * lowest)
-    return LRFinderResult(lrs, losses, smoothed, min_loss_lr, valley_start_lr, edge_lr,
-                          valley_start_lr * multiplier, stopped_early)
+    anchor_lr = valley_start_lr if anchor == "valley_start" else min_loss_lr
+    return LRFinderResult(lrs, losses, smoothed, min_loss_lr, valley_start_lr, edge_lr, anchor_lr * multiplier,
+                          stopped_early)

@@ -247,7 +247,7 @@ def run_lr_finder(finder, training, model, train_loader, device, dtype, record):
     with record.timed("lr_finder"), contextlib.closing(endless(train_loader)) as batches:
         sweep = find_lr(model, batches, loss_of, optimizer_for, start_lr=finder.start_lr, end_lr=finder.end_lr,
                         num_iters=finder.num_iters, smoothing=finder.smoothing, rise=finder.rise,
-                        multiplier=finder.multiplier)
+                        anchor=finder.anchor, multiplier=finder.multiplier)
     record.data["lr_finder"] = sweep.to_dict()
     plot_lr_finder(sweep, record.folder / "lr_finder.png")
     if not sweep.stopped_early:

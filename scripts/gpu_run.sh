@@ -4,9 +4,10 @@
 # $OUT/<job>.tar.gz (OUT defaults to /tmp/fast_cifar_out), with its log beside it:
 #   bash scripts/gpu_run.sh train   the 24-epoch recipe, FFCV loader then the device loader, epoch 2 profiled
 #   bash scripts/gpu_run.sh bench   benchmarks/run.py in GPU mode
-#   bash scripts/gpu_run.sh seeds   benchmarks/sweep.py: the recipe and the SGD reference over SEEDS seeds (5),
-#                                   JOBS side by side (3), none started after START_UNTIL s (300), all stopped
-#                                   at SECONDS_LIMIT s (480); CANDIDATES=file.yaml sweeps those instead
+#   bash scripts/gpu_run.sh seeds   benchmarks/sweep.py over benchmarks/recipe_candidates.yaml (the recipe, the
+#                                   finder's earlier rule, the SGD reference), SEEDS seeds (5), JOBS side by
+#                                   side (3), none started after START_UNTIL s (300), all stopped at
+#                                   SECONDS_LIMIT s (480): run it again to go on; CANDIDATES=file.yaml for others
 #   bash scripts/gpu_run.sh study   benchmarks/sweep.py over rn18_configs/{8,12,16,24,32,40}ep.yaml, SEEDS (2)
 #                                   seeds, one at a time (about two calls: CONFIGS="rn18_configs/8ep.yaml ..."
 #                                   picks some)
@@ -42,9 +43,8 @@ train)
 bench)
     "$PYTHON" benchmarks/run.py --bench.mode "${BENCH_MODE:-gpu}" --bench.data "$DATA" --bench.out "$RESULTS" "$@" ;;
 seeds)
-    if [ -n "${CANDIDATES:-}" ]; then what=(--candidates "$CANDIDATES"); else
-        what=(--configs rn18_configs/24ep.yaml rn18_configs/24ep_sgd_reference.yaml); fi
-    timeout --signal=TERM "${SECONDS_LIMIT:-480}" "$PYTHON" benchmarks/sweep.py --out "$RESULTS" "${what[@]}" \
+    timeout --signal=TERM "${SECONDS_LIMIT:-480}" "$PYTHON" benchmarks/sweep.py --out "$RESULTS" \
+        --candidates "${CANDIDATES:-benchmarks/recipe_candidates.yaml}" \
         --seeds "${SEEDS:-5}" --jobs "${JOBS:-3}" --stop-starting-after "${START_UNTIL:-300}" \
         --data.path "$DATA" --data.loader_threads 5 --output.checkpoint false "$@" \
         || echo "sweep.py stopped early (exit $?): the finished runs are kept; run the job again to go on" ;;

@@ -52,6 +52,13 @@ def test_suggests_from_the_valleys_start_and_leaves_the_model_alone():
     assert model.training  # mode untouched
 
 
+def test_the_minimum_can_anchor_the_suggestion():
+    model, batches = problem()
+    result = find_lr(model, batches, loss_of, adam, start_lr=1e-5, end_lr=10.0, num_iters=100, anchor="minimum",
+                     multiplier=1 / 3)
+    assert result.suggested_lr == pytest.approx(result.min_loss_lr / 3)
+
+
 def test_a_sweep_that_never_rises_says_so():
     model, batches = problem()
     result = find_lr(model, batches, loss_of, adam, start_lr=1e-6, end_lr=1e-4, num_iters=30)
