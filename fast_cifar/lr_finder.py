@@ -6,16 +6,12 @@ untouched. The loss is smoothed with a bias-corrected moving average. The valley
 is where the smoothed loss stays within `rise` (5% in the recipe) of its
 minimum: the sweep ends at its far edge, the first LR at which the loss rises
 above that (or turns non-finite). The suggested max LR for the one-cycle
-schedule is an anchor LR times `multiplier`: in the recipe the valley's start,
-the first LR whose smoothed loss came within `rise` of the minimum, times 5
-(`anchor minimum` with `multiplier 1/3` is the rule the tuning study ran).
-
-Why the start and not the minimum: the valley floor is flat, so where on it the
-minimum falls is down to noise (on the H100 it moved 2.5x between two seeds),
-while the loss falls steeply into the valley, so its start moves about half as
-much; and where a small model's valley stretches over three decades, its start
-still marks where the loss stopped falling fast. See benchmarks/results/lr_finder.
-Stopping at the far edge ends the sweep well before `end_lr`.
+schedule is an anchor LR times `multiplier`: in the recipe the minimum / 3, the
+rule the tuning study chose. The other anchor, the valley's start (the first LR
+whose smoothed loss came within `rise` of the minimum), moved half as much
+between seeds on the study's sweeps, since the valley's floor is flat and the
+loss falls steeply into it; see benchmarks/results/lr_finder. Stopping at the
+far edge ends the sweep well before `end_lr`.
 """
 import copy
 import math
@@ -45,7 +41,7 @@ def sweep_lrs(start_lr, end_lr, num_iters):
 
 
 def find_lr(model, batches, loss_of, make_optimizer, *, start_lr=1e-4, end_lr=10.0, num_iters=83,
-            smoothing=0.9, rise=0.05, anchor="valley_start", multiplier=5.0):
+            smoothing=0.9, rise=0.05, anchor="minimum", multiplier=1 / 3):
     """Run the range test on a copy of `model` over `batches` (an iterable of (images, labels)).
 
     `loss_of(model, images, labels)` returns the training loss; `make_optimizer(model)`

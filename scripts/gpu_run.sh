@@ -5,7 +5,7 @@
 #   bash scripts/gpu_run.sh train   the 24-epoch recipe, FFCV loader then the device loader, epoch 2 profiled
 #   bash scripts/gpu_run.sh bench   benchmarks/run.py in GPU mode
 #   bash scripts/gpu_run.sh seeds   benchmarks/sweep.py over benchmarks/recipe_candidates.yaml (the recipe, the
-#                                   finder's earlier rule, the SGD reference), SEEDS seeds (5), JOBS side by
+#                                   finder anchored on the valley's start, the SGD reference), SEEDS seeds (5), JOBS side by
 #                                   side (3), none started after START_UNTIL s (300), all stopped at
 #                                   SECONDS_LIMIT s (480): run it again to go on; CANDIDATES=file.yaml for others
 #   bash scripts/gpu_run.sh study   benchmarks/sweep.py over rn18_configs/{8,12,16,24,32,40}ep.yaml, SEEDS (2)
