@@ -46,6 +46,8 @@ def hardware_use(flops_per_image, images, seconds, device):
 
 # What a run writes into its folder; `--output.overwrite true` clears these first.
 RUN_FILES = ("results.json", "checkpoint.pt", "model.pt", "loss_accuracy_plots.png", "lr_finder.png", "profile.txt")
+
+
 def make_run_folder(parent, name="", overwrite=False):
     """Create the run folder and lock it for this process's life; never take over an earlier run's folder.
 

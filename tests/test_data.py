@@ -171,7 +171,6 @@ def test_device_train_loader_is_seeded_shuffled_and_drops_the_last_batch(synthet
     assert (torch.bincount(labels_one, minlength=10) <= written).all()  # each image at most once
 
 
-
 def test_normalize_keeps_the_layout_it_is_given():
     normalize = Normalize([100.0, 110.0, 120.0], [50.0, 60.0, 70.0], torch.float32, CPU)
     images = torch.randint(0, 256, (2, 32, 32, 3), dtype=torch.uint8).permute(0, 3, 1, 2)  # channels-last
