@@ -1,20 +1,27 @@
-"""Run configs x changes x seeds, each as its own train.py process, and summarize them side by side.
+"""Run configs x changes x seeds, each as its own process, and summarize them side by side.
 
     python benchmarks/sweep.py --out runs/seeds --seeds 5                        # the recipe over 5 seeds
     python benchmarks/sweep.py --out runs/frontier --configs rn18_configs/{8,12,16,24,32,40}ep.yaml --seeds 2
-    python benchmarks/sweep.py --out runs/study --candidates benchmarks/tuning_candidates.yaml --jobs 3
-    python benchmarks/sweep.py --out runs/seeds --seeds 2 --training.epochs 2    # other flags go to train.py
+    python benchmarks/sweep.py --out runs/peers --candidates benchmarks/peers.yaml --seeds 3
+    python benchmarks/sweep.py --out runs/seeds --seeds 2 --training.epochs 2    # other flags go to each run
 
 A candidate is a config file and the settings it changes: each of --configs is one
 (named by its file), or --candidates names them in a YAML file (name: {config, settings,
-why}). Every (candidate, seed) runs into OUT/runs/<candidate>/seed<s>, up to --jobs at a
+why}, and optionally script: a program taking train.py's flags instead of train.py;
+seeds: at most this many; needs: cuda, skipped with the reason printed elsewhere;
+reference: true, every row's time is also given as a ratio to this one's). Flags after
+the options go to every run before its candidate's settings, so
+`--config rn18_configs/cpu_small.yaml` runs every candidate at that scale.
+Every (candidate, seed) runs into OUT/runs/<candidate>/seed<s>, up to --jobs at a
 time (side by side on one GPU their timings are not clean: compare accuracy then),
 seeds in order across candidates so a sweep cut short still covers each candidate.
+A run that fails is reported with its error line and does not stop the others.
 Run it again to finish or extend a sweep: finished runs are kept, a run cut off resumes
 from its checkpoint (or starts again without one); --report-only only rewrites the report.
-Writes sweep.json and sweep.md (per candidate: mean ± std, min and max of the last-epoch
-test accuracy, flip TTA, max LR, training and end-to-end seconds) and sweep.png (last-epoch
-accuracy against end-to-end seconds, a point per run, a colour per candidate).
+Writes NAME.json, NAME.md and NAME.png, NAME being the candidates file's (or "sweep"):
+per candidate, the model, its size and FLOPs, mean ± std, min and max of the last-epoch
+test accuracy, with TTA, max LR, start-up, training and end-to-end seconds, training
+images/s; the PNG plots last-epoch accuracy against end-to-end seconds, a point per run.
 """
 import argparse
 import os
@@ -25,19 +32,20 @@ import sys
 import time
 from pathlib import Path
 
+import torch
 import yaml
 
 from fast_cifar.errors import UserError, exit_on_user_error
 from fast_cifar.files import inside, writable_folder, write_json, write_text
 from fast_cifar.plots import plt, save_figure
-from fast_cifar.report import FIGURES, figures, finished_run, markdown_table, mean_std
+from fast_cifar.report import FIGURES, figures, finished_run, machine, markdown_table, mean_std
 
 REPO = Path(__file__).resolve().parents[1]
-TRAIN = REPO / "fast_cifar" / "train.py"
+TRAIN = "fast_cifar/train.py"
 
 
 def read_candidates(path):
-    """{name: {"config", "settings", "why"}} from a candidates file, checked before any run starts."""
+    """{name: spec} from a candidates file, checked before any run starts."""
     try:
         raw = yaml.safe_load(Path(path).read_text())
     except (OSError, yaml.YAMLError) as error:
@@ -48,35 +56,57 @@ def read_candidates(path):
     for name, spec in raw.items():
         spec = spec or {}
         inside(".", str(name), "a candidate's name")  # it names a folder
-        if not spec.get("config") or not (REPO / spec["config"]).is_file():
-            raise UserError(f"candidate '{name}': config file not found: {spec.get('config')}")
-        candidates[str(name)] = {"config": spec["config"], "path": str(REPO / spec["config"]),
-                                 "settings": dict(spec.get("settings") or {}), "why": spec.get("why", "")}
+        for key in ("config", "script"):
+            if spec.get(key) and not (REPO / spec[key]).is_file():
+                raise UserError(f"candidate '{name}': {key} file not found: {spec[key]}")
+        if not spec.get("config") and not spec.get("script"):
+            raise UserError(f"candidate '{name}' names neither a config nor a script")
+        candidates[str(name)] = {"config": spec.get("config"), "script": spec.get("script"),
+                                 "settings": dict(spec.get("settings") or {}), "why": spec.get("why", ""),
+                                 "seeds": spec.get("seeds"), "needs": spec.get("needs"),
+                                 "reference": bool(spec.get("reference"))}
     return candidates
 
 
 def configs_as_candidates(configs):
     for config in configs:
-        if not Path(config).is_file():
+        if not Path(config).is_file() and not (REPO / config).is_file():
             raise UserError(f"config file not found: {config}")
-    return {Path(config).stem: {"config": config, "path": str(Path(config).resolve()), "settings": {}, "why": ""}
-            for config in configs}
+    return {Path(config).stem: {"config": str(Path(config).resolve()) if Path(config).is_file() else config, "script": None, "settings": {}, "why": "", "seeds": None,
+                                "needs": None, "reference": False} for config in configs}
 
 
-def command_for(candidate, seed, folder, train_flags):
-    """train.py for one run: resumed from its checkpoint if it was cut off, started afresh otherwise."""
+def command_for(candidate, seed, folder, run_flags):
+    """One run's command: resumed from its checkpoint if it was cut off, started afresh otherwise."""
     settings = [item for key, value in candidate["settings"].items() for item in (f"--{key}", str(value))]
-    command = [sys.executable, str(TRAIN), "--config", candidate["path"], *train_flags, *settings,  # settings win
+    config = ["--config", str(REPO / candidate["config"])] if candidate["config"] else []
+    command = [sys.executable, str(REPO / (candidate["script"] or TRAIN)), *config, *run_flags, *settings,
                "--training.seed", str(seed), "--output.dir", str(folder.parent), "--output.name", folder.name]
     if (folder / "checkpoint.pt").is_file():
         return command + ["--training.resume", str(folder)]
     return command + (["--output.overwrite", "true"] if folder.exists() else [])
 
 
+def skip_reason(candidate):
+    """Why this machine cannot run the candidate, or None."""
+    if candidate["needs"] == "cuda" and not torch.cuda.is_available():
+        return "needs a CUDA GPU, and torch sees none"
+    return None
+
+
+def error_line(log_path):
+    """The last line a failed run printed: its one-line error."""
+    try:
+        lines = [line for line in Path(log_path).read_text(errors="replace").splitlines() if line.strip()]
+    except OSError:
+        return "no log"
+    return lines[-1].strip() if lines else "no output"
+
+
 def run_all(pending, jobs, stop_starting_after, env=None):
     """Run (label, folder, command) triples, `jobs` at a time, none started after the deadline.
-    Returns the labels of the runs that failed."""
-    started, running, failed = time.monotonic(), [], []
+    Returns {label: error line} for the runs that failed."""
+    started, running, failed = time.monotonic(), [], {}
     try:
         while pending or running:
             for item in [item for item in running if item[0].poll() is not None]:
@@ -85,7 +115,8 @@ def run_all(pending, jobs, stop_starting_after, env=None):
                 log.close()
                 print(f"done: {label} (exit {process.returncode})", flush=True)
                 if process.returncode != 0:
-                    failed.append(label)
+                    failed[label] = error_line(log.name)
+                    print(f"  {label} failed: {failed[label]}", flush=True)
             late = stop_starting_after and time.monotonic() - started > stop_starting_after
             while pending and len(running) < jobs and not late:
                 label, folder, command = pending.pop(0)
@@ -106,23 +137,38 @@ def run_all(pending, jobs, stop_starting_after, env=None):
     return failed
 
 
-def report(candidates, records, header_line):
-    """sweep.md's table: one row per candidate."""
+def describe_model(record):
+    """Model, parameters (M), GFLOP per training image and epochs, from one run's record."""
+    model, flops = record.get("model", {}), (record.get("hardware_use") or {}).get("flops_per_image")
+    return [model.get("arch", "resnet18"), f"{model['parameters'] / 1e6:.2f}" if "parameters" in model else "",
+            f"{flops / 1e9:.2f}" if flops else "", record["epochs"][-1]["epoch"]]
+
+
+def report(candidates, records, header_line, problems):
+    """The sweep's table: one row per candidate; then the runs that did not finish, and why."""
+    references = [name for name, spec in candidates.items() if spec["reference"] and records.get(name)]
+    seconds = {name: figures(runs)["end to end (s)"] for name, runs in records.items()}
     rows = []
     for name, candidate in candidates.items():
         found = figures(records.get(name, []))
         last = found["last-epoch test accuracy (%)"]
         settings = ", ".join(f"{key}={value}" for key, value in candidate["settings"].items())
-        rows.append([name, last["n"] if last else 0, mean_std(last),
-                     f"{last['min']:.2f} – {last['max']:.2f}" if last else "",
-                     mean_std(found["with flip TTA (%)"]),
-                     f"{found['max LR']['mean']:.2e}" if found["max LR"] else "",
+        ratios = [f"{seconds[name]['mean'] / seconds[ref]['mean']:.2f}x" if seconds.get(name) else ""
+                  for ref in references]
+        runs = records.get(name)
+        rows.append([name, *(describe_model(runs[0]) if runs else ["", "", "", ""]), last["n"] if last else 0,
+                     mean_std(last), f"{last['min']:.2f} – {last['max']:.2f}" if last else "",
+                     mean_std(found["with TTA (%)"]), f"{found['max LR']['mean']:.2e}" if found["max LR"] else "",
                      mean_std(found["start-up (s)"], 1), mean_std(found["training (s)"], 1),
-                     mean_std(found["end to end (s)"], 1),
-                     f"`{candidate['config']}`" + (f" with {settings}" if settings else "")])
-    return header_line + "\n\n" + markdown_table(
-        ["candidate", "runs", "last epoch (%)", "min – max", "flip TTA (%)", "max LR", "start-up (s)",
-         "training (s)", "end to end (s)", "what it runs"], rows, left=(0, -1))
+                     mean_std(found["end to end (s)"], 1), mean_std(found["training images/s"], 0), *ratios,
+                     f"`{candidate['script'] or TRAIN}`" + (f" `{candidate['config']}`" if candidate["config"] else "")
+                     + (f" with {settings}" if settings else "")])
+    header = ["candidate", "model", "params (M)", "GFLOP/image", "epochs", "runs", "last epoch (%)", "min – max",
+              "with TTA (%)", "max LR", "start-up (s)", "training (s)", "end to end (s)", "images/s",
+              *(f"end to end / {ref}'s" for ref in references), "what it runs"]
+    notes = "".join(f"- {label}: {why}\n" for label, why in problems.items())
+    return header_line + "\n\n" + markdown_table(header, rows, left=(0, 1, -1)) + \
+        (f"\nNot run or not finished:\n\n{notes}" if notes else "")
 
 
 def startup_table(records):
@@ -154,7 +200,8 @@ def plot(records, path):
 
 
 def parse(argv):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     allow_abbrev=False)  # --config goes to the runs, not to --configs
     parser.add_argument("--out", required=True, help="the sweep's folder")
     parser.add_argument("--configs", nargs="+", default=[], help="config files, each a candidate")
     parser.add_argument("--candidates", help="YAML file of named candidates (config + settings)")
@@ -180,15 +227,20 @@ def main(argv=None):
     args, train_flags = parse(sys.argv[1:] if argv is None else argv)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so `finally` stops the runs in flight
     candidates = read_candidates(args.candidates) if args.candidates else \
-        configs_as_candidates(args.configs or [str(REPO / "rn18_configs" / "24ep.yaml")])
+        configs_as_candidates(args.configs or ["rn18_configs/24ep.yaml"])
     if args.only:
         unknown = set(args.only.split(",")) - set(candidates)
         if unknown:
             raise UserError(f"--only names unknown candidates: {', '.join(sorted(unknown))}")
         candidates = {name: spec for name, spec in candidates.items() if name in args.only.split(",")}
     out = writable_folder(Path(args.out))
-    folders = {(name, seed): out / "runs" / name / f"seed{seed}" for seed in range(args.seeds) for name in candidates}
-    pending = [(f"{name} seed {seed}", folder, command_for(candidates[name], seed, folder, train_flags))
+    skipped = {name: why for name, spec in candidates.items() if (why := skip_reason(spec))}
+    for name, why in skipped.items():
+        print(f"skipping {name}: {why}", flush=True)
+    folders = {(name, seed): out / "runs" / name / f"seed{seed}" for seed in range(args.seeds)
+               for name, spec in candidates.items() if name not in skipped and seed < (spec["seeds"] or args.seeds)}
+    commands = {key: command_for(candidates[key[0]], key[1], folder, train_flags) for key, folder in folders.items()}
+    pending = [(f"{name} seed {seed}", folder, commands[name, seed])
                for (name, seed), folder in folders.items() if not finished_run(folder)]
     print(f"{len(folders) - len(pending)} of {len(folders)} runs finished earlier; "
           f"{0 if args.report_only else len(pending)} to run", flush=True)
@@ -196,7 +248,7 @@ def main(argv=None):
     if args.fresh_compile_cache and not args.report_only:
         shutil.rmtree(out / "compile_cache", ignore_errors=True)
         env = {**os.environ, "TORCHINDUCTOR_CACHE_DIR": str(out / "compile_cache")}
-    failed = [] if args.report_only else run_all(pending, args.jobs, args.stop_starting_after, env)
+    failed = {} if args.report_only else run_all(pending, args.jobs, args.stop_starting_after, env)
 
     records = {}
     for (name, _), folder in folders.items():
@@ -205,22 +257,30 @@ def main(argv=None):
     if not records:
         raise UserError(f"no run finished: see the logs under {out / 'runs'}")
     first = next(iter(records.values()))[0]
+    problems = {**{name: f"skipped: {why}" for name, why in skipped.items()},
+                **{label: f"failed: {line}" for label, line in failed.items()}}
     summary = {name: {"runs": len(records.get(name, [])), "figures": figures(records.get(name, [])),
-                      "config": spec["config"], "settings": spec["settings"], "why": spec["why"]}
+                      "model": dict(zip(("arch", "parameters_m", "gflop_per_image", "epochs"),
+                                        describe_model(records[name][0]))) if records.get(name) else None,
+                      "per_run": [{"seed": r["config"]["training"]["seed"], **{k: read(r) for k, read in FIGURES.items()}}
+                                  for r in records.get(name, [])],
+                      "command": " ".join(commands[name, 0]) if (name, 0) in commands else None,
+                      **{key: spec[key] for key in ("config", "script", "settings", "why", "reference")}}
                for name, spec in candidates.items()}
-    write_json(out / "sweep.json", {"summary": summary, "seeds": args.seeds, "jobs": args.jobs,
-                                    "train_flags": train_flags, "device": first["device"],
-                                    "versions": first["versions"], "data": first.get("data", {}).get("source"),
-                                    "command": " ".join(["python benchmarks/sweep.py", *(argv or sys.argv[1:])])})
-    header = f"{first['device']['name']} ({first['device']['type']}); data: {first.get('data', {}).get('source')}"
-    write_text(out / "sweep.md", report(candidates, records, header) + "\nStart-up, process start to the first "
-               "training step (s):\n\n" + startup_table(records))
-    plot(records, out / "sweep.png")
-    print(report(candidates, records, header))
-    print(f"wrote {out}/sweep.json, sweep.md, sweep.png")
+    stem = Path(args.candidates).stem if args.candidates else "sweep"
+    write_json(out / f"{stem}.json", {
+        "summary": summary, "not_run": problems, "seeds": args.seeds, "jobs": args.jobs, "run_flags": train_flags,
+        "device": first["device"], "versions": first["versions"], "data": first.get("data", {}).get("source"),
+        "command": " ".join(["python benchmarks/sweep.py", *(sys.argv[1:] if argv is None else argv)])})
+    header = f"{machine(first)}; data: {first.get('data', {}).get('source')}"
+    table = report(candidates, records, header, problems)
+    write_text(out / f"{stem}.md", table + "\nStart-up, process start to the first training step (s):\n\n"
+               + startup_table(records))
+    plot(records, out / f"{stem}.png")
+    print(table)
+    print(f"wrote {out}/{stem}.json, {stem}.md, {stem}.png")
     if failed:
         raise UserError(f"{len(failed)} runs failed ({', '.join(failed)}): see their logs under {out / 'runs'}")
-
 
 if __name__ == "__main__":
     main()

@@ -113,8 +113,10 @@ def declare_train_sections(config):
         train_subset=Param(NON_NEGATIVE_INT, "train on a fixed random subset of N images (0: all)", default=0),
         test_subset=Param(NON_NEGATIVE_INT, "evaluate on a fixed random subset of N images (0: all)", default=0),
     )
-    Section("model", "ResNet-18 for 32x32 images", config_descriptor=config).params(
-        width=Param(POSITIVE_INT, "channels of the first stage (64 is ResNet-18)", default=64),
+    Section("model", "The network, for 32x32 images", config_descriptor=config).params(
+        arch=Param(OneOf(["resnet18", "resnet9"]), "resnet18: the recipe's; resnet9: the DAWNBench speedrun "
+                   "network (benchmarks/peers.yaml trains it)", default="resnet18"),
+        width=Param(POSITIVE_INT, "channels of the first stage (64 is ResNet-18's and ResNet-9's)", default=64),
         channels_last=Param(Boolean(), "channels-last memory format", default=True),
     )
     Section("training", "The optimizer, its one-cycle schedule, and how the steps run", config_descriptor=config).params(

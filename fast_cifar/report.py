@@ -15,13 +15,21 @@ RUN_KEYS = ("config", "device", "versions", "epochs")  # what every run's result
 # A run's headline figures: name -> how to read it from results.json (None where the run has none).
 FIGURES = {
     "last-epoch test accuracy (%)": lambda r: 100 * r["epochs"][-1]["test_accuracy"],
-    "with flip TTA (%)": lambda r: 100 * r["epochs"][-1]["test_accuracy_flip_tta"]
-    if "test_accuracy_flip_tta" in r["epochs"][-1] else None,
+    "with TTA (%)": lambda r: tta_accuracy(r["epochs"][-1]),
     "max LR": lambda r: r.get("max_lr"),
     "start-up (s)": lambda r: r["timings"].get("startup", {}).get("total"),
     "training (s)": lambda r: r["timings"]["training"],
     "end to end (s)": lambda r: r["timings"].get("end_to_end") or r["timings"]["total"],
+    "training images/s": lambda r: 1e12 * r["hardware_use"]["achieved_tflops"] / r["hardware_use"]["flops_per_image"]
+    if (r.get("hardware_use") or {}).get("achieved_tflops") else None,
 }
+
+
+def tta_accuracy(epoch):
+    """The test accuracy with the run's own test-time augmentation (train.py: a flip; airbench: flips and
+    translations), or None without one."""
+    value = epoch.get("test_accuracy_tta", epoch.get("test_accuracy_flip_tta"))
+    return None if value is None else 100 * value
 
 
 def read_run(folder):

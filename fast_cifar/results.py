@@ -160,7 +160,8 @@ class RunRecord:
         self.data["best"] = {"test_accuracy": best["test_accuracy"], "epoch": best["epoch"]}
         # The honest headline: picking the best epoch by the test set flatters the result.
         last = epochs[-1]
-        self.data["last"] = {key: last[key] for key in ("epoch", "test_accuracy", "test_accuracy_flip_tta")
+        self.data["last"] = {key: last[key] for key in ("epoch", "test_accuracy", "test_accuracy_flip_tta",
+                                                        "test_accuracy_tta")
                              if key in last}
         return self.data["best"]
 

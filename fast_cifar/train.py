@@ -33,7 +33,7 @@ from fast_cifar.distributed import World, from_rank_zero, join, leave, mean_over
 from fast_cifar.errors import INTERRUPTED, Diverged, UserError, exit_on_user_error
 from fast_cifar.files import inside, lock_folder
 from fast_cifar.lr_finder import find_lr
-from fast_cifar.model import ResNet18, flops_per_image, receptive_fields
+from fast_cifar.model import MODELS, flops_per_image, receptive_fields
 from fast_cifar.optim import make_optimizer, make_scheduler
 from fast_cifar.plots import plot_curves, plot_lr_finder
 from fast_cifar.results import RunRecord, Timer, hardware_use, make_run_folder, profiled, save_weights
@@ -409,8 +409,8 @@ def train_and_report(cfg, record, resumed, info, loaders, device, dtype, world):
         warm_batches = first_batch(train_loader), first_batch(test_loader)
 
     memory_format = torch.channels_last if record.data["channels_last"]["used"] else torch.contiguous_format
-    model = ResNet18(len(info.classes), cfg.model.width).to(device, memory_format=memory_format)
-    record.data["model"] = {"parameters": sum(p.numel() for p in model.parameters()),
+    model = MODELS[cfg.model.arch](len(info.classes), cfg.model.width).to(device, memory_format=memory_format)
+    record.data["model"] = {"arch": cfg.model.arch, "parameters": sum(p.numel() for p in model.parameters()),
                             "receptive_fields": receptive_fields(model)}
 
     max_lr = cfg.training.lr

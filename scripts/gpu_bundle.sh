@@ -3,7 +3,7 @@
 # so that scripts/gpu_run.sh can do the whole GPU measurement there in one go.
 # Run on a machine that has this project set up (scripts/setup.sh) and a Python of the
 # GPU machine's version. It packs ffcv built for that Python, the shared libraries it
-# links, fastargs and terminaltables, and a copy of CIFAR-10.
+# links, fastargs, terminaltables and airbench (a peer in benchmarks/peers.yaml), and a copy of CIFAR-10.
 #   bash scripts/gpu_bundle.sh CIFAR10_COPY [PYTHON]
 #     CIFAR10_COPY: an archive or folder write_datasets.py accepts (e.g. cifar10-jpeg.tar.gz)
 #     PYTHON: the interpreter to build for (default: the first python3.12 on PATH)
@@ -22,7 +22,7 @@ trap 'rm -rf "$build"' EXIT
 "$TARGET_PYTHON" -m venv "$build/venv"
 "$build/venv/bin/pip" install -q setuptools wheel
 "$build/venv/bin/pip" wheel -q --no-build-isolation --no-deps -w .carry/wheels \
-    ffcv==1.0.2 fastargs==1.2.0 terminaltables==3.1.10
+    ffcv==1.0.2 fastargs==1.2.0 terminaltables==3.1.10 airbench==0.1.8
 
 # 2. The shared libraries ffcv's extension links, minus glibc and the C++ runtime, which the
 #    GPU machine has in newer versions (an older libstdc++ first on the path would break torch).

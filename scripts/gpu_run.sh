@@ -11,9 +11,13 @@
 #   bash scripts/gpu_run.sh study   benchmarks/sweep.py over rn18_configs/{8,12,16,24,32,40}ep.yaml, SEEDS (2)
 #                                   seeds, one at a time (about two calls: CONFIGS="rn18_configs/8ep.yaml ..."
 #                                   picks some)
+#   bash scripts/gpu_run.sh peers   benchmarks/sweep.py over benchmarks/peers.yaml (the recipe with each loader,
+#                                   plain PyTorch, ResNet-9, airbench94 and 96), SEEDS (3) seeds, one run at a
+#                                   time for clean timings, none started after START_UNTIL s (420), all stopped
+#                                   at SECONDS_LIMIT s (560): run it again to go on; ONLY=name,... picks some
 # Unpack here with: tar xzf <job>.tar.gz -C benchmarks/results/   Extra arguments go to train.py
-# (bench: to benchmarks/run.py). Where the packages are installed already (no .carry/wheels), it uses
-# them: so a CPU machine can dry-run every job at a tiny size (PYTHON=.venv/bin/python, DATA=a written
+# (bench: to benchmarks/run.py). Where ffcv is installed already, it installs nothing from .carry/wheels
+# and uses what is there: so a CPU machine can dry-run every job at a tiny size (PYTHON=.venv/bin/python, DATA=a written
 # data folder, tiny flags), as the tests do.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -26,7 +30,7 @@ RESULTS=${RESULTS:-/tmp/fast_cifar_results/gpu_$JOB}  # a folder with earlier ru
 mkdir -p "$OUT" "$RESULTS"
 exec > >(tee "$OUT/$JOB.log") 2>&1
 
-if [ -d .carry/wheels ]; then
+if [ -d .carry/wheels ] && ! "$PYTHON" -c "import ffcv" 2>/dev/null; then
     "$PYTHON" -m pip install -q --no-index --no-deps --no-compile --target /tmp/fast_cifar_site .carry/wheels/*.whl
     export PYTHONPATH="/tmp/fast_cifar_site:$PWD" LD_LIBRARY_PATH="$PWD/.carry/lib:${LD_LIBRARY_PATH:-}"
 fi
@@ -52,8 +56,13 @@ study)
     read -r -a configs <<< "${CONFIGS:-$(echo rn18_configs/{8,12,16,24,32,40}ep.yaml)}"
     "$PYTHON" benchmarks/sweep.py --out "$RESULTS" --configs "${configs[@]}" --seeds "${SEEDS:-2}" \
         --data.path "$DATA" --output.checkpoint false "$@" ;;
+peers)
+    timeout --signal=TERM "${SECONDS_LIMIT:-560}" "$PYTHON" benchmarks/sweep.py --out "$RESULTS" \
+        --candidates benchmarks/peers.yaml --seeds "${SEEDS:-3}" --stop-starting-after "${START_UNTIL:-420}" \
+        ${ONLY:+--only "$ONLY"} --data.path "$DATA" --output.checkpoint false "$@" \
+        || echo "sweep.py stopped early or a peer failed (exit $?): the finished runs are kept; run the job again to go on" ;;
 *)
-    echo "unknown job '$JOB': train, bench, seeds or study" >&2; exit 2 ;;
+    echo "unknown job '$JOB': train, bench, seeds, study or peers" >&2; exit 2 ;;
 esac
 tar czf "$OUT/$JOB.tar.gz" -C "$(dirname "$RESULTS")" "$(basename "$RESULTS")"
 ls -la "$OUT"

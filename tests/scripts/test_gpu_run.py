@@ -1,4 +1,5 @@
 """scripts/gpu_run.sh, every job dry-run on the CPU at a tiny size, so no GPU minute is lost to a typo."""
+import json
 import os
 import subprocess
 import sys
@@ -18,6 +19,7 @@ JOBS = {
                                       "--bench.timed_steps", "1", "--bench.workers", "2"]),
     "seeds": ({"SEEDS": "1", "JOBS": "2"}, TINY),
     "study": ({"SEEDS": "1", "CONFIGS": "rn18_configs/8ep.yaml"}, TINY),
+    "peers": ({"SEEDS": "1"}, [*TINY, "--training.epochs", "2", "--training.batch_size", "32"]),  # ResNet-9 warms up 2+ steps
 }
 
 
@@ -32,6 +34,9 @@ def test_every_job_runs_and_packs_its_results(job, synthetic_folder, tmp_path):
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     with tarfile.open(tmp_path / "out" / f"{job}.tar.gz") as archive:
         names = archive.getnames()
-    expected = {"train": "24ep_device/results.json", "bench": "results.json", "seeds": "sweep.json",
-                "study": "sweep.json"}[job]
+    expected = {"train": "24ep_device/results.json", "bench": "results.json", "seeds": "recipe_candidates.json",
+                "study": "sweep.json", "peers": "peers.json"}[job]
     assert f"{job}/{expected}" in names, names
+    if job == "peers":  # every peer ran but airbench's, which needs CUDA
+        not_run = json.loads((tmp_path / "results" / job / "peers.json").read_text())["not_run"]
+        assert set(not_run) == {"airbench94", "airbench96"}, not_run

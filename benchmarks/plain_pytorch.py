@@ -1,0 +1,117 @@
+"""The recipe as a user writes it by hand in plain PyTorch: the baseline the kit's speed is measured against.
+
+    python benchmarks/plain_pytorch.py --data.path data/cifar10 --training.lr 0.0106 --output.name plain
+
+The same ResNet-18, optimizer settings, one-cycle schedule, epochs and batch size as
+fast_cifar/train.py (it reads the same config and flags), on the same images (read
+back from the .beton files). What differs is the engineering: torchvision's DataLoader
+with PIL transforms (random crop with 4 pixels of padding, flip, ToTensor, Normalize)
+in one worker per core, fp32, the default memory layout, eager mode, an unfused
+optimizer, and no LR finder (give the max LR with --training.lr). It writes the same
+results.json as train.py, so benchmarks/sweep.py and compare.py read it alike.
+"""
+import os
+import time
+
+import torch
+import torch.nn.functional as F
+import torchvision.transforms as T
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset
+
+from fast_cifar.beton import load_dataset_info, read_split
+from fast_cifar.config import as_dict, declare_train_sections, parse_config
+from fast_cifar.data import subset_indices
+from fast_cifar.errors import exit_on_user_error
+from fast_cifar.model import MODELS, flops_per_image
+from fast_cifar.optim import make_scheduler, parameter_groups
+from fast_cifar.results import RunRecord, hardware_use, make_run_folder
+from fast_cifar.train import check_schedule, onednn_is_safe
+
+
+class ImageArrays(Dataset):
+    """Images held as uint8 arrays and turned into PIL images one at a time, as torchvision's CIFAR10 does."""
+
+    def __init__(self, images, labels, transform):
+        self.images, self.labels, self.transform = images, labels, transform
+
+    def __len__(self):
+        return len(self.images)
+
+    def __getitem__(self, index):
+        return self.transform(Image.fromarray(self.images[index])), int(self.labels[index])
+
+
+def make_loaders(cfg, info):
+    normalize = T.Normalize([m / 255 for m in info.mean], [s / 255 for s in info.std])
+    augment = T.Compose([T.RandomCrop(32, padding=4), T.RandomHorizontalFlip(), T.ToTensor(), normalize])
+    loaders = []
+    for split, subset, transform in (("train", cfg.data.train_subset, augment),
+                                     ("test", cfg.data.test_subset, T.Compose([T.ToTensor(), normalize]))):
+        images, labels = read_split(info.path(split), subset_indices(info.records[split], subset))
+        train = split == "train"
+        loaders.append(DataLoader(ImageArrays(images, labels, transform), shuffle=train, drop_last=train,
+                                  batch_size=cfg.training.batch_size if train else cfg.training.test_batch_size,
+                                  num_workers=os.cpu_count(), pin_memory=torch.cuda.is_available(), persistent_workers=True))
+    return loaders
+
+
+def evaluate(model, loader, device):
+    model.eval()
+    correct = 0
+    with torch.no_grad():
+        for images, labels in loader:
+            correct += (model(images.to(device)).argmax(1).cpu() == labels).sum().item()
+    return correct / len(loader.dataset)
+
+
+@exit_on_user_error
+def main(argv=None):
+    cfg = parse_config(declare_train_sections, argv, description=__doc__)
+    device = torch.device("cuda" if torch.cuda.is_available() and cfg.training.device != "cpu" else "cpu")
+    torch.manual_seed(cfg.training.seed)
+    torch.backends.mkldnn.enabled = onednn_is_safe(device)  # a CPU without AVX-512 hangs otherwise (see there)
+    folder, lock = make_run_folder(cfg.output.dir, cfg.output.name, cfg.output.overwrite)
+    with RunRecord(folder, as_dict(cfg), device, argv) as record:
+        record.lock = lock
+        with record.timed("data_setup"):
+            info = load_dataset_info(cfg.data.path)
+            train_loader, test_loader = make_loaders(cfg, info)
+        check_schedule(cfg.training, len(train_loader))
+        model = MODELS[cfg.model.arch](len(info.classes), cfg.model.width).to(device)
+        optimizer = torch.optim.AdamW(parameter_groups(model, cfg.training.weight_decay,
+                                                       cfg.training.decay_norm_and_bias),
+                                      lr=cfg.training.lr, betas=(cfg.training.max_momentum, cfg.training.beta2))
+        scheduler = make_scheduler(cfg.training, optimizer, cfg.training.lr, len(train_loader))
+        record.data.update(loader="torchvision DataLoader + PIL", max_lr=cfg.training.lr,
+                           model={"arch": cfg.model.arch, "parameters": sum(p.numel() for p in model.parameters())},
+                           data={"source": info.source, "train_images_per_epoch": len(train_loader) * cfg.training.batch_size})
+        record.mark_first_step()
+        for epoch in range(1, cfg.training.epochs + 1):
+            model.train()
+            started, total_loss = time.perf_counter(), 0.0
+            for images, labels in train_loader:
+                images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
+                loss = F.cross_entropy(model(images), labels, label_smoothing=cfg.training.label_smoothing)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                scheduler.step()
+                total_loss += loss.item()
+            train_seconds = time.perf_counter() - started
+            started = time.perf_counter()
+            accuracy = evaluate(model, test_loader, device)
+            record.add_epoch(epoch=epoch, train_loss=total_loss / len(train_loader), test_accuracy=accuracy,
+                             train_seconds=train_seconds, eval_seconds=time.perf_counter() - started)
+            print(f"epoch {epoch}: train loss {total_loss / len(train_loader):.3f}, test accuracy "
+                  f"{100 * accuracy:.2f}%, {train_seconds:.1f} s", flush=True)
+        record.summarize(cfg.output.accuracy_targets)
+        images = record.data["data"]["train_images_per_epoch"] * cfg.training.epochs
+        record.data["hardware_use"] = hardware_use(flops_per_image(model), images, record.timings["training"],
+                                                   record.data["device"])
+        record.save(finished=True)
+        print(f"Last-epoch Test Accuracy: {100 * accuracy:.2f}%; results: {folder / 'results.json'}")
+
+
+if __name__ == "__main__":
+    main()
