@@ -77,14 +77,18 @@ def configs_as_candidates(configs):
 
 
 def command_for(candidate, seed, folder, run_flags):
-    """One run's command: resumed from its checkpoint if it was cut off, started afresh otherwise."""
+    """One run's command."""
     settings = [item for key, value in candidate["settings"].items() for item in (f"--{key}", str(value))]
     config = ["--config", str(REPO / candidate["config"])] if candidate["config"] else []
-    command = [sys.executable, str(REPO / (candidate["script"] or TRAIN)), *config, *run_flags, *settings,
-               "--training.seed", str(seed), "--output.dir", str(folder.parent), "--output.name", folder.name]
+    return [sys.executable, str(REPO / (candidate["script"] or TRAIN)), *config, *run_flags, *settings,
+            "--training.seed", str(seed), "--output.dir", str(folder.parent), "--output.name", folder.name]
+
+
+def restart_flags(folder):
+    """Resume a run cut off from its checkpoint; start one without a checkpoint afresh."""
     if (folder / "checkpoint.pt").is_file():
-        return command + ["--training.resume", str(folder)]
-    return command + (["--output.overwrite", "true"] if folder.exists() else [])
+        return ["--training.resume", str(folder)]
+    return ["--output.overwrite", "true"] if folder.exists() else []
 
 
 def skip_reason(candidate):
@@ -240,7 +244,7 @@ def main(argv=None):
     folders = {(name, seed): out / "runs" / name / f"seed{seed}" for seed in range(args.seeds)
                for name, spec in candidates.items() if name not in skipped and seed < (spec["seeds"] or args.seeds)}
     commands = {key: command_for(candidates[key[0]], key[1], folder, train_flags) for key, folder in folders.items()}
-    pending = [(f"{name} seed {seed}", folder, commands[name, seed])
+    pending = [(f"{name} seed {seed}", folder, commands[name, seed] + restart_flags(folder))
                for (name, seed), folder in folders.items() if not finished_run(folder)]
     print(f"{len(folders) - len(pending)} of {len(folders)} runs finished earlier; "
           f"{0 if args.report_only else len(pending)} to run", flush=True)

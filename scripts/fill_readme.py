@@ -5,6 +5,7 @@
 --fill.store first copies results.json and the plots into a folder that is committed,
 so the README's links work; the section is rewritten between its two markers.
 """
+import re
 import shutil
 import sys
 from pathlib import Path
@@ -39,8 +40,8 @@ def published_command(command):
         word = words.pop(0)
         if word in WHERE_FLAGS:
             words.pop(0) if words else None
-        else:
-            kept.append(word)
+        else:  # a config named by its absolute path (as benchmarks/sweep.py passes it) from the repository
+            kept.append(re.sub(r"^/\S*/(rn18_configs/[^/\s]+)$", r"\1", word))
     return "python fast_cifar/" + " ".join(kept) if kept and kept[0] == "train.py" else " ".join(kept)
 
 

@@ -4,7 +4,7 @@ from helpers import error_lines, run_script
 
 RECORD = {
     "finished": True, "started_at": "2026-11-24T20:00:00", "config": {},
-    "command": "train.py --config rn18_configs/24ep.yaml --data.path /scratch/data --output.dir /scratch/runs "
+    "command": "train.py --config /scratch/repo/rn18_configs/24ep.yaml --data.path /scratch/data --output.dir /scratch/runs "
                "--output.name 24ep --data.loader device",
     "device": {"type": "cuda", "name": "NVIDIA H100 80GB HBM3"},
     "versions": {"torch": "2.11.0", "ffcv": "1.0.2", "python": "3.12.3", "cuda": "12.8"},
