@@ -151,8 +151,8 @@ def declare_train_sections(config):
         # CUDA graphs: on an H100 a step is launch-bound without them (no effect on a CPU).
         compile_mode=Param(OneOf(["default", "reduce-overhead", "max-autotune"]), "torch.compile mode",
                            default="reduce-overhead"),
-        eval_flip_tta=Param(Boolean(), "also report test accuracy averaged over a horizontal flip (reported "
-                            "apart; the headline is the plain last-epoch accuracy)", default=True),
+        eval_flip_tta=Param(Boolean(), "also report the last epoch's test accuracy averaged over a "
+                            "horizontal flip (apart: the headline is the plain last-epoch accuracy)", default=True),
         device=Param(OneOf(["auto", "cpu", "cuda"]), "auto: the GPU when there is one", default="auto"),
         seed=Param(Integer(min=0), "seed for weights, data order and augmentation", default=0),
         deterministic=Param(Boolean(), "deterministic kernels only: on a CPU two runs with the same seed give "

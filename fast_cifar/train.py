@@ -329,8 +329,9 @@ def fit(training, output, record, learner, loaders, first_epoch, world, num_clas
                 except Diverged as error:
                     raise Diverged(f"{error} in epoch {epoch}; {last_good(record)}") from None
             with Timer(record.device) as eval_timer:
+                # The flipped pass doubles an evaluation's forwards, and only the last epoch's is reported.
                 test_metrics = evaluate(learner.evaluator, test_loader, dtype, label_smoothing,
-                                        training.eval_flip_tta, world)
+                                        training.eval_flip_tta and epoch == epochs, world)
             warn_if_exploding(record, train_loss, epoch, num_classes)
             record.add_epoch(epoch=epoch, train_loss=train_loss, train_accuracy=train_accuracy, **test_metrics,
                              train_seconds=train_timer.seconds, eval_seconds=eval_timer.seconds,

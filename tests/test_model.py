@@ -1,6 +1,6 @@
 import torch
 
-from fast_cifar.model import ResNet18, format_receptive_fields, receptive_fields
+from fast_cifar.model import ResNet9, ResNet18, flops_per_image, format_receptive_fields, receptive_fields
 
 
 def test_resnet18_size_and_output():
@@ -31,3 +31,19 @@ def test_receptive_fields_match_hand_computation():
     assert rows[-1] == {"layer": "pool", "kernel": 4, "stride": 4, "output_size": 1, "jump": 32,
                         "receptive_field": 133}
     assert "stages.3.1.conv2" in format_receptive_fields(rows)
+
+
+def test_resnet9_is_the_dawnbench_shape_and_trains_channels_last():
+    model = ResNet9()
+    # prep 3->64, stage 64->128, residual 2x 128, stage 128->256, stage 256->512, residual 2x 512, linear 512->10
+    convs = [(m.in_channels, m.out_channels) for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert convs == [(3, 64), (64, 128), (128, 128), (128, 128), (128, 256), (256, 512), (512, 512), (512, 512)]
+    assert sum(p.numel() for p in model.parameters()) == 6_573_120
+    assert flops_per_image(model) < 0.7 * flops_per_image(ResNet18())  # the point of the smaller net
+    small = ResNet9(width=8).to(memory_format=torch.channels_last)
+    logits = small(torch.randn(4, 3, 32, 32).to(memory_format=torch.channels_last))
+    assert logits.shape == (4, 10)
+    logits.sum().backward()
+    assert all(p.grad is not None for p in small.parameters())
+    # three 2x2 max-pools take 32x32 to 4x4 before the global pool
+    assert [r["output_size"] for r in receptive_fields(small) if "stage" in r["layer"] and r["kernel"] == 2] == [16, 8, 4]

@@ -45,9 +45,11 @@ def test_cli_run_writes_results_plots_and_checkpoint(real_folder, tmp_path):
     epochs = record["epochs"]
     assert [e["epoch"] for e in epochs] == [1, 2]
     for epoch in epochs:
-        assert {"train_loss", "train_accuracy", "test_loss", "test_accuracy", "test_accuracy_flip_tta",
-                "train_seconds", "eval_seconds", "lr"} <= set(epoch)
+        assert {"train_loss", "train_accuracy", "test_loss", "test_accuracy", "train_seconds", "eval_seconds",
+                "lr"} <= set(epoch)
         assert 0 <= epoch["test_accuracy"] <= 1 and epoch["train_seconds"] > 0
+    # flip TTA, twice the evaluation's forwards, on the last epoch only: the one reported
+    assert ["test_accuracy_flip_tta" in e for e in epochs] == [False, True]
     assert epochs[-1]["lr"] < record["max_lr"] / 100  # the one-cycle schedule ran to its end
     assert epochs[1]["train_loss"] < epochs[0]["train_loss"]
 
