@@ -10,18 +10,14 @@ in one worker per core, fp32, the default memory layout, eager mode, an unfused
 optimizer, and no LR finder (give the max LR with --training.lr). It writes the same
 results.json as train.py, so benchmarks/sweep.py and compare.py read it alike.
 """
-import os
 import time
 
 import torch
 import torch.nn.functional as F
-import torchvision.transforms as T
-from PIL import Image
-from torch.utils.data import DataLoader, Dataset
 
 from fast_cifar.beton import load_dataset_info, read_split
 from fast_cifar.config import as_dict, declare_train_sections, parse_config
-from fast_cifar.data import subset_indices
+from fast_cifar.data import make_torchvision_loader, subset_indices
 from fast_cifar.errors import exit_on_user_error
 from fast_cifar.model import MODELS, flops_per_image
 from fast_cifar.optim import make_scheduler, parameter_groups
@@ -29,30 +25,12 @@ from fast_cifar.results import RunRecord, hardware_use, make_run_folder
 from fast_cifar.train import check_schedule, onednn_is_safe
 
 
-class ImageArrays(Dataset):
-    """Images held as uint8 arrays and turned into PIL images one at a time, as torchvision's CIFAR10 does."""
-
-    def __init__(self, images, labels, transform):
-        self.images, self.labels, self.transform = images, labels, transform
-
-    def __len__(self):
-        return len(self.images)
-
-    def __getitem__(self, index):
-        return self.transform(Image.fromarray(self.images[index])), int(self.labels[index])
-
-
 def make_loaders(cfg, info):
-    normalize = T.Normalize([m / 255 for m in info.mean], [s / 255 for s in info.std])
-    augment = T.Compose([T.RandomCrop(32, padding=4), T.RandomHorizontalFlip(), T.ToTensor(), normalize])
     loaders = []
-    for split, subset, transform in (("train", cfg.data.train_subset, augment),
-                                     ("test", cfg.data.test_subset, T.Compose([T.ToTensor(), normalize]))):
+    for split, subset in (("train", cfg.data.train_subset), ("test", cfg.data.test_subset)):
         images, labels = read_split(info.path(split), subset_indices(info.records[split], subset))
-        train = split == "train"
-        loaders.append(DataLoader(ImageArrays(images, labels, transform), shuffle=train, drop_last=train,
-                                  batch_size=cfg.training.batch_size if train else cfg.training.test_batch_size,
-                                  num_workers=os.cpu_count(), pin_memory=torch.cuda.is_available(), persistent_workers=True))
+        batch_size = cfg.training.batch_size if split == "train" else cfg.training.test_batch_size
+        loaders.append(make_torchvision_loader(images, labels, info, batch_size, train=split == "train"))
     return loaders
 
 

@@ -23,12 +23,10 @@ from fastargs import Param, Section
 from fastargs.validation import OneOf
 from ffcv.loader import Loader, OrderOption
 from ffcv.transforms import RandomHorizontalFlip, RandomTranslate
-from PIL import Image
-from torchvision import transforms
 
 from fast_cifar.config import NON_NEGATIVE_INT, declare_train_sections, parse_config
 from fast_cifar.beton import load_dataset_info, read_split
-from fast_cifar.data import CROP_PADDING, image_pipeline, label_pipeline, make_loader
+from fast_cifar.data import CROP_PADDING, image_pipeline, label_pipeline, make_loader, make_torchvision_loader
 from fast_cifar.errors import exit_on_user_error
 from fast_cifar.files import write_json, write_text
 from fast_cifar.model import ResNet18
@@ -73,34 +71,6 @@ def declare_sections(config):
     )
 
 
-# --- the plain-PyTorch data path, as torchvision's datasets.CIFAR10 works: uint8 images in memory, one PIL
-# image per sample through torchvision transforms, batched by a DataLoader with one worker per core. The
-# images are the bytes the .beton files hold, so only the pipeline differs.
-
-class InMemoryCIFAR(torch.utils.data.Dataset):
-    """Like torchvision.datasets.CIFAR10: (N, 32, 32, 3) uint8 in memory, a PIL image per sample."""
-
-    def __init__(self, images, labels, transform):
-        self.images, self.labels, self.transform = images, labels, transform
-
-    def __len__(self):
-        return len(self.labels)
-
-    def __getitem__(self, index):
-        return self.transform(Image.fromarray(self.images[index])), int(self.labels[index])
-
-
-def torchvision_loader(images, labels, mean, std, batch_size, train=True, workers=None):
-    augment = [transforms.RandomCrop(32, padding=4, fill=tuple(int(round(m)) for m in mean)),
-               transforms.RandomHorizontalFlip()] if train else []
-    transform = transforms.Compose([*augment, transforms.ToTensor(),
-                                    transforms.Normalize([m / 255 for m in mean], [s / 255 for s in std])])
-    workers = os.cpu_count() if workers is None else workers
-    return torch.utils.data.DataLoader(InMemoryCIFAR(images, labels, transform), batch_size=batch_size,
-                                       shuffle=train, drop_last=train, num_workers=workers,
-                                       pin_memory=torch.cuda.is_available(), persistent_workers=workers > 0)
-
-
 def to_device(batches, device, dtype, channels_last):
     """Move DataLoader batches to the device in the layout and dtype the model takes."""
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
@@ -127,8 +97,8 @@ class Loaders:
 
     def batches(self, kind, dtype, channels_last):
         if kind == "torchvision":  # one DataLoader: its workers fork once, before FFCV starts threads
-            stream = self._stream("torchvision", lambda: endless(torchvision_loader(
-                *self.arrays, self.info.mean, self.info.std, self.batch_size, workers=self.workers)))
+            stream = self._stream("torchvision", lambda: endless(make_torchvision_loader(
+                *self.arrays, self.info, self.batch_size, train=True, workers=self.workers)))
             return to_device(stream, self.device, dtype, channels_last)
         if kind == "ffcv_unseeded":
             return self._stream(kind, lambda: endless(ffcv_unseeded_loader(

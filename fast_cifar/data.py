@@ -1,8 +1,8 @@
 """The input pipeline: from .beton files to normalized batches on the device.
 
-Two loaders make the same batches (`--data.loader`):
+Two loaders make the same kind of batch (`--data.loader`; auto picks device on a GPU, ffcv on a CPU):
 
-ffcv (default): FFCV's Loader. Per batch, on the CPU, in JIT-compiled (numba) threads:
+ffcv: FFCV's Loader. Per batch, on the CPU, in JIT-compiled (numba) threads:
     decode raw uint8 HWC -> random crop (pad 4, crop back to 32x32) and random flip, drawn from
     the loader's seed and the batch's samples (`SeededCropAndFlip`)
 then, as torch ops:
@@ -11,14 +11,18 @@ then, as torch ops:
 device: `DeviceLoader` reads the split once into device memory as uint8 and does the
     same crop, flip and normalization there, batched, with no per-step host work.
 
-The test pipelines are the same minus the two augmentations.
+The test pipelines are the same minus the two augmentations. `make_torchvision_loader` is
+plain PyTorch's path (PIL transforms in DataLoader workers), the baseline benchmarks/ measures against.
 """
 import dataclasses
+import os
 
 import numba
 import numpy as np
 import torch
+from PIL import Image
 from torch import nn
+from torchvision import transforms
 from ffcv.fields.decoders import IntDecoder, SimpleRGBImageDecoder
 from ffcv.loader import Loader, OrderOption
 from ffcv.pipeline.allocation_query import AllocationQuery
@@ -257,3 +261,31 @@ class DeviceLoader:
                 images = self.images[index]
             images = images.permute(0, 3, 1, 2)  # NHWC storage is NCHW channels-last
             yield self.normalize(images if self.channels_last else images.contiguous()), self.labels[index]
+
+
+# --- plain PyTorch's data path, the baseline the benchmarks measure against -------------------------
+
+
+class InMemoryCIFAR(torch.utils.data.Dataset):
+    """As torchvision.datasets.CIFAR10 works: (N, 32, 32, 3) uint8 images in memory, a PIL image per sample."""
+
+    def __init__(self, images, labels, transform):
+        self.images, self.labels, self.transform = images, labels, transform
+
+    def __len__(self):
+        return len(self.labels)
+
+    def __getitem__(self, index):
+        return self.transform(Image.fromarray(self.images[index])), int(self.labels[index])
+
+
+def make_torchvision_loader(images, labels, info, batch_size, *, train, workers=None):
+    """What a user writes by hand: torchvision transforms on PIL images (a random crop with 4 pixels of zero
+    padding and a flip when `train`, then ToTensor and Normalize), batched by a DataLoader, a worker per core."""
+    augment = [transforms.RandomCrop(32, padding=CROP_PADDING), transforms.RandomHorizontalFlip()] if train else []
+    transform = transforms.Compose([*augment, transforms.ToTensor(),
+                                    transforms.Normalize([m / 255 for m in info.mean], [s / 255 for s in info.std])])
+    workers = os.cpu_count() if workers is None else workers
+    return torch.utils.data.DataLoader(InMemoryCIFAR(images, labels, transform), batch_size=batch_size,
+                                       shuffle=train, drop_last=train, num_workers=workers,
+                                       pin_memory=torch.cuda.is_available(), persistent_workers=workers > 0)
