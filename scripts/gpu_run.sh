@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Run ON THE GPU MACHINE, from the repository root, after scripts/gpu_bundle.sh filled .carry/.
-# Each job fits in 10 minutes of an H100 and packs its results into one archive to copy back,
+# Each job fits in 10 minutes of an H100 and packs its results (weights and checkpoints left out, which
+# would pass the size a GPU machine can send back) into one archive to copy back,
 # $OUT/<job>.tar.gz (OUT defaults to /tmp/fast_cifar_out), with its log beside it:
 #   bash scripts/gpu_run.sh train   the 24-epoch recipe, FFCV loader then the device loader, epoch 2 profiled
 #   bash scripts/gpu_run.sh bench   benchmarks/run.py in GPU mode
@@ -64,5 +65,5 @@ peers)
 *)
     echo "unknown job '$JOB': train, bench, seeds, study or peers" >&2; exit 2 ;;
 esac
-tar czf "$OUT/$JOB.tar.gz" -C "$(dirname "$RESULTS")" "$(basename "$RESULTS")"
+tar czf "$OUT/$JOB.tar.gz" --exclude="*.pt" -C "$(dirname "$RESULTS")" "$(basename "$RESULTS")"
 ls -la "$OUT"

@@ -37,6 +37,7 @@ def test_every_job_runs_and_packs_its_results(job, synthetic_folder, tmp_path):
     expected = {"train": "24ep_device/results.json", "bench": "results.json", "seeds": "recipe_candidates.json",
                 "study": "sweep.json", "peers": "peers.json"}[job]
     assert f"{job}/{expected}" in names, names
+    assert not [name for name in names if name.endswith(".pt")]  # weights stay behind: the archive must travel
     if job == "peers":  # every peer ran but airbench's, which needs CUDA
         not_run = json.loads((tmp_path / "results" / job / "peers.json").read_text())["not_run"]
         assert set(not_run) == {"airbench94", "airbench96"}, not_run
