@@ -61,19 +61,23 @@ def read_candidates(path):
                 raise UserError(f"candidate '{name}': {key} file not found: {spec[key]}")
         if not spec.get("config") and not spec.get("script"):
             raise UserError(f"candidate '{name}' names neither a config nor a script")
-        candidates[str(name)] = {"config": spec.get("config"), "script": spec.get("script"),
-                                 "settings": dict(spec.get("settings") or {}), "why": spec.get("why", ""),
-                                 "seeds": spec.get("seeds"), "needs": spec.get("needs"),
-                                 "reference": bool(spec.get("reference"))}
+        candidates[str(name)] = candidate_from(spec)
     return candidates
+
+
+def candidate_from(spec):
+    """Every key a candidate has, with its default where the spec leaves it out."""
+    return {"config": spec.get("config"), "script": spec.get("script"), "settings": dict(spec.get("settings") or {}),
+            "why": spec.get("why", ""), "seeds": spec.get("seeds"), "needs": spec.get("needs"),
+            "reference": bool(spec.get("reference"))}
 
 
 def configs_as_candidates(configs):
     for config in configs:
         if not Path(config).is_file() and not (REPO / config).is_file():
             raise UserError(f"config file not found: {config}")
-    return {Path(config).stem: {"config": str(Path(config).resolve()) if Path(config).is_file() else config, "script": None, "settings": {}, "why": "", "seeds": None,
-                                "needs": None, "reference": False} for config in configs}
+    return {Path(config).stem: candidate_from({"config": str(Path(config).resolve()) if Path(config).is_file()
+                                               else config}) for config in configs}
 
 
 def command_for(candidate, seed, folder, run_flags):
