@@ -71,7 +71,8 @@ def make_run_folder(parent, name="", overwrite=False):
 
 
 class Timer:
-    """`with Timer(device) as timer: ...` then `timer.seconds`; waits for queued GPU work at both ends."""
+    """`with Timer(device) as timer: ...` then `timer.seconds`; waits for queued GPU work at both ends.
+    Full precision: a fast block on a small test set can take microseconds, and rates divide by it."""
 
     def __init__(self, device):
         self.device = device
@@ -88,7 +89,7 @@ class Timer:
 
     def __exit__(self, *exception):
         self._synchronize()
-        self.seconds = round(time.perf_counter() - self.start, 4)
+        self.seconds = time.perf_counter() - self.start
 
 
 class RunRecord:
@@ -126,7 +127,7 @@ class RunRecord:
         """Time a block into timings[name]."""
         with Timer(self.device) as timer:
             yield
-        self.timings[name] = timer.seconds
+        self.timings[name] = round(timer.seconds, 4)
 
     def mark_first_step(self):
         """timings.startup: where the time from the process's start to the first training step went."""

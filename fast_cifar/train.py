@@ -334,7 +334,7 @@ def fit(training, output, record, learner, loaders, first_epoch, world, num_clas
                                         training.eval_flip_tta and epoch == epochs, world)
             warn_if_exploding(record, train_loss, epoch, num_classes)
             record.add_epoch(epoch=epoch, train_loss=train_loss, train_accuracy=train_accuracy, **test_metrics,
-                             train_seconds=train_timer.seconds, eval_seconds=eval_timer.seconds,
+                             train_seconds=round(train_timer.seconds, 4), eval_seconds=round(eval_timer.seconds, 4),
                              lr=learner.scheduler.get_last_lr()[0], profiled=profiling)
             record.summarize(output.accuracy_targets)
             if output.checkpoint and record.writes:
@@ -386,7 +386,7 @@ def run(cfg, argv, world):
             print(finished)
         return None
     record.started = data_timer.start  # end-to-end times count from before the data checks
-    record.timings["data_setup"] = data_timer.seconds
+    record.timings["data_setup"] = round(data_timer.seconds, 4)
     record.data["precision"] = {"compute": precision, "why": reason}
     record.data["channels_last"] = {"used": channels_last, "why": layout_reason}
     record.data["onednn"] = torch.backends.mkldnn.enabled

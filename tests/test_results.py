@@ -35,6 +35,9 @@ def test_timer_measures_the_block():
     with Timer(CPU) as timer:
         sum(range(100_000))
     assert 0 < timer.seconds < 5
+    with Timer(CPU) as empty:  # rates divide by a block's time, however short
+        pass
+    assert empty.seconds > 0
 
 
 def test_run_folder_errors(tmp_path):
