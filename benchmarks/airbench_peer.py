@@ -26,7 +26,8 @@ from fast_cifar.config import as_dict, declare_train_sections, parse_config
 from fast_cifar.errors import UserError, exit_on_user_error
 from fast_cifar.files import atomic_file
 from fast_cifar.model import flops_per_image
-from fast_cifar.results import RunRecord, hardware_use, make_run_folder
+from fast_cifar.results import RunRecord, hardware_use
+from fast_cifar.run_folder import make_run_folder
 
 
 def declare_sections(config):

@@ -21,7 +21,8 @@ from fast_cifar.data import make_torchvision_loader, subset_indices
 from fast_cifar.errors import exit_on_user_error
 from fast_cifar.model import MODELS, flops_per_image
 from fast_cifar.optim import make_scheduler, parameter_groups
-from fast_cifar.results import RunRecord, hardware_use, make_run_folder
+from fast_cifar.results import RunRecord, hardware_use
+from fast_cifar.run_folder import make_run_folder
 from fast_cifar.train import check_schedule, onednn_is_safe
 
 

@@ -26,7 +26,8 @@ from ffcv.transforms import RandomHorizontalFlip, RandomTranslate
 
 from fast_cifar.config import NON_NEGATIVE_INT, declare_train_sections, parse_config
 from fast_cifar.beton import load_dataset_info, read_split
-from fast_cifar.data import CROP_PADDING, image_pipeline, label_pipeline, make_loader, make_torchvision_loader
+from fast_cifar.data import (CROP_PADDING, Batches, Sampling, image_pipeline, label_pipeline, make_loader,
+                             make_torchvision_loader)
 from fast_cifar.errors import exit_on_user_error
 from fast_cifar.files import write_json, write_text
 from fast_cifar.model import ResNet18
@@ -103,9 +104,9 @@ class Loaders:
         if kind == "ffcv_unseeded":
             return self._stream(kind, lambda: endless(ffcv_unseeded_loader(
                 self.info, self.batch_size, self.device, self.workers)))
+        batches = Batches(self.batch_size, self.device, dtype, channels_last)
         return self._stream((kind, dtype, channels_last), lambda: endless(make_loader(
-            self.info, "train", self.batch_size, self.device, dtype, train=True, kind=kind,
-            num_workers=self.workers, channels_last=channels_last)))
+            self.info, "train", batches, Sampling(train=True), kind, self.workers)))
 
     def close(self):
         for stream in self.streams.values():
@@ -116,7 +117,7 @@ def ffcv_unseeded_loader(info, batch_size, device, workers):
     """The FFCV loader with FFCV's own RandomTranslate and RandomHorizontalFlip, which the loader's seed does
     not reach: what SeededCropAndFlip replaced, kept here to price it."""
     fill = tuple(int(round(channel)) for channel in info.mean)
-    pipeline = image_pipeline(info, device, torch.float32, augment=False)
+    pipeline = image_pipeline(info, Batches(batch_size, device), augment=False)
     pipeline[1:1] = [RandomTranslate(padding=CROP_PADDING, fill=fill), RandomHorizontalFlip()]  # after decoding
     return Loader(str(info.path("train")), batch_size=batch_size, num_workers=workers, order=OrderOption.RANDOM,
                   drop_last=True, pipelines={"image": pipeline, "label": label_pipeline(device)})

@@ -112,10 +112,30 @@ class SeededCropAndFlip(Operation):
                 AllocationQuery(previous_state.shape, previous_state.dtype))
 
 
-def image_pipeline(info, device, dtype, augment, channels_last=True, normalize_after_transfer=None, seed=0):
+@dataclasses.dataclass(frozen=True)
+class Batches:
+    """What a loader delivers: batches of `size` images on `device`, normalized into `dtype`."""
+    size: int
+    device: torch.device
+    dtype: torch.dtype = torch.float32
+    channels_last: bool = True
+
+
+@dataclasses.dataclass(frozen=True)
+class Sampling:
+    """Which images, in what order: shuffled and augmented from `seed` when `train`, else in file order;
+    a fixed random `subset` (0: all); `shard` = (rank, number of ranks), each rank reading its own part."""
+    train: bool
+    seed: int = 0
+    subset: int = 0
+    shard: tuple = (0, 1)
+
+
+def image_pipeline(info, batches, augment, seed=0, normalize_after_transfer=None):
     """FFCV's image pipeline. Normalizing after the transfer (the default on a GPU) moves uint8, 4x
     fewer bytes, and normalizes with `Normalize` on the device; before it (the default on a CPU),
     FFCV's NormalizeImage runs inside the compiled, multi-threaded stage. Both give the same values."""
+    device, dtype, channels_last = batches.device, batches.dtype, batches.channels_last
     pipeline = [SimpleRGBImageDecoder()]
     if augment:
         # Pad with the data set's mean colour: after normalization it is zero, like zero padding.
@@ -147,34 +167,31 @@ def split_size(info, split, subset=0):
     return min(subset, records) if subset else records
 
 
-def make_loader(info, split, batch_size, device, dtype, *, train, kind="ffcv", num_workers=-1, subset=0, seed=0,
-                channels_last=True, rank=0, world_size=1, normalize_after_transfer=None):
-    """A loader over one split: shuffled, augmented, last partial batch dropped when `train`.
+def make_loader(info, split, batches, sampling, kind="ffcv", threads=-1):
+    """A loader over one split: shuffled, augmented, last partial batch dropped when `sampling.train`.
+    `kind` is "ffcv" (FFCV's Loader, `threads` of them; -1: all cores) or "device" (`DeviceLoader`).
 
     With several ranks each reads its own shard: a fixed rank-strided slice of the
     test split, and a new slice of each epoch's shuffled order of the train split.
     """
-    indices = subset_indices(info.records[split], subset)
-    if not train and world_size > 1:
-        indices = (np.arange(info.records[split]) if indices is None else indices)[rank::world_size]
-    train_shard = (rank, world_size) if train else (0, 1)
+    train, (rank, ranks) = sampling.train, sampling.shard
+    indices = subset_indices(info.records[split], sampling.subset)
+    if not train and ranks > 1:
+        indices = (np.arange(info.records[split]) if indices is None else indices)[rank::ranks]
+        sampling = dataclasses.replace(sampling, shard=(0, 1))  # the test shard is taken here, once
     if kind == "device":
-        return DeviceLoader(info, split, batch_size, device, dtype, train=train, indices=indices, seed=seed,
-                            channels_last=channels_last, shard=train_shard)
+        return DeviceLoader(info, split, batches, sampling, indices)
     return Loader(
         str(info.path(split)),
-        batch_size=batch_size,
-        num_workers=min(num_workers, numba.config.NUMBA_NUM_THREADS),  # numba refuses more threads than cores
+        batch_size=batches.size,
+        num_workers=min(threads, numba.config.NUMBA_NUM_THREADS),  # numba refuses more threads than cores
         order=OrderOption.RANDOM if train else OrderOption.SEQUENTIAL,
         drop_last=train,
-        seed=seed,
+        seed=sampling.seed,
         indices=indices,
-        distributed=train and world_size > 1,  # FFCV shards with torch's DistributedSampler
-        pipelines={
-            "image": image_pipeline(info, device, dtype, augment=train, channels_last=channels_last,
-                                    normalize_after_transfer=normalize_after_transfer, seed=seed),
-            "label": label_pipeline(device),
-        },
+        distributed=train and ranks > 1,  # FFCV shards with torch's DistributedSampler
+        pipelines={"image": image_pipeline(info, batches, augment=train, seed=sampling.seed),
+                   "label": label_pipeline(batches.device)},
     )
 
 
@@ -214,8 +231,8 @@ class DeviceLoader:
     same seed see the same batches.
     """
 
-    def __init__(self, info, split, batch_size, device, dtype, *, train, indices=None, seed=0,
-                 channels_last=True, shard=(0, 1)):
+    def __init__(self, info, split, batches, sampling, indices=None):
+        device, train = batches.device, sampling.train
         images, labels = read_split(info.path(split), indices)
         images = torch.from_numpy(images).to(device)
         if train:  # pad once with the mean colour, as FFCV's RandomTranslate does per batch
@@ -224,10 +241,10 @@ class DeviceLoader:
             padded[:, CROP_PADDING:-CROP_PADDING, CROP_PADDING:-CROP_PADDING] = images
             images = padded
         self.images, self.labels = images, torch.from_numpy(labels).to(device)
-        self.batch_size, self.device, self.train, self.seed = batch_size, device, train, seed
-        self.channels_last = channels_last
-        self.rank, self.world_size = shard  # every rank draws the same order and takes its stride of it
-        self.normalize = Normalize(info.mean, info.std, dtype, device)
+        self.batch_size, self.device, self.train, self.seed = batches.size, device, train, sampling.seed
+        self.channels_last = batches.channels_last
+        self.rank, self.world_size = sampling.shard  # every rank draws the same order and takes its stride of it
+        self.normalize = Normalize(info.mean, info.std, batches.dtype, device)
         self.next_epoch = 0  # as FFCV's Loader names it; the training loop sets it
 
     @property

@@ -1,4 +1,4 @@
-"""What a run leaves behind: one folder with results.json, the final weights (and plots.py's plots).
+"""The run record, results.json: config, versions, device, per-epoch metrics, timings; and the weights.
 
 results.json is rewritten after every epoch (`"finished": false` until the end),
 each time atomically, so a crash leaves the last complete record, never a torn one.
@@ -6,7 +6,6 @@ each time atomically, so a crash leaves the last complete record, never a torn o
 import contextlib
 import datetime
 import importlib.metadata
-import itertools
 import os
 import platform
 import sys
@@ -15,8 +14,7 @@ from pathlib import Path
 
 import torch
 
-from fast_cifar.errors import UserError
-from fast_cifar.files import atomic_file, inside, lock_folder, writable_folder, write_json, write_text
+from fast_cifar.files import atomic_file, write_json, write_text
 
 PACKAGES = ("torch", "torchvision", "ffcv", "numpy", "numba", "fastargs")
 
@@ -42,32 +40,6 @@ def hardware_use(flops_per_image, images, seconds, device):
     return {"flops_per_image": flops_per_image, "achieved_tflops": achieved and round(achieved, 3),
             "bf16_peak_tflops": peak, "mfu": round(achieved / peak, 4) if achieved and peak else None,
             "mfu_note": None if peak else f"unknown: no bf16 peak on record for {device['name']}"}
-
-
-# What a run writes into its folder; `--output.overwrite true` clears these first.
-RUN_FILES = ("results.json", "checkpoint.pt", "model.pt", "loss_accuracy_plots.png", "lr_finder.png", "profile.txt")
-
-
-def make_run_folder(parent, name="", overwrite=False):
-    """Create the run folder and lock it for this process's life; never take over an earlier run's folder.
-
-    Returns the folder and the open lock file (keep it: closing it releases the lock).
-    """
-    if not name:  # date and time, with a suffix if a run started in the same second
-        stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-        name = next(f"{stamp}-{n}" if n > 1 else stamp for n in itertools.count(1)
-                    if not (Path(parent) / (f"{stamp}-{n}" if n > 1 else stamp)).exists())
-    folder = writable_folder(inside(parent, name, "output.name"))
-    lock = lock_folder(folder)
-    earlier = [file for file in RUN_FILES if (folder / file).exists()]
-    if earlier and not overwrite:
-        lock.close()
-        raise UserError(f"{folder} already holds a run ({', '.join(earlier)}): continue it with "
-                        f"--training.resume {folder}, pick another --output.name, or replace it with "
-                        f"--output.overwrite true")
-    for file in earlier:
-        (folder / file).unlink()
-    return folder, lock
 
 
 class Timer:

@@ -17,6 +17,7 @@ import math
 import random
 import sys
 from dataclasses import dataclass
+from typing import NamedTuple
 from pathlib import Path
 
 import numpy as np
@@ -28,7 +29,7 @@ from tqdm import tqdm
 from fast_cifar import checkpoint
 from fast_cifar.beton import load_dataset_info
 from fast_cifar.config import as_dict, declare_train_sections, parse_config
-from fast_cifar.data import last_batch_size, make_loader, split_size
+from fast_cifar.data import Batches, Sampling, last_batch_size, make_loader, split_size
 from fast_cifar.distributed import World, from_rank_zero, join, leave, mean_over_ranks
 from fast_cifar.errors import INTERRUPTED, Diverged, UserError, exit_on_user_error
 from fast_cifar.files import inside, lock_folder
@@ -36,7 +37,8 @@ from fast_cifar.lr_finder import find_lr
 from fast_cifar.model import MODELS, flops_per_image, receptive_fields
 from fast_cifar.optim import make_optimizer, make_scheduler
 from fast_cifar.plots import plot_curves, plot_lr_finder
-from fast_cifar.results import RunRecord, Timer, hardware_use, make_run_folder, profiled, save_weights
+from fast_cifar.results import RunRecord, Timer, hardware_use, profiled, save_weights
+from fast_cifar.run_folder import make_run_folder
 
 
 def pick_device(name, world):
@@ -125,8 +127,23 @@ def train_step(model, optimizer, images, labels, dtype, label_smoothing=0.0):
     return loss.detach(), logits.detach()
 
 
-def train_epoch(model, loader, optimizer, scheduler, dtype, label_smoothing, description, world=World()):
+@dataclass
+class Learner:
+    """What training updates, in one place. `model`, `trainer` and `evaluator` are three handles on one
+    set of weights: `model` is the plain module (checkpoints, the LR finder), `trainer` runs training
+    steps (compiled, and wrapped in DistributedDataParallel across processes), `evaluator` runs
+    evaluation (compiled, never synchronizing processes)."""
+    model: torch.nn.Module
+    trainer: torch.nn.Module
+    evaluator: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    dtype: torch.dtype
+
+
+def train_epoch(learner, loader, label_smoothing, description, world=World()):
     """One pass over the train split; sums stay on the device so no step waits for the GPU."""
+    model, optimizer, scheduler, dtype = learner.trainer, learner.optimizer, learner.scheduler, learner.dtype
     model.train()
     loss_sum = correct = 0
     seen = 0
@@ -178,20 +195,6 @@ def first_batch(loader):
         return next(batches)
 
 
-@dataclass
-class Learner:
-    """What training updates, in one place. `model`, `trainer` and `evaluator` are three handles on one
-    set of weights: `model` is the plain module (checkpoints, the LR finder), `trainer` runs training
-    steps (compiled, and wrapped in DistributedDataParallel across processes), `evaluator` runs
-    evaluation (compiled, never synchronizing processes)."""
-    model: torch.nn.Module
-    trainer: torch.nn.Module
-    evaluator: torch.nn.Module
-    optimizer: torch.optim.Optimizer
-    scheduler: torch.optim.lr_scheduler.LRScheduler
-    dtype: torch.dtype
-
-
 def warm_up(learner, train_batch, test_batch, last_test_size):
     """Trigger torch.compile's train and eval graphs (and cuDNN's choices) on real batches,
     then restore weights, BatchNorm statistics and optimizer state as they were."""
@@ -221,28 +224,15 @@ def compile_cache_use():
             "cache_dir": cache_dir()}
 
 
-def build_loaders(data, training, info, device, dtype, world, channels_last):
-    """Train and test loaders for this rank; training.batch_size is the global batch, split over ranks."""
-    if training.batch_size % world.size:
-        raise UserError(f"training.batch_size {training.batch_size} does not split over {world.size} processes")
-    shared = dict(device=device, dtype=dtype, kind=pick_loader(data.loader, device), num_workers=data.loader_threads,
-                  seed=training.seed, channels_last=channels_last, rank=world.rank, world_size=world.size)
-    train_loader = make_loader(info, "train", training.batch_size // world.size, train=True,
-                               subset=data.train_subset, **shared)
-    test_loader = make_loader(info, "test", training.test_batch_size, train=False, subset=data.test_subset, **shared)
-    if len(train_loader) == 0:
-        raise UserError(f"training.batch_size {training.batch_size} is larger than the "
-                        f"{data.train_subset or info.records['train']} training images")
-    return train_loader, test_loader
-
-
-def run_lr_finder(finder, training, model, train_loader, device, dtype, record):
+def run_lr_finder(cfg, model, train_loader, compute, record):
     """The range test on a copy of the model; returns the suggested max LR and plots the sweep."""
+    finder, training = cfg.lr_finder, cfg.training
+
     def loss_of(net, images, labels):
-        return training_loss(net, images, labels, dtype, training.label_smoothing)[0]
+        return training_loss(net, images, labels, compute.dtype, training.label_smoothing)[0]
 
     def optimizer_for(net):  # the optimizer training starts with: same betas, decay and groups
-        return make_optimizer(training, net, finder.start_lr, device)
+        return make_optimizer(training, net, finder.start_lr, compute.device)
 
     with record.timed("lr_finder"), contextlib.closing(endless(train_loader)) as batches:
         sweep = find_lr(model, batches, loss_of, optimizer_for, start_lr=finder.start_lr, end_lr=finder.end_lr,
@@ -302,37 +292,35 @@ def check_schedule(training, steps_per_epoch):
 EXPLOSION_FACTOR = 4  # a loss this many times a uniform guess's means training has blown up
 
 
-def warn_if_exploding(record, train_loss, epoch, num_classes):
+def warn_if_exploding(record, train_loss, epoch):
     """A loss far above a uniform guess's (ln of the class count) that has not turned NaN yet; said once."""
-    uniform = math.log(num_classes)
+    uniform = math.log(record.data["model"]["classes"])
     if train_loss > EXPLOSION_FACTOR * uniform and not any("blown up" in w for w in record.data.get("warnings", [])):
         record.warn(f"warning: the training loss in epoch {epoch} is {train_loss:.3g}, far above a uniform guess's "
                     f"{uniform:.2f}: training has blown up; the max LR {record.data['max_lr']:.3g} is likely too high")
 
 
-def fit(training, output, record, learner, loaders, first_epoch, world, num_classes):
+def fit(cfg, record, learner, loaders, first_epoch, world):
     """The epochs: train, evaluate, record, checkpoint; a signal stops cleanly between checkpoints."""
-    train_loader, test_loader = loaders
-    epochs, label_smoothing, dtype = training.epochs, training.label_smoothing, learner.dtype
+    training, output = cfg.training, cfg.output
+    epochs, label_smoothing = training.epochs, training.label_smoothing
     record.mark_first_step()
     with checkpoint.interruptible():
         for epoch in range(first_epoch, epochs + 1):
-            train_loader.next_epoch = epoch  # order and augmentations follow from (seed, epoch)
+            loaders.train.next_epoch = epoch  # order and augmentations follow from (seed, epoch)
             progress = f"epoch {epoch}/{epochs}" if world.is_main else None
             profiling = epoch == output.profile_epoch and record.writes
             profile_path = record.folder / "profile.txt" if profiling else None
             with profiled(profiling, profile_path, record.device), Timer(record.device) as train_timer:
                 try:
-                    train_loss, train_accuracy = train_epoch(learner.trainer, train_loader, learner.optimizer,
-                                                             learner.scheduler, dtype, label_smoothing, progress,
-                                                             world)
+                    train_loss, train_accuracy = train_epoch(learner, loaders.train, label_smoothing, progress, world)
                 except Diverged as error:
                     raise Diverged(f"{error} in epoch {epoch}; {last_good(record)}") from None
             with Timer(record.device) as eval_timer:
                 # The flipped pass doubles an evaluation's forwards, and only the last epoch's is reported.
-                test_metrics = evaluate(learner.evaluator, test_loader, dtype, label_smoothing,
+                test_metrics = evaluate(learner.evaluator, loaders.test, learner.dtype, label_smoothing,
                                         training.eval_flip_tta and epoch == epochs, world)
-            warn_if_exploding(record, train_loss, epoch, num_classes)
+            warn_if_exploding(record, train_loss, epoch)
             record.add_epoch(epoch=epoch, train_loss=train_loss, train_accuracy=train_accuracy, **test_metrics,
                              train_seconds=round(train_timer.seconds, 4), eval_seconds=round(eval_timer.seconds, 4),
                              lr=learner.scheduler.get_last_lr()[0], profiled=profiling)
@@ -354,95 +342,132 @@ def last_good(record):
     return "no checkpoint was written before it"
 
 
-@exit_on_user_error
-def main(argv=None):
-    cfg = parse_config(declare_train_sections, argv, description=__doc__)
-    world = join()  # torchrun's processes; a world of one otherwise
-    try:
-        return run(cfg, argv, world)
-    finally:
-        leave(world)
+# --- the run, step by step ------------------------------------------------------------------------------
 
 
-def run(cfg, argv, world):
-    if cfg.output.name:  # refused before any work, not after the data checks
-        inside(cfg.output.dir, cfg.output.name, "output.name")
+@dataclass
+class Compute:
+    """Where and how the run computes, and why each choice was made."""
+    device: torch.device
+    world: World  # this process's place among torchrun's processes
+    precision: str  # "bf16" or "fp32"
+    precision_why: str
+    channels_last: bool
+    layout_why: str
+
+    @property
+    def dtype(self):
+        return torch.bfloat16 if self.precision == "bf16" else torch.float32
+
+    @property
+    def memory_format(self):
+        return torch.channels_last if self.channels_last else torch.contiguous_format
+
+
+def choose_compute(cfg, world):
+    """Device, precision and layout, and the global torch settings that go with them; seeds everything."""
     device = pick_device(cfg.training.device, world)
-    precision, reason = pick_precision(cfg.training.precision, device)
-    dtype = torch.bfloat16 if precision == "bf16" else torch.float32
     torch.backends.mkldnn.enabled = onednn_is_safe(device)  # see onednn_is_safe
-    channels_last, layout_reason = pick_memory_format(cfg.model.channels_last, device)
     torch.backends.cudnn.benchmark = not cfg.training.deterministic  # fixed shapes: cuDNN times its algorithms once
     torch.use_deterministic_algorithms(cfg.training.deterministic)
     seed_everything(cfg.training.seed)
-    with Timer(device) as data_timer:  # checks the data before anything is written
-        info = load_dataset_info(cfg.data.path)
-        train_loader, test_loader = build_loaders(cfg.data, cfg.training, info, device, dtype, world, channels_last)
-    check_schedule(cfg.training, len(train_loader))
-    try:
-        record, resumed = start_or_resume(cfg, argv, device, world, info)
-    except RunFinished as finished:
-        if world.is_main:
-            print(finished)
-        return None
-    record.started = data_timer.start  # end-to-end times count from before the data checks
-    record.timings["data_setup"] = round(data_timer.seconds, 4)
-    record.data["precision"] = {"compute": precision, "why": reason}
-    record.data["channels_last"] = {"used": channels_last, "why": layout_reason}
+    return Compute(device, world, *pick_precision(cfg.training.precision, device),
+                   *pick_memory_format(cfg.model.channels_last, device))
+
+
+class Loaders(NamedTuple):
+    train: object
+    test: object
+
+
+def create_loaders(cfg, info, compute):
+    """Train and test loaders for this rank; training.batch_size is the global batch, split over ranks."""
+    data, training, world = cfg.data, cfg.training, compute.world
+    if training.batch_size % world.size:
+        raise UserError(f"training.batch_size {training.batch_size} does not split over {world.size} processes")
+    kind, shard = pick_loader(data.loader, compute.device), (world.rank, world.size)
+
+    def loader(split, batch_size, train, subset):
+        return make_loader(info, split, Batches(batch_size, compute.device, compute.dtype, compute.channels_last),
+                           Sampling(train, training.seed, subset, shard), kind, data.loader_threads)
+
+    loaders = Loaders(loader("train", training.batch_size // world.size, True, data.train_subset),
+                      loader("test", training.test_batch_size, False, data.test_subset))
+    if len(loaders.train) == 0:
+        raise UserError(f"training.batch_size {training.batch_size} is larger than the "
+                        f"{data.train_subset or info.records['train']} training images")
+    check_schedule(training, len(loaders.train))
+    return loaders
+
+
+def describe_run(record, cfg, compute, info, loaders):
+    """What results.json says about the set-up, and the run's first line."""
+    world = compute.world
+    record.data["precision"] = {"compute": compute.precision, "why": compute.precision_why}
+    record.data["channels_last"] = {"used": compute.channels_last, "why": compute.layout_why}
     record.data["onednn"] = torch.backends.mkldnn.enabled
-    record.data["loader"] = pick_loader(cfg.data.loader, device)
-    record.say(f"run folder: {record.folder} | device: {record.data['device']['name']} | compute dtype: {dtype} "
-               f"({reason}) | channels-last: {channels_last}" + (f" | {world.size} processes" if world.size > 1 else ""))
-    if cfg.model.channels_last and not channels_last:
-        record.say(f"note: {layout_reason}")
-    with record:  # rank 0 holds the run folder's lock until the run ends
-        return train_and_report(cfg, record, resumed, info, (train_loader, test_loader), device, dtype, world)
-
-
-def train_and_report(cfg, record, resumed, info, loaders, device, dtype, world):
-    """Model, LR finder, optimizer and schedule, compile, the epochs, then the final files and headline."""
-    train_loader, test_loader = loaders
-    test_images = split_size(info, "test", cfg.data.test_subset)
+    record.data["loader"] = pick_loader(cfg.data.loader, compute.device)
     record.data["data"] = {"folder": str(info.folder), "source": info.source, "records": info.records,
-                           "train_images_per_epoch": len(train_loader) * cfg.training.batch_size,
-                           "test_images": test_images, "processes": world.size, "sha256": info.sha256}
-    with record.timed("loader_warmup"):  # FFCV JIT-compiles each pipeline on its first batch (device loader: ~0)
-        warm_batches = first_batch(train_loader), first_batch(test_loader)
+                           "train_images_per_epoch": len(loaders.train) * cfg.training.batch_size,
+                           "test_images": split_size(info, "test", cfg.data.test_subset), "processes": world.size,
+                           "sha256": info.sha256}
+    record.say(f"run folder: {record.folder} | device: {record.data['device']['name']} | compute dtype: "
+               f"{compute.dtype} ({compute.precision_why}) | channels-last: {compute.channels_last}"
+               + (f" | {world.size} processes" if world.size > 1 else ""))
+    if cfg.model.channels_last and not compute.channels_last:
+        record.say(f"note: {compute.layout_why}")
 
-    memory_format = torch.channels_last if record.data["channels_last"]["used"] else torch.contiguous_format
-    model = MODELS[cfg.model.arch](len(info.classes), cfg.model.width).to(device, memory_format=memory_format)
+
+def create_model(cfg, info, compute, record):
+    model = MODELS[cfg.model.arch](len(info.classes), cfg.model.width).to(compute.device,
+                                                                          memory_format=compute.memory_format)
     record.data["model"] = {"arch": cfg.model.arch, "parameters": sum(p.numel() for p in model.parameters()),
-                            "receptive_fields": receptive_fields(model)}
+                            "receptive_fields": receptive_fields(model), "classes": len(info.classes)}
+    return model
 
-    max_lr = cfg.training.lr
+
+def choose_max_lr(cfg, model, train_loader, resumed, compute, record):
+    """A resumed run's max LR, else the LR finder's (once, on rank 0, sent to every rank), else training.lr."""
     if resumed:
         max_lr = resumed["max_lr"]
-    elif cfg.lr_finder.enabled:  # once, on rank 0, and its LR sent to every rank
-        max_lr = run_lr_finder(cfg.lr_finder, cfg.training, model, train_loader, device, dtype, record) \
-            if world.is_main else 0.0
-        max_lr = from_rank_zero(max_lr, world, device)
+    elif cfg.lr_finder.enabled:
+        max_lr = run_lr_finder(cfg, model, train_loader, compute, record) if compute.world.is_main else 0.0
+        max_lr = from_rank_zero(max_lr, compute.world, compute.device)
+    else:
+        max_lr = cfg.training.lr
     record.data["max_lr"] = max_lr
+    return max_lr
 
-    optimizer = make_optimizer(cfg.training, model, max_lr, device)
-    scheduler = make_scheduler(cfg.training, optimizer, max_lr, len(train_loader))
+
+def create_learner(training, model, max_lr, steps_per_epoch, resumed, compute):
+    """Optimizer, one-cycle schedule and the compiled handles on the model; a resumed run's state restored."""
+    optimizer = make_optimizer(training, model, max_lr, compute.device)
+    scheduler = make_scheduler(training, optimizer, max_lr, steps_per_epoch)
     if resumed:
         checkpoint.restore(resumed, model, optimizer, scheduler)
 
     def compiled(net):
-        return torch.compile(net, mode=cfg.training.compile_mode) if cfg.training.compile else net
+        return torch.compile(net, mode=training.compile_mode) if training.compile else net
 
     trainer = evaluator = compiled(model)
-    if world.size > 1:  # gradients sync through DDP; evaluation syncs nothing, so ranks never wait on each other
-        trainer = compiled(DistributedDataParallel(model, device_ids=None if device.type == "cpu" else [device.index]))
-    learner = Learner(model, trainer, evaluator, optimizer, scheduler, dtype)
+    if compute.world.size > 1:  # gradients sync through DDP; evaluation syncs nothing, so ranks never wait
+        device_ids = None if compute.device.type == "cpu" else [compute.device.index]
+        trainer = compiled(DistributedDataParallel(model, device_ids=device_ids))
+    return Learner(model, trainer, evaluator, optimizer, scheduler, compute.dtype)
+
+
+def compile_learner(learner, loaders, warm_batches, record):
+    """torch.compile's graphs, built (or read from its cache) before the first timed step."""
     with record.timed("compile"):
-        warm_up(learner, *warm_batches, last_batch_size(test_loader))
-    if cfg.training.compile:
+        warm_up(learner, *warm_batches, last_batch_size(loaders.test))
+    if record.data["config"]["training"]["compile"]:
         record.data["compile_cache"] = compile_cache_use()
 
-    first_epoch = resumed["epoch"] + 1 if resumed else 1
+
+def fit_or_exit(cfg, record, learner, loaders, first_epoch, world):
+    """fit, and on SIGINT or SIGTERM between steps, say how to resume and exit with INTERRUPTED."""
     try:
-        fit(cfg.training, cfg.output, record, learner, loaders, first_epoch, world, len(info.classes))
+        fit(cfg, record, learner, loaders, first_epoch, world)
     except checkpoint.Interrupted as signal_name:
         saved = record.checkpointed_epoch
         where = (f"resume after epoch {saved} with --training.resume {record.folder / checkpoint.CHECKPOINT}"
@@ -451,20 +476,65 @@ def train_and_report(cfg, record, resumed, info, loaders, device, dtype, world):
             print(f"stopped by {signal_name}: {where}", file=sys.stderr)
         sys.exit(INTERRUPTED)
 
+
+def finish(cfg, record, model, first_epoch):
+    """The final record, weights and plots, and the headline: last-epoch accuracy first."""
     best = record.summarize(cfg.output.accuracy_targets)
-    images = record.data["data"]["train_images_per_epoch"] * (cfg.training.epochs - first_epoch + 1)
-    record.data["hardware_use"] = hardware_use(flops_per_image(model), images, sum(
-        epoch["train_seconds"] for epoch in record.data["epochs"][first_epoch - 1:]), record.data["device"])
-    if record.writes:
-        save_weights(model, record.folder / "model.pt")  # the result: written with or without checkpoints
-        plot_curves(record.data["epochs"], record.folder / "loss_accuracy_plots.png")
-        record.save(finished=True)
-        print(f"results: {record.folder / 'results.json'}")
-        last = record.data["last"]
-        tta = f" ({100 * last['test_accuracy_flip_tta']:.2f}% with flip TTA)" if "test_accuracy_flip_tta" in last else ""
-        print(f"Last-epoch Test Accuracy: {100 * last['test_accuracy']:.2f}% at Epoch: {last['epoch']}{tta}")
-        print(f"Maximum Test Accuracy: {100 * best['test_accuracy']:.2f}% at Epoch: {best['epoch']}")
+    trained = record.data["epochs"][first_epoch - 1:]
+    images = record.data["data"]["train_images_per_epoch"] * len(trained)
+    record.data["hardware_use"] = hardware_use(flops_per_image(model), images,
+                                               sum(epoch["train_seconds"] for epoch in trained), record.data["device"])
+    if not record.writes:
+        return record.data
+    save_weights(model, record.folder / "model.pt")  # the result: written with or without checkpoints
+    plot_curves(record.data["epochs"], record.folder / "loss_accuracy_plots.png")
+    record.save(finished=True)
+    print(f"results: {record.folder / 'results.json'}")
+    last = record.data["last"]
+    tta = f" ({100 * last['test_accuracy_flip_tta']:.2f}% with flip TTA)" if "test_accuracy_flip_tta" in last else ""
+    print(f"Last-epoch Test Accuracy: {100 * last['test_accuracy']:.2f}% at Epoch: {last['epoch']}{tta}")
+    print(f"Maximum Test Accuracy: {100 * best['test_accuracy']:.2f}% at Epoch: {best['epoch']}")
     return record.data
+
+
+def train(cfg, argv=None, world=World()):
+    """One run, from a config to a finished run folder; returns results.json's contents (None if the run
+    to resume had already finished)."""
+    if cfg.output.name:  # refused before any work, not after the data checks
+        inside(cfg.output.dir, cfg.output.name, "output.name")
+    compute = choose_compute(cfg, world)
+    with Timer(compute.device) as data_timer:  # checks the data before anything is written
+        info = load_dataset_info(cfg.data.path)
+        loaders = create_loaders(cfg, info, compute)
+    try:
+        record, resumed = start_or_resume(cfg, argv, compute.device, world, info)
+    except RunFinished as finished:
+        if world.is_main:
+            print(finished)
+        return None
+    record.started = data_timer.start  # end-to-end times count from before the data checks
+    record.timings["data_setup"] = round(data_timer.seconds, 4)
+    describe_run(record, cfg, compute, info, loaders)
+    with record:  # rank 0 holds the run folder's lock until the run ends
+        with record.timed("loader_warmup"):  # FFCV JIT-compiles each pipeline on its first batch (device: ~0)
+            warm_batches = first_batch(loaders.train), first_batch(loaders.test)
+        model = create_model(cfg, info, compute, record)
+        max_lr = choose_max_lr(cfg, model, loaders.train, resumed, compute, record)
+        learner = create_learner(cfg.training, model, max_lr, len(loaders.train), resumed, compute)
+        compile_learner(learner, loaders, warm_batches, record)
+        first_epoch = resumed["epoch"] + 1 if resumed else 1
+        fit_or_exit(cfg, record, learner, loaders, first_epoch, world)
+        return finish(cfg, record, model, first_epoch)
+
+
+@exit_on_user_error
+def main(argv=None):
+    cfg = parse_config(declare_train_sections, argv, description=__doc__)
+    world = join()  # torchrun's processes; a world of one otherwise
+    try:
+        return train(cfg, argv, world)
+    finally:
+        leave(world)
 
 
 if __name__ == "__main__":

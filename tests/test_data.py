@@ -7,18 +7,24 @@ import torch
 from ffcv.loader import Loader, OrderOption
 
 from fast_cifar.beton import load_dataset_info
-from fast_cifar.data import (CROP_PADDING, DeviceLoader, Normalize, crop_and_flip, image_pipeline, label_pipeline,
-                              last_batch_size, make_loader, shard_size, subset_indices)
+from fast_cifar.data import (CROP_PADDING, Batches, DeviceLoader, Normalize, Sampling, crop_and_flip, image_pipeline,
+                              label_pipeline, last_batch_size, make_loader, shard_size, subset_indices)
 from fast_cifar.sources import make_synthetic
 
 CPU = torch.device("cpu")
 
 
-def sequential_loader(info, augment, batch_size=100):
+def sequential_loader(info, augment, normalize_after_transfer=None):
     """The train pipeline (augment=True) or the test one, over the test split in file order."""
-    return Loader(str(info.path("test")), batch_size=batch_size, num_workers=2, order=OrderOption.SEQUENTIAL,
-                  drop_last=False, pipelines={"image": image_pipeline(info, CPU, torch.float32, augment),
-                                              "label": label_pipeline(CPU)})
+    pipeline = image_pipeline(info, Batches(100, CPU), augment, normalize_after_transfer=normalize_after_transfer)
+    return Loader(str(info.path("test")), batch_size=100, num_workers=2, order=OrderOption.SEQUENTIAL,
+                  drop_last=False, pipelines={"image": pipeline, "label": label_pipeline(CPU)})
+
+
+def loader(info, split, size=64, dtype=torch.float32, kind="ffcv", **sampling):
+    """make_loader on the CPU, training (shuffled, augmented) on the train split."""
+    return make_loader(info, split, Batches(size, CPU, dtype), Sampling(train=split == "train", **sampling), kind,
+                       threads=2)
 
 
 def all_batches(loader):
@@ -28,9 +34,9 @@ def all_batches(loader):
 
 def test_train_loader_batches(synthetic_folder):
     info = load_dataset_info(synthetic_folder)
-    loader = make_loader(info, "train", 64, CPU, torch.float32, train=True, num_workers=2)
-    assert len(loader) == 512 // 64
-    images, labels = next(iter(loader))
+    train = loader(info, "train")
+    assert len(train) == 512 // 64
+    images, labels = next(iter(train))
     assert images.shape == (64, 3, 32, 32) and images.dtype == torch.float32
     assert images.is_contiguous(memory_format=torch.channels_last)
     assert labels.shape == (64,) and labels.dtype == torch.int64
@@ -39,8 +45,7 @@ def test_train_loader_batches(synthetic_folder):
 
 def test_test_loader_is_sequential_complete_and_normalized(real_folder):
     info = load_dataset_info(real_folder)
-    loader = make_loader(info, "test", 1000, CPU, torch.bfloat16, train=False, num_workers=2)
-    images, labels = all_batches(loader)
+    images, labels = all_batches(loader(info, "test", 1000, torch.bfloat16))
     assert images.dtype == torch.bfloat16 and images.shape == (10000, 3, 32, 32)
     assert labels.tolist() == sorted(labels.tolist())  # file order: the copy is sorted by class
     assert np.bincount(labels.numpy()).tolist() == [1000] * 10
@@ -98,10 +103,7 @@ def in_sample_order(loader, epoch, seed):
 def test_crops_and_flips_follow_from_the_seed_and_change_every_epoch(synthetic_folder):
     info = load_dataset_info(synthetic_folder)
 
-    def loader(seed):
-        return make_loader(info, "train", 64, CPU, torch.float32, train=True, num_workers=2, seed=seed)
-
-    first, again, other = loader(3), loader(3), loader(4)
+    first, again, other = (loader(info, "train", seed=seed) for seed in (3, 3, 4))
     assert torch.equal(in_sample_order(first, 0, 3), in_sample_order(again, 0, 3))
     assert torch.equal(in_sample_order(first, 1, 3), in_sample_order(again, 1, 3))
     epoch_0, epoch_1 = in_sample_order(first, 0, 3), in_sample_order(first, 1, 3)
@@ -113,10 +115,9 @@ def test_crops_and_flips_follow_from_the_seed_and_change_every_epoch(synthetic_f
 def test_normalizing_after_the_transfer_gives_the_same_batches(synthetic_folder):
     # The pipeline a GPU uses (uint8 to the device, then Normalize), built here on the CPU.
     info = load_dataset_info(synthetic_folder)
-    before, labels = all_batches(make_loader(info, "test", 64, CPU, torch.float32, train=False,
-                                             normalize_after_transfer=False))
-    after_loader = make_loader(info, "test", 64, CPU, torch.float32, train=False, normalize_after_transfer=True)
-    assert isinstance(image_pipeline(info, CPU, torch.float32, False, normalize_after_transfer=True)[-1], Normalize)
+    before, labels = all_batches(sequential_loader(info, False, normalize_after_transfer=False))
+    after_loader = sequential_loader(info, False, normalize_after_transfer=True)
+    assert isinstance(image_pipeline(info, Batches(100, CPU), False, normalize_after_transfer=True)[-1], Normalize)
     after, after_labels = all_batches(after_loader)
     assert torch.equal(after, before) and torch.equal(after_labels, labels)
     assert next(iter(after_loader))[0].is_contiguous(memory_format=torch.channels_last)
@@ -125,8 +126,8 @@ def test_normalizing_after_the_transfer_gives_the_same_batches(synthetic_folder)
 def test_loaders_report_their_last_batch(synthetic_folder):
     info = load_dataset_info(synthetic_folder)  # 200 test images
     for kind in ("ffcv", "device"):
-        assert last_batch_size(make_loader(info, "test", 64, CPU, torch.float32, train=False, kind=kind)) == 8
-        shard = make_loader(info, "test", 64, CPU, torch.float32, train=False, kind=kind, rank=1, world_size=3)
+        assert last_batch_size(loader(info, "test", kind=kind)) == 8
+        shard = loader(info, "test", kind=kind, shard=(1, 3))
         assert shard_size(shard) == 67 and last_batch_size(shard) == 3  # images 1, 4, ..., 199
 
 
@@ -135,8 +136,8 @@ def test_loaders_report_their_last_batch(synthetic_folder):
 
 def test_device_loader_test_batches_equal_ffcv(synthetic_folder):
     info = load_dataset_info(synthetic_folder)
-    ffcv_images, ffcv_labels = all_batches(make_loader(info, "test", 64, CPU, torch.float32, train=False))
-    device = make_loader(info, "test", 64, CPU, torch.float32, train=False, kind="device")
+    ffcv_images, ffcv_labels = all_batches(loader(info, "test"))
+    device = loader(info, "test", kind="device")
     assert len(device) == 4  # 200 = 3 x 64 + 8: the last partial batch is kept for evaluation
     images, labels = all_batches(device)
     assert torch.equal(images, ffcv_images) and torch.equal(labels, ffcv_labels)
@@ -151,16 +152,15 @@ def test_device_crop_and_flip_match_ffcv_for_the_same_choices(synthetic_folder):
     choices = [find_transform(a, p, ((mean.round() - mean) / std).view(3, 1, 1)) for a, p in zip(augmented, plain)]
     flip, dy, dx = (torch.tensor(values) for values in zip(*choices))
 
-    padded = DeviceLoader(info, "test", 64, CPU, torch.float32, train=True).images  # test split, padded
+    padded = DeviceLoader(info, "test", Batches(64, CPU), Sampling(train=True)).images  # test split, padded
     ours = crop_and_flip(padded, torch.arange(len(flip)), dy, dx, flip).permute(0, 3, 1, 2)
-    normalize = DeviceLoader(info, "test", 64, CPU, torch.float32, train=False).normalize
+    normalize = DeviceLoader(info, "test", Batches(64, CPU), Sampling(train=False)).normalize
     assert torch.equal(normalize(ours), augmented)
 
 
 def test_device_train_loader_is_seeded_shuffled_and_drops_the_last_batch(synthetic_folder):
     info = load_dataset_info(synthetic_folder)
-    first = make_loader(info, "train", 100, CPU, torch.bfloat16, train=True, kind="device", seed=3)
-    second = make_loader(info, "train", 100, CPU, torch.bfloat16, train=True, kind="device", seed=3)
+    first, second = (loader(info, "train", 100, torch.bfloat16, "device", seed=3) for _ in range(2))
     assert len(first) == 5  # 512 // 100
     epoch_one, labels_one = all_batches(first)
     assert epoch_one.dtype == torch.bfloat16 and epoch_one.shape == (500, 3, 32, 32)

@@ -1,11 +1,9 @@
 import json
 
-import pytest
 import torch
 
-from fast_cifar.errors import UserError
 from fast_cifar.plots import plot_curves
-from fast_cifar.results import RunRecord, Timer, make_run_folder
+from fast_cifar.results import RunRecord, Timer
 
 CPU = torch.device("cpu")
 
@@ -38,17 +36,6 @@ def test_timer_measures_the_block():
     with Timer(CPU) as empty:  # rates divide by a block's time, however short
         pass
     assert empty.seconds > 0
-
-
-def test_run_folder_errors(tmp_path):
-    (tmp_path / "file").write_text("")
-    with pytest.raises(UserError, match="cannot write to output folder"):
-        make_run_folder(tmp_path / "file" / "runs", "x")
-    first, first_lock = make_run_folder(tmp_path, "")
-    second, second_lock = make_run_folder(tmp_path, "")  # in the same second: its own folder
-    assert first.parent == second.parent == tmp_path and first != second  # date-time names
-    first_lock.close()
-    second_lock.close()
 
 
 def test_curves_plot_is_a_png(tmp_path):
