@@ -1,4 +1,7 @@
 """What several tests share besides fixtures: where the project is, and how to run its scripts."""
+import contextlib
+import importlib.util
+import io
 import os
 import subprocess
 import sys
@@ -17,3 +20,18 @@ def run_script(script, *args, cwd=REPO):
 
 def error_lines(stderr):
     return [line for line in stderr.splitlines() if line.strip()]
+
+
+def run_main(script, *args):
+    """A script's main(argv) called in this process, which has paid for the imports already; its exit code
+    and output as run_script gives them. For scripts whose behaviour does not depend on a fresh process."""
+    spec = importlib.util.spec_from_file_location(f"script_{Path(script).stem}", REPO / script)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    stdout, stderr, code = io.StringIO(), io.StringIO(), 0
+    with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+        try:
+            module.main([str(arg) for arg in args])
+        except SystemExit as exit:
+            code = exit.code if isinstance(exit.code, int) else 1
+    return subprocess.CompletedProcess([script, *args], code, stdout.getvalue(), stderr.getvalue())

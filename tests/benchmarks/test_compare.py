@@ -5,7 +5,7 @@ import pytest
 
 from fast_cifar import train
 
-from helpers import error_lines, run_script
+from helpers import error_lines, run_main
 
 TINY = ["--model.width", "4", "--training.batch_size", "64", "--training.test_batch_size", "100",
         "--training.epochs", "2", "--training.compile", "false", "--training.precision", "fp32",
@@ -23,7 +23,7 @@ def two_runs(synthetic_folder, tmp_path_factory):
 
 
 def test_compare_writes_table_json_and_plots(two_runs, tmp_path):
-    result = run_script("benchmarks/compare.py", two_runs / "adam", two_runs / "adamw", "--out", tmp_path)
+    result = run_main("benchmarks/compare.py", two_runs / "adam", two_runs / "adamw", "--out", tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     comparison = json.loads((tmp_path / "comparison.json").read_text())
     assert comparison["differing_config"] == {"training.optimizer": ["adam", "adamw"],
@@ -47,7 +47,7 @@ def test_other_devices_and_unfinished_runs_are_said(two_runs, tmp_path):
     record = json.loads((two_runs / "adam" / "results.json").read_text())
     record["device"]["name"], record["finished"] = "another CPU", False
     (other / "results.json").write_text(json.dumps(record))
-    result = run_script("benchmarks/compare.py", two_runs / "adam", other, "--out", tmp_path / "out")
+    result = run_main("benchmarks/compare.py", two_runs / "adam", other, "--out", tmp_path / "out")
     assert result.returncode == 0, result.stderr[-3000:]
     notes = json.loads((tmp_path / "out" / "comparison.json").read_text())["notes"]
     assert any("not like for like" in note for note in notes) and any("Unfinished" in note for note in notes)
@@ -55,7 +55,7 @@ def test_other_devices_and_unfinished_runs_are_said(two_runs, tmp_path):
 
 
 def test_a_folder_without_results_is_one_line(two_runs, tmp_path):
-    result = run_script("benchmarks/compare.py", two_runs / "adam", tmp_path)
+    result = run_main("benchmarks/compare.py", two_runs / "adam", tmp_path)
     assert result.returncode == 2
     assert error_lines(result.stderr) == [f"error: {tmp_path} holds no results.json: give run folders made by "
                                           "fast_cifar/train.py"]
@@ -63,7 +63,7 @@ def test_a_folder_without_results_is_one_line(two_runs, tmp_path):
 
 def test_a_record_that_is_not_a_runs_is_one_line(two_runs, tmp_path):
     (tmp_path / "results.json").write_text('{"mode": "cpu", "loaders": []}')  # a benchmark's, say
-    result = run_script("benchmarks/compare.py", two_runs / "adam", tmp_path)
+    result = run_main("benchmarks/compare.py", two_runs / "adam", tmp_path)
     assert result.returncode == 2
     assert error_lines(result.stderr) == [f"error: {tmp_path / 'results.json'} is not a training run's record (it "
                                           "has no config, device, versions, epochs): give run folders made by "

@@ -1,6 +1,6 @@
 import json
 
-from helpers import error_lines, run_script
+from helpers import error_lines, run_main
 
 RECORD = {
     "finished": True, "started_at": "2026-11-24T20:00:00", "config": {},
@@ -25,7 +25,7 @@ def test_fills_the_section_and_stores_the_files(tmp_path):
     readme = tmp_path / "README.md"
     readme.write_text("# title\n<!-- results:start -->\nold\n<!-- results:end -->\ntail\n")
     store = tmp_path / "benchmarks" / "results" / "h100"
-    result = run_script("scripts/fill_readme.py", run, "--fill.store", store, "--fill.readme", readme)
+    result = run_main("scripts/fill_readme.py", run, "--fill.store", store, "--fill.readme", readme)
     assert result.returncode == 0, result.stderr
     text = readme.read_text()
     assert text.startswith("# title\n<!-- results:start -->\n") and text.endswith("<!-- results:end -->\ntail\n")
@@ -45,5 +45,5 @@ def test_fills_the_section_and_stores_the_files(tmp_path):
 
 def test_unfinished_run_is_refused(tmp_path):
     (tmp_path / "results.json").write_text(json.dumps(RECORD | {"finished": False}))
-    result = run_script("scripts/fill_readme.py", tmp_path, "--fill.readme", tmp_path / "README.md")
+    result = run_main("scripts/fill_readme.py", tmp_path, "--fill.readme", tmp_path / "README.md")
     assert result.returncode == 2 and "unfinished" in error_lines(result.stderr)[0]

@@ -14,12 +14,14 @@ TINY = ["--model.width", "4", "--training.batch_size", "64", "--training.test_ba
         "--lr_finder.num_iters", "5"]
 JOBS = {
     "train": ({}, TINY),
-    "bench": ({"BENCH_MODE": "cpu"}, ["--bench.width", "4", "--bench.batch_size", "16", "--bench.loader_batch_size",
-                                      "64", "--bench.loader_images", "128", "--bench.warmup_steps", "1",
-                                      "--bench.timed_steps", "1", "--bench.workers", "2"]),
+    # benchmarks/run.py's training rows are tested in tests/benchmarks/test_benchmarks.py: the loader rows here
+    "bench": ({"BENCH_MODE": "cpu"}, ["--bench.rows", "loaders", "--bench.loader_batch_size", "64",
+                                      "--bench.loader_images", "128", "--bench.workers", "2"]),
     "seeds": ({"SEEDS": "1", "JOBS": "2"}, TINY),
     "study": ({"SEEDS": "1", "CONFIGS": "rn18_configs/8ep.yaml"}, TINY),
-    "peers": ({"SEEDS": "1"}, [*TINY, "--training.epochs", "2", "--training.batch_size", "32"]),  # ResNet-9 warms up 2+ steps
+    # the recipe's two rows are the train job's runs: the peers' own scripts and settings here
+    "peers": ({"SEEDS": "1", "ONLY": "plain_pytorch,resnet9,airbench94,airbench96"},
+              [*TINY, "--training.epochs", "2", "--training.batch_size", "32"]),  # ResNet-9 warms up 2+ steps
 }
 
 
@@ -38,6 +40,14 @@ def test_every_job_runs_and_packs_its_results(job, synthetic_folder, tmp_path):
                 "study": "sweep.json", "peers": "peers.json"}[job]
     assert f"{job}/{expected}" in names, names
     assert not [name for name in names if name.endswith(".pt")]  # weights stay behind: the archive must travel
-    if job == "peers":  # every peer ran but airbench's, which needs CUDA
-        not_run = json.loads((tmp_path / "results" / job / "peers.json").read_text())["not_run"]
+    results = tmp_path / "results" / job
+    if job == "peers":  # every peer asked for ran but airbench's, which needs CUDA
+        not_run = json.loads((results / "peers.json").read_text())["not_run"]
         assert set(not_run) == {"airbench94", "airbench96"}, not_run
+        by_hand = json.loads((results / "runs" / "plain_pytorch" / "seed0" / "results.json").read_text())
+        assert by_hand["loader"].startswith("torchvision DataLoader") and by_hand["max_lr"] == 0.0106  # no finder
+        resnet9 = json.loads((results / "runs" / "resnet9" / "seed0" / "results.json").read_text())
+        assert resnet9["model"]["arch"] == "resnet9" and resnet9["finished"]
+    if job == "study":  # the flags given win over the config's 8 epochs
+        record = json.loads((results / "runs" / "8ep" / "seed0" / "results.json").read_text())
+        assert record["finished"] and len(record["epochs"]) == 1

@@ -1,8 +1,8 @@
-from helpers import run_script
+from helpers import run_main
 
 
 def test_prints_every_layer():
-    result = run_script("scripts/receptive_field.py", "--model.width", 8)
+    result = run_main("scripts/receptive_field.py", "--model.width", 8)
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     assert len(lines) == 2 + 17 + 1  # header, rule, 17 convs, pool

@@ -1,0 +1,38 @@
+"""A stand-in for fast_cifar/train.py that sweep.py can run in milliseconds: it takes the same flags and writes
+a finished results.json whose figures follow from them, so the tests of the sweep's bookkeeping (seeds, jobs,
+reruns, failures, skips, ratios, reports) need not train. `--fail MESSAGE` fails the way train.py does.
+The real train.py, plain_pytorch.py and ResNet-9 runs go through sweep.py in tests/scripts/test_gpu_run.py."""
+import json
+import sys
+from pathlib import Path
+
+
+def main(argv):
+    flags = dict(zip(argv[::2], argv[1::2]))  # "--section.key value" pairs; the last one given wins
+    if "--fail" in flags:
+        print(f"error: {flags['--fail']}", file=sys.stderr)
+        sys.exit(2)
+    config = {"training": {"seed": 0, "label_smoothing": 0.1, "epochs": 2}}
+    for flag, value in flags.items():
+        if flag.count(".") == 1 and flag.startswith("--") and flag[2:].split(".")[0] not in ("output", "data"):
+            section, key = flag[2:].split(".")
+            config.setdefault(section, {})[key] = json.loads(value) if value[:1].isdigit() else value
+    seed, smoothing = config["training"]["seed"], config["training"]["label_smoothing"]
+    accuracy = 0.5 + 0.01 * seed + (0.05 if smoothing == 0 else 0)
+    training = 1.0 + seed
+    record = {
+        "finished": True, "config": config, "max_lr": 0.01,
+        "device": {"type": "cpu", "name": "x86_64", "model": "a test CPU", "cores": 2},
+        "versions": {"python": "3", "torch": "2", "ffcv": "1", "cuda": None},
+        "data": {"source": "synthetic"}, "model": {"arch": "resnet18", "parameters": 11_000_000},
+        "epochs": [{"epoch": epoch, "test_accuracy": accuracy} for epoch in range(1, config["training"]["epochs"] + 1)],
+        "timings": {"training": training, "end_to_end": 2 * training, "startup": {"total": 0.5}},
+        "hardware_use": {"flops_per_image": 1e9, "achieved_tflops": 0.05},
+    }
+    folder = Path(flags["--output.dir"]) / flags["--output.name"]
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "results.json").write_text(json.dumps(record))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
