@@ -30,7 +30,10 @@ from ffcv.pipeline.compiler import Compiler
 from ffcv.pipeline.operation import Operation
 from ffcv.transforms import Convert, NormalizeImage, Squeeze, ToDevice, ToTensor, ToTorchImage
 
+from fast_cifar import TORCH_THREADS
 from fast_cifar.beton import read_split
+
+torch.set_num_threads(TORCH_THREADS)  # importing ffcv set it to 1: see fast_cifar/__init__.py
 
 CROP_PADDING = 4
 
