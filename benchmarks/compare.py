@@ -17,9 +17,7 @@ from pathlib import Path
 
 from fast_cifar.errors import UserError, exit_on_user_error
 from fast_cifar.files import writable_folder, write_json, write_text
-from fast_cifar.model import ResNet18, flops_per_image
-from fast_cifar.report import machine, read_run
-from fast_cifar.results import hardware_use
+from fast_cifar.report import machine, markdown_table, read_run
 from fast_cifar.plots import integer_ticks, plt, save_figure
 
 STAGES = ("data_setup", "loader_warmup", "lr_finder", "compile", "training", "evaluation", "total", "end_to_end")
@@ -38,20 +36,12 @@ def differing_config(records):
     return {key: [flat.get(key) for flat in flats] for key in keys if len({json.dumps(f.get(key)) for f in flats}) > 1}
 
 
-def hardware_use_of(record, images, training_seconds):
-    """For records made before results.json held it: the FLOPs counted on the run's model, over its time."""
-    if not training_seconds:
-        return {}
-    model = ResNet18(len(record.get("data", {}).get("classes", range(10))), record["config"]["model"]["width"])
-    return hardware_use(flops_per_image(model), images, training_seconds, record["device"])
-
-
 def summarize(name, record, first_training_seconds):
     epochs, timings = record["epochs"], record.get("timings", {})
     last = epochs[-1] if epochs else {}
     images = record.get("data", {}).get("train_images_per_epoch", 0) * len(epochs)
     training = timings.get("training")
-    use = record.get("hardware_use") or hardware_use_of(record, images, training)
+    use = record.get("hardware_use") or {}
     return {
         "run": name,
         "finished": record.get("finished", False),
@@ -105,12 +95,11 @@ def seconds(value):
 
 
 def table(comparison):
-    rows, differing = comparison["runs"], comparison["differing_config"]
-    lines = ["| | " + " | ".join(row["run"] + ("" if row["finished"] else " (unfinished)") for row in rows) + " |",
-             "| --- |" + " ---: |" * len(rows)]
+    """The runs as columns, a row per figure."""
+    rows, differing, lines = comparison["runs"], comparison["differing_config"], []
 
     def add(label, values):
-        lines.append(f"| {label} | " + " | ".join(str(value) for value in values) + " |")
+        lines.append([label, *values])
 
     for key in ("device", "precision", "compile", "loader", "epochs"):
         add(key, [row[key] for row in rows])
@@ -135,7 +124,8 @@ def table(comparison):
              for row in rows])
     add("training time vs the first run", ["-" if row["training_time_ratio"] is None
                                            else f"{row['training_time_ratio']:.2f}x" for row in rows])
-    return "\n".join(lines + [""] + comparison["notes"]) + "\n"
+    header = ["", *(row["run"] + ("" if row["finished"] else " (unfinished)") for row in rows)]
+    return markdown_table(header, lines) + "\n" + "\n".join(comparison["notes"]) + "\n"
 
 
 def plot(records, names, out):

@@ -33,6 +33,7 @@ from fast_cifar.files import write_json, write_text
 from fast_cifar.model import ResNet18
 from fast_cifar.optim import make_optimizer, make_scheduler
 from fast_cifar.plots import plt, save_figure
+from fast_cifar.report import markdown_table
 from fast_cifar.results import Timer, describe_device, versions
 from fast_cifar.train import endless, onednn_is_safe, pick_memory_format, train_step
 
@@ -172,22 +173,18 @@ def training_rows(mode):
 
 
 def write_table(results, path):
-    lines = [f"Device: {results['device']['name']} ({results['device']['type']}); data: {results['data']}; "
-             f"{results['date']}; `{results['command']}`", "",
-             "| loader | first batch (s) | images/s | vs torchvision DataLoader |", "| --- | ---: | ---: | ---: |"]
     reference = next(r for r in results["loaders"] if r["loader"] == "torchvision")["images_per_second"]
-    for row in results["loaders"]:
-        lines.append(f"| {row['loader']} | {row['first_batch_seconds']:.2f} | {row['images_per_second']:,.0f} | "
-                     f"{row['images_per_second'] / reference:.1f}x |")
-    lines += ["", "| training | loader | precision | channels-last | compile | warm-up (s) | images/s | "
-                  "epoch (s) | peak GPU memory (GiB) | speed-up |",
-              "| --- | --- | --- | --- | --- | ---: | ---: | ---: | ---: | ---: |"]
-    for row in results["training"]:
-        memory = "-" if row["peak_memory_gib"] is None else f"{row['peak_memory_gib']:.2f}"
-        lines.append(f"| {row['name']} | {row['loader']} | {row['precision']} | {row['channels_last']} | "
-                     f"{row['compile']} | {row['warmup_seconds']:.1f} | {row['images_per_second']:,.0f} | "
-                     f"{row['epoch_seconds']:.1f} | {memory} | {row['speedup']:.2f}x |")
-    write_text(path, "\n".join(lines) + "\n")
+    loaders = markdown_table(["loader", "first batch (s)", "images/s", "vs torchvision DataLoader"], [
+        [row["loader"], f"{row['first_batch_seconds']:.2f}", f"{row['images_per_second']:,.0f}",
+         f"{row['images_per_second'] / reference:.1f}x"] for row in results["loaders"]])
+    training = markdown_table(["training", "loader", "precision", "channels-last", "compile", "warm-up (s)",
+                               "images/s", "epoch (s)", "peak GPU memory (GiB)", "speed-up"], [
+        [row["name"], row["loader"], row["precision"], row["channels_last"], row["compile"],
+         f"{row['warmup_seconds']:.1f}", f"{row['images_per_second']:,.0f}", f"{row['epoch_seconds']:.1f}",
+         "-" if row["peak_memory_gib"] is None else f"{row['peak_memory_gib']:.2f}", f"{row['speedup']:.2f}x"]
+        for row in results["training"]], left=range(5))
+    write_text(path, f"Device: {results['device']['name']} ({results['device']['type']}); data: {results['data']}; "
+                     f"{results['date']}; `{results['command']}`\n\n{loaders}\n{training}")
 
 
 def bar_plot(labels, values, title, path):
