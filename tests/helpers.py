@@ -8,6 +8,10 @@ import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+# train.py's flags for a run of seconds on the CPU: tiny width, one epoch, no compile, a short LR finder.
+TINY_RUN = ["--model.width", "4", "--training.batch_size", "64", "--training.test_batch_size", "100",
+            "--training.epochs", "1", "--training.compile", "false", "--training.precision", "fp32",
+            "--lr_finder.num_iters", "5"]
 # A CIFAR-10 copy (an archive or folder write_datasets.py accepts) for the tests that need real images.
 OFFLINE_COPY = Path(os.environ["FAST_CIFAR_COPY"]) if os.environ.get("FAST_CIFAR_COPY") else None
 
@@ -35,3 +39,14 @@ def run_main(script, *args):
         except SystemExit as exit:
             code = exit.code if isinstance(exit.code, int) else 1
     return subprocess.CompletedProcess([script, *args], code, stdout.getvalue(), stderr.getvalue())
+
+
+class RunsCode:
+    """A pickled object that runs a command when unpickled by plain `pickle.loads` or
+    `torch.load(weights_only=False)`: what a crafted file would do."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return os.system, (f"touch {self.marker}",)

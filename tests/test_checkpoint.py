@@ -1,7 +1,6 @@
 """Interruption and resumption: a stopped run continues to the same weights as an uninterrupted one."""
 import json
 import math
-import os
 import signal
 import subprocess
 import sys
@@ -15,7 +14,7 @@ from fast_cifar.beton import write_dataset
 from fast_cifar.files import lock_folder
 from fast_cifar.sources import make_synthetic
 
-from helpers import REPO, error_lines
+from helpers import REPO, RunsCode, error_lines
 
 
 def run_args(data, out, name):
@@ -95,16 +94,6 @@ def test_non_finite_loss_stops_with_epoch_and_step(synthetic_folder, tmp_path, c
     message = error_lines(capsys.readouterr().err)[-1]
     assert "non-finite at step" in message and "in epoch 1" in message
     assert not (tmp_path / "diverge" / "model.pt").exists()
-
-
-class RunsCode:
-    """Unpickled by plain `torch.load(weights_only=False)`, it would run a command."""
-
-    def __init__(self, marker):
-        self.marker = marker
-
-    def __reduce__(self):
-        return os.system, (f"touch {self.marker}",)
 
 
 def test_a_checkpoint_that_would_run_code_is_refused(synthetic_folder, tmp_path, capsys):

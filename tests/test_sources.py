@@ -1,5 +1,4 @@
 import io
-import os
 import pickle
 import re
 import struct
@@ -14,6 +13,8 @@ from PIL import Image
 from fast_cifar import sources
 from fast_cifar.errors import UserError
 from fast_cifar.sources import load_source, make_synthetic
+
+from helpers import RunsCode
 
 
 def write_image_folder(root, splits, suffix=".png"):
@@ -137,16 +138,6 @@ def test_bad_sources_give_one_clear_error(problem, tmp_path, small):
     with pytest.raises(UserError) as error:
         load_source(str(path))
     assert "\n" not in str(error.value)
-
-
-class RunsCode:
-    """A pickled object that runs a command when unpickled by plain `pickle.loads`."""
-
-    def __init__(self, marker):
-        self.marker = marker
-
-    def __reduce__(self):
-        return os.system, (f"touch {self.marker}",)
 
 
 @pytest.mark.parametrize("member", ["batches.meta", "data_batch_1"])

@@ -5,11 +5,9 @@ import pytest
 
 from fast_cifar import train
 
-from helpers import error_lines, run_main
+from helpers import TINY_RUN, error_lines, run_main
 
-TINY = ["--model.width", "4", "--training.batch_size", "64", "--training.test_batch_size", "100",
-        "--training.epochs", "2", "--training.compile", "false", "--training.precision", "fp32",
-        "--lr_finder.num_iters", "5", "--data.loader", "device"]
+TINY = [*TINY_RUN, "--training.epochs", "2", "--data.loader", "device"]
 
 
 @pytest.fixture(scope="module")

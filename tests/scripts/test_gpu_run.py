@@ -7,21 +7,18 @@ import tarfile
 
 import pytest
 
-from helpers import REPO
+from helpers import REPO, TINY_RUN
 
-TINY = ["--model.width", "4", "--training.batch_size", "64", "--training.test_batch_size", "100",
-        "--training.epochs", "1", "--training.compile", "false", "--training.precision", "fp32",
-        "--lr_finder.num_iters", "5"]
 JOBS = {
-    "train": ({}, TINY),
+    "train": ({}, TINY_RUN),
     # benchmarks/run.py's training rows are tested in tests/benchmarks/test_benchmarks.py: the loader rows here
     "bench": ({"BENCH_MODE": "cpu"}, ["--bench.rows", "loaders", "--bench.loader_batch_size", "64",
                                       "--bench.loader_images", "128", "--bench.workers", "2"]),
-    "seeds": ({"SEEDS": "1", "JOBS": "2"}, TINY),
-    "study": ({"SEEDS": "1", "CONFIGS": "rn18_configs/8ep.yaml"}, TINY),
+    "seeds": ({"SEEDS": "1", "JOBS": "2"}, TINY_RUN),
+    "study": ({"SEEDS": "1", "CONFIGS": "rn18_configs/8ep.yaml"}, TINY_RUN),
     # the recipe's two rows are the train job's runs: the peers' own scripts and settings here
     "peers": ({"SEEDS": "1", "ONLY": "plain_pytorch,resnet9,airbench94,airbench96"},
-              [*TINY, "--training.epochs", "2", "--training.batch_size", "32"]),  # ResNet-9 warms up 2+ steps
+              [*TINY_RUN, "--training.epochs", "2", "--training.batch_size", "32"]),  # ResNet-9 warms up 2+ steps
 }
 
 
