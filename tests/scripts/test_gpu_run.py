@@ -15,10 +15,11 @@ JOBS = {
     "bench": ({"BENCH_MODE": "cpu"}, ["--bench.rows", "loaders", "--bench.loader_batch_size", "64",
                                       "--bench.loader_images", "128", "--bench.workers", "2"]),
     "seeds": ({"SEEDS": "1", "JOBS": "2"}, TINY_RUN),
-    "study": ({"SEEDS": "1", "CONFIGS": "rn18_configs/8ep.yaml"}, TINY_RUN),
+    # the device loader, the default on a GPU, spares a run FFCV's JIT compilation
+    "study": ({"SEEDS": "1", "CONFIGS": "rn18_configs/8ep.yaml"}, [*TINY_RUN, "--data.loader", "device"]),
     # the recipe's two rows are the train job's runs: the peers' own scripts and settings here
     "peers": ({"SEEDS": "1", "ONLY": "plain_pytorch,resnet9,airbench94,airbench96"},
-              [*TINY_RUN, "--training.epochs", "2", "--training.batch_size", "32"]),  # ResNet-9 warms up 2+ steps
+              [*TINY_RUN, "--data.loader", "device", "--training.epochs", "2", "--training.batch_size", "32"]),  # ResNet-9 warms up 2+ steps
 }
 
 

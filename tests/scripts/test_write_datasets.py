@@ -1,10 +1,10 @@
 import json
 
-from helpers import error_lines, run_script
+from helpers import error_lines, run_main, run_script
 
 
 def test_help_documents_every_option():
-    result = run_script("scripts/write_datasets.py", "--help")
+    result = run_main("scripts/write_datasets.py", "--help")
     assert result.returncode == 0
     for option in ("--data.source", "--data.path", "--data.cache_dir", "--data.writer_processes"):
         assert option in result.stdout
@@ -20,14 +20,14 @@ def test_writes_a_real_subset_of_the_offline_copy(real_subset_archive, tmp_path)
 
 
 def test_synthetic_source_sizes(tmp_path):
-    result = run_script("scripts/write_datasets.py", "--data.source", "synthetic", "--data.path", tmp_path,
+    result = run_main("scripts/write_datasets.py", "--data.source", "synthetic", "--data.path", tmp_path,
                         "--data.synthetic_train", 100, "--data.synthetic_test", 30)
     assert result.returncode == 0, result.stderr[-2000:]
     assert json.loads((tmp_path / "dataset.json").read_text())["splits"]["test"]["records"] == 30
 
 
 def test_bad_source_is_one_line(tmp_path):
-    result = run_script("scripts/write_datasets.py", "--data.source", tmp_path / "missing", "--data.path", tmp_path / "out")
+    result = run_main("scripts/write_datasets.py", "--data.source", tmp_path / "missing", "--data.path", tmp_path / "out")
     assert result.returncode == 2
     assert error_lines(result.stderr) == [f"error: data source not found: {tmp_path / 'missing'} "
                                           "(give 'download', 'synthetic' or a path to CIFAR-10)"]
