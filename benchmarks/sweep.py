@@ -214,7 +214,8 @@ def parse(argv):
     parser.add_argument("--configs", nargs="+", default=[], help="config files, each a candidate")
     parser.add_argument("--candidates", help="YAML file of named candidates (config + settings)")
     parser.add_argument("--seeds", type=int, default=1, help="seeds 0..N-1 for every candidate")
-    parser.add_argument("--jobs", type=int, default=1, help="runs side by side")
+    parser.add_argument("--jobs", type=int, default=1,
+                        help="runs side by side, each with cores/jobs CPU threads unless OMP_NUM_THREADS says")
     parser.add_argument("--only", default="", help="comma-separated candidate names (default: all)")
     parser.add_argument("--stop-starting-after", type=float, default=0,
                         help="seconds after which no new run starts (0: no limit)")
@@ -252,10 +253,12 @@ def main(argv=None):
                for (name, seed), folder in folders.items() if not finished_run(folder)]
     print(f"{len(folders) - len(pending)} of {len(folders)} runs finished earlier; "
           f"{0 if args.report_only else len(pending)} to run", flush=True)
-    env = None
+    env = dict(os.environ)
+    if args.jobs > 1 and "OMP_NUM_THREADS" not in env:  # runs side by side share the cores, not oversubscribe them
+        env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // args.jobs))
     if args.fresh_compile_cache and not args.report_only:
         shutil.rmtree(out / "compile_cache", ignore_errors=True)
-        env = {**os.environ, "TORCHINDUCTOR_CACHE_DIR": str(out / "compile_cache")}
+        env["TORCHINDUCTOR_CACHE_DIR"] = str(out / "compile_cache")
     failed = {} if args.report_only else run_all(pending, args.jobs, args.stop_starting_after, env)
 
     records = {}

@@ -3,6 +3,7 @@ a finished results.json whose figures follow from them, so the tests of the swee
 reruns, failures, skips, ratios, reports) need not train. `--fail MESSAGE` fails the way train.py does.
 The real train.py, plain_pytorch.py and ResNet-9 runs go through sweep.py in tests/scripts/test_gpu_run.py."""
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -28,6 +29,7 @@ def main(argv):
         "epochs": [{"epoch": epoch, "test_accuracy": accuracy} for epoch in range(1, config["training"]["epochs"] + 1)],
         "timings": {"training": training, "end_to_end": 2 * training, "startup": {"total": 0.5}},
         "hardware_use": {"flops_per_image": 1e9, "achieved_tflops": 0.05},
+        "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),  # what sweep.py gave the run
     }
     folder = Path(flags["--output.dir"]) / flags["--output.name"]
     folder.mkdir(parents=True, exist_ok=True)

@@ -1,5 +1,6 @@
 """benchmarks/sweep.py's bookkeeping, with a stand-in for train.py (stand_in_train.py), and its bad input."""
 import json
+import os
 import statistics
 
 import yaml
@@ -29,6 +30,9 @@ def test_candidates_over_seeds_then_a_rerun_keeps_them(tmp_path):
     assert [r["config"]["training"]["seed"] for r in runs["recipe"]] == [0, 1]
     assert {r["config"]["training"]["epochs"] for r in runs["recipe"]} == {3}  # flags after the options reach runs
     assert {r["config"]["training"]["label_smoothing"] for r in runs["label_smoothing_0"]} == {0.0}
+    # two runs side by side share the cores rather than each taking all of them
+    expected = os.environ.get("OMP_NUM_THREADS", str(max(1, os.cpu_count() // 2)))
+    assert {r["omp_num_threads"] for r in runs["recipe"] + runs["label_smoothing_0"]} == {expected}
 
     summary = json.loads((out / "candidates.json").read_text())["summary"]  # named after the candidates file
     for name, records in runs.items():

@@ -14,8 +14,8 @@ JOBS = {
     # benchmarks/run.py's training rows are tested in tests/benchmarks/test_benchmarks.py: the loader rows here
     "bench": ({"BENCH_MODE": "cpu"}, ["--bench.rows", "loaders", "--bench.loader_batch_size", "64",
                                       "--bench.loader_images", "128", "--bench.workers", "2"]),
-    "seeds": ({"SEEDS": "1", "JOBS": "2"}, TINY_RUN),
-    # the device loader, the default on a GPU, spares a run FFCV's JIT compilation
+    # the device loader, the default on a GPU, spares each run FFCV's JIT compilation
+    "seeds": ({"SEEDS": "1", "JOBS": "2"}, [*TINY_RUN, "--data.loader", "device"]),
     "study": ({"SEEDS": "1", "CONFIGS": "rn18_configs/8ep.yaml"}, [*TINY_RUN, "--data.loader", "device"]),
     # the recipe's two rows are the train job's runs: the peers' own scripts and settings here
     "peers": ({"SEEDS": "1", "ONLY": "plain_pytorch,resnet9,airbench94,airbench96"},
