@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Run ON THE GPU MACHINE, from the repository root, after scripts/gpu_bundle.sh filled .carry/.
-# Each job fits in 10 minutes of an H100 and packs its results (weights and checkpoints left out, which
+# Run ON THE GPU MACHINE, from the repository root, after scripts/gpu_bundle.sh filled gpu_bundle/.
+# Each job takes under 10 minutes on an H100 and packs its results (weights and checkpoints left out, which
 # would pass the size a GPU machine can send back) into one archive to copy back,
 # $OUT/<job>.tar.gz (OUT defaults to /tmp/fast_cifar_out), with its log beside it:
 #   bash scripts/gpu_run.sh train   the 24-epoch recipe, FFCV loader then the device loader, epoch 2 profiled
@@ -17,7 +17,7 @@
 #                                   time for clean timings, none started after START_UNTIL s (420), all stopped
 #                                   at SECONDS_LIMIT s (560): run it again to go on; ONLY=name,... picks some
 # Unpack here with: tar xzf <job>.tar.gz -C benchmarks/results/   Extra arguments go to train.py
-# (bench: to benchmarks/run.py). Where ffcv is installed already, it installs nothing from .carry/wheels
+# (bench: to benchmarks/run.py). Where ffcv is installed already, it installs nothing from gpu_bundle/wheels
 # and uses what is there: so a CPU machine can dry-run every job at a tiny size (PYTHON=.venv/bin/python, DATA=a written
 # data folder, tiny flags), as the tests do.
 set -euo pipefail
@@ -31,13 +31,13 @@ RESULTS=${RESULTS:-/tmp/fast_cifar_results/gpu_$JOB}  # a folder with earlier ru
 mkdir -p "$OUT" "$RESULTS"
 exec > >(tee "$OUT/$JOB.log") 2>&1
 
-if [ -d .carry/wheels ] && ! "$PYTHON" -c "import ffcv" 2>/dev/null; then
-    "$PYTHON" -m pip install -q --no-index --no-deps --no-compile --target /tmp/fast_cifar_site .carry/wheels/*.whl
-    export PYTHONPATH="/tmp/fast_cifar_site:$PWD" LD_LIBRARY_PATH="$PWD/.carry/lib:${LD_LIBRARY_PATH:-}"
+if [ -d gpu_bundle/wheels ] && ! "$PYTHON" -c "import ffcv" 2>/dev/null; then
+    "$PYTHON" -m pip install -q --no-index --no-deps --no-compile --target /tmp/fast_cifar_site gpu_bundle/wheels/*.whl
+    export PYTHONPATH="/tmp/fast_cifar_site:$PWD" LD_LIBRARY_PATH="$PWD/gpu_bundle/lib:${LD_LIBRARY_PATH:-}"
 fi
 export PYTHONUNBUFFERED=1 TQDM_DISABLE=1
 nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv > "$RESULTS/nvidia_smi.csv" 2>/dev/null || true
-[ -f "$DATA/dataset.json" ] || "$PYTHON" scripts/write_datasets.py --data.source .carry/cifar10-jpeg.tar.gz --data.path "$DATA"
+[ -f "$DATA/dataset.json" ] || "$PYTHON" scripts/write_datasets.py --data.source "$(ls -d gpu_bundle/data/* | head -n 1)" --data.path "$DATA"
 
 case "$JOB" in
 train)
