@@ -15,7 +15,7 @@ from fastargs import Param, Section
 from fast_cifar.config import parse_config
 from fast_cifar.errors import UserError, exit_on_user_error
 from fast_cifar.files import write_text
-from fast_cifar.report import machine, read_run
+from fast_cifar.report import machine, markdown_table, read_run
 
 START, END = "<!-- results:start -->", "<!-- results:end -->"
 FILES = ("results.json", "loss_accuracy_plots.png", "lr_finder.png")
@@ -73,30 +73,27 @@ def render(record, folder, readme):
         f"**Test accuracy at the last epoch: {100 * last['test_accuracy']:.2f}%** (epoch {last['epoch']} of "
         f"{len(epochs)}{tta}). Maximum over the epochs: {100 * best['test_accuracy']:.2f}% at epoch {best['epoch']} "
         f"(picked by the test set, so flattering).",
-        "",
-        "| stage | seconds |",
-        "| --- | ---: |",
     ]
-    lines += [f"| {label} | {timings.get(key):.2f} |" for key, label in TIMING_ROWS
-              if timings.get(key) is not None]
+    rows = [[label, f"{timings.get(key):.2f}"] for key, label in TIMING_ROWS if timings.get(key) is not None]
     if timings.get("startup", {}).get("total") is not None:
-        lines.append(f"| start-up: process start to the first training step | {timings['startup']['total']:.2f} |")
+        rows.append(["start-up: process start to the first training step", f"{timings['startup']['total']:.2f}"])
     use = record.get("hardware_use", {})
     if use.get("achieved_tflops"):
         mfu = f", {100 * use['mfu']:.1f}% of its bf16 peak (MFU)" if use.get("mfu") else ""
-        lines.append(f"| training's arithmetic | {use['achieved_tflops']:.1f} TFLOP/s{mfu} |")
-    lines.append(f"| training throughput | {images / timings['training']:,.0f} images/s |")
+        rows.append(["training's arithmetic", f"{use['achieved_tflops']:.1f} TFLOP/s{mfu}"])
+    rows.append(["training throughput", f"{images / timings['training']:,.0f} images/s"])
     end_to_end = timings.get("time_to_accuracy_end_to_end", {})
     missed = [f"{100 * float(target):g}%" for target, seconds in timings["time_to_accuracy"].items() if seconds is None]
     for target, seconds in timings["time_to_accuracy"].items():
         if seconds is None:
             continue
-        lines.append(f"| time to {100 * float(target):g}% test accuracy: training and evaluation | {seconds:.2f} |")
+        rows.append([f"time to {100 * float(target):g}% test accuracy: training and evaluation", f"{seconds:.2f}"])
         if end_to_end.get(target) is not None:
-            lines.append(f"| time to {100 * float(target):g}% test accuracy: end to end, from the run's start | "
-                         f"{end_to_end[target]:.2f} |")
+            rows.append([f"time to {100 * float(target):g}% test accuracy: end to end, from the run's start",
+                         f"{end_to_end[target]:.2f}"])
     if missed:
-        lines.append(f"| test accuracy not reached | {', '.join(missed)} |")
+        rows.append(["test accuracy not reached", ", ".join(missed)])
+    lines += ["", markdown_table(["stage", "seconds"], rows).rstrip()]
     lines += ["", f"![loss and accuracy curves]({link}/loss_accuracy_plots.png)"]
     return "\n".join(lines)
 
