@@ -59,9 +59,12 @@ def set_rng_states(states):
     random.setstate((version, tuple(internal), gauss))
 
 
-def save(folder, epoch, model, optimizer, scheduler, max_lr, record_data):
-    state = {"epoch": epoch, "max_lr": max_lr, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-             "scheduler": scheduler.state_dict(), "record": record_data, "rng": rng_states()}
+def save(folder, epoch, learner, record_data):
+    """checkpoint.pt: after `epoch`, the learner's model, optimizer and schedule, the run record so far (its
+    max LR among it) and every random generator's state."""
+    state = {"epoch": epoch, "max_lr": record_data["max_lr"], "model": learner.model.state_dict(),
+             "optimizer": learner.optimizer.state_dict(), "scheduler": learner.scheduler.state_dict(),
+             "record": record_data, "rng": rng_states()}
     with atomic_file(Path(folder) / CHECKPOINT) as file:
         torch.save(state, file)
 

@@ -40,13 +40,16 @@ def sweep_lrs(start_lr, end_lr, num_iters):
     return [start_lr * ratio ** (i / max(num_iters - 1, 1)) for i in range(num_iters)]
 
 
-def find_lr(model, batches, loss_of, make_optimizer, *, start_lr=1e-4, end_lr=10.0, num_iters=83,
-            smoothing=0.9, rise=0.05, anchor="minimum", multiplier=1 / 3):
+def find_lr(model, batches, loss_of, make_optimizer, settings):
     """Run the range test on a copy of `model` over `batches` (an iterable of (images, labels)).
 
     `loss_of(model, images, labels)` returns the training loss; `make_optimizer(model)`
     builds the optimizer training will start with (its betas, decay and parameter groups).
+    `settings` is config.py's lr_finder section: start_lr, end_lr, num_iters, smoothing,
+    rise, anchor, multiplier.
     """
+    start_lr, end_lr, num_iters = settings.start_lr, settings.end_lr, settings.num_iters
+    smoothing, rise = settings.smoothing, settings.rise
     model = copy.deepcopy(model).train()
     optimizer = make_optimizer(model)
     lrs, losses, smoothed = [], [], []
@@ -78,6 +81,6 @@ def find_lr(model, batches, loss_of, make_optimizer, *, start_lr=1e-4, end_lr=10
     lowest = min(smoothed)
     min_loss_lr = lrs[smoothed.index(lowest)]
     valley_start_lr = next(lr for lr, loss in zip(lrs, smoothed) if loss <= (1 + rise) * lowest)
-    anchor_lr = valley_start_lr if anchor == "valley_start" else min_loss_lr
-    return LRFinderResult(lrs, losses, smoothed, min_loss_lr, valley_start_lr, edge_lr, anchor_lr * multiplier,
+    anchor_lr = valley_start_lr if settings.anchor == "valley_start" else min_loss_lr
+    return LRFinderResult(lrs, losses, smoothed, min_loss_lr, valley_start_lr, edge_lr, anchor_lr * settings.multiplier,
                           stopped_early)

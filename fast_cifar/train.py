@@ -235,9 +235,7 @@ def run_lr_finder(cfg, model, train_loader, compute, record):
         return make_optimizer(training, net, finder.start_lr, compute.device)
 
     with record.timed("lr_finder"), contextlib.closing(endless(train_loader)) as batches:
-        sweep = find_lr(model, batches, loss_of, optimizer_for, start_lr=finder.start_lr, end_lr=finder.end_lr,
-                        num_iters=finder.num_iters, smoothing=finder.smoothing, rise=finder.rise,
-                        anchor=finder.anchor, multiplier=finder.multiplier)
+        sweep = find_lr(model, batches, loss_of, optimizer_for, finder)
     record.data["lr_finder"] = sweep.to_dict()
     plot_lr_finder(sweep, record.folder / "lr_finder.png")
     if not sweep.stopped_early:
@@ -326,8 +324,7 @@ def fit(cfg, record, learner, loaders, first_epoch, world):
                              lr=learner.scheduler.get_last_lr()[0], profiled=profiling)
             record.summarize(output.accuracy_targets)
             if output.checkpoint and record.writes:
-                checkpoint.save(record.folder, epoch, learner.model, learner.optimizer, learner.scheduler,
-                                record.data["max_lr"], record.data)
+                checkpoint.save(record.folder, epoch, learner, record.data)
                 record.checkpointed_epoch = epoch
             record.save()  # a partial record survives a crash
             record.say(f"epoch {epoch:>3}/{epochs}  train loss {train_loss:.3f} acc {100 * train_accuracy:5.2f}%  "

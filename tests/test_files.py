@@ -2,6 +2,7 @@
 import contextlib
 import resource
 import signal
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -34,7 +35,8 @@ def write_checkpoint(folder, size):
     model = model_of(size)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
     scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, 0.1, total_steps=10)
-    checkpoint.save(folder, 1, model, optimizer, scheduler, 0.1, {"size": size})
+    checkpoint.save(folder, 1, SimpleNamespace(model=model, optimizer=optimizer, scheduler=scheduler),
+                    {"size": size, "max_lr": 0.1})
 
 
 def write_plot(path, size):

@@ -1,9 +1,19 @@
+from types import SimpleNamespace
+
 import pytest
 import torch
 import torch.nn.functional as F
 
+from fast_cifar.config import declare_train_sections, parse_config
 from fast_cifar.errors import UserError
 from fast_cifar.lr_finder import find_lr, sweep_lrs
+
+RECIPE = parse_config(declare_train_sections, []).lr_finder
+
+
+def settings(**changes):
+    """The recipe's lr_finder settings with `changes`."""
+    return SimpleNamespace(**{**vars(RECIPE), **changes})
 
 
 def problem(seed=0):
@@ -36,8 +46,8 @@ def test_sweep_is_exponential():
 def test_suggests_from_the_valleys_start_and_leaves_the_model_alone():
     model, batches = problem()
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    result = find_lr(model, batches, loss_of, adam, start_lr=1e-5, end_lr=10.0, num_iters=100, rise=0.05,
-                     multiplier=5)
+    sweep = settings(start_lr=1e-5, end_lr=10.0, num_iters=100, rise=0.05, anchor="valley_start", multiplier=5)
+    result = find_lr(model, batches, loss_of, adam, sweep)
     # the loss fell along the sweep, then rose 5% above its minimum: the sweep ended there
     assert min(result.smoothed_losses) < 0.8 * result.smoothed_losses[0]
     assert result.stopped_early and len(result.lrs) < 100
@@ -54,22 +64,22 @@ def test_suggests_from_the_valleys_start_and_leaves_the_model_alone():
 
 def test_the_minimum_can_anchor_the_suggestion():
     model, batches = problem()
-    result = find_lr(model, batches, loss_of, adam, start_lr=1e-5, end_lr=10.0, num_iters=100, anchor="minimum",
-                     multiplier=1 / 3)
+    sweep = settings(start_lr=1e-5, end_lr=10.0, num_iters=100, anchor="minimum", multiplier=1 / 3)
+    result = find_lr(model, batches, loss_of, adam, sweep)
     assert result.suggested_lr == pytest.approx(result.min_loss_lr / 3)
 
 
 def test_a_sweep_that_never_rises_says_so():
     model, batches = problem()
-    result = find_lr(model, batches, loss_of, adam, start_lr=1e-6, end_lr=1e-4, num_iters=30)
+    result = find_lr(model, batches, loss_of, adam, settings(start_lr=1e-6, end_lr=1e-4, num_iters=30))
     assert not result.stopped_early and len(result.lrs) == 30
     assert result.edge_lr == pytest.approx(1e-4)
 
 
 def test_a_larger_rise_lets_the_sweep_go_further():
     model, batches = problem()
-    edges = [find_lr(model, batches, loss_of, adam, start_lr=1e-5, end_lr=10.0, num_iters=100, rise=rise).edge_lr
-             for rise in (0.02, 1.0)]
+    edges = [find_lr(model, batches, loss_of, adam, settings(start_lr=1e-5, end_lr=10.0, num_iters=100,
+                                                             rise=rise)).edge_lr for rise in (0.02, 1.0)]
     assert edges[0] < edges[1]
 
 
@@ -77,4 +87,4 @@ def test_divergence_on_first_step_is_an_error():
     model, batches = problem()
     bad_loss = lambda model, x, y: loss_of(model, x, y) * float("nan")  # noqa: E731
     with pytest.raises(UserError, match="start_lr"):
-        find_lr(model, batches, bad_loss, adam, num_iters=10)
+        find_lr(model, batches, bad_loss, adam, settings(num_iters=10))
