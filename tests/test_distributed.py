@@ -43,12 +43,14 @@ def test_torchrun_two_processes_rank_zero_alone_writes(synthetic_folder, tmp_pat
                str(REPO / "fast_cifar" / "train.py"), "--data.path", str(synthetic_folder), "--data.loader", "device",
                "--model.width", "8", "--training.batch_size", "64", "--training.test_batch_size", "64",
                "--training.epochs", "2", "--training.compile", "false", "--lr_finder.num_iters", "8",
-               "--output.dir", str(tmp_path)]
-    result = subprocess.run(command, capture_output=True, text=True, env=os.environ | {"OMP_NUM_THREADS": "1"},
-                            timeout=600)
+               "--output.dir", str(tmp_path / "runs")]
+    scratch = tmp_path / "tmp"  # torchrun leaves a torchelastic_* folder in TMPDIR: here, not in /tmp
+    scratch.mkdir()
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600,
+                            env=os.environ | {"OMP_NUM_THREADS": "1", "TMPDIR": str(scratch)})
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.count("Maximum Test Accuracy") == 1  # only rank 0 prints
-    folders = list(tmp_path.iterdir())
+    folders = list((tmp_path / "runs").iterdir())
     assert len(folders) == 1  # only rank 0 made a run folder
     record = json.loads((folders[0] / "results.json").read_text())
     assert record["finished"] and record["data"]["processes"] == 2
