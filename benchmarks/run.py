@@ -94,7 +94,7 @@ class Loaders:
             stream = make()
             with Timer(self.device) as first:
                 next(stream)
-            self.streams[key], self.first_batch_seconds[key] = stream, round(first.seconds, 4)
+            self.streams[key], self.first_batch_seconds[key] = stream, first.recorded
         return self.streams[key]
 
     def batches(self, kind, dtype, channels_last):
@@ -159,7 +159,7 @@ def measure_training(loaders, name, setting, sizes, device):
             train_step(net, optimizer, *next(batches), dtype, recipe.label_smoothing)
             scheduler.step()
     rate = sizes["timed_steps"] * sizes["batch_size"] / timed.seconds
-    return {"name": name, **setting, "warmup_seconds": round(warmup.seconds, 4), "images_per_second": round(rate, 1),
+    return {"name": name, **setting, "warmup_seconds": warmup.recorded, "images_per_second": round(rate, 1),
             "epoch_seconds": round(EPOCH_IMAGES / rate, 2),
             "peak_memory_gib": round(torch.cuda.max_memory_allocated(device) / 2**30, 2)
             if device.type == "cuda" else None}

@@ -320,7 +320,7 @@ def fit(cfg, record, learner, loaders, first_epoch, world):
                                         training.eval_flip_tta and epoch == epochs, world)
             warn_if_exploding(record, train_loss, epoch)
             record.add_epoch(epoch=epoch, train_loss=train_loss, train_accuracy=train_accuracy, **test_metrics,
-                             train_seconds=round(train_timer.seconds, 4), eval_seconds=round(eval_timer.seconds, 4),
+                             train_seconds=train_timer.recorded, eval_seconds=eval_timer.recorded,
                              lr=learner.scheduler.get_last_lr()[0], profiled=profiling)
             record.summarize(output.accuracy_targets)
             if output.checkpoint and record.writes:
@@ -510,7 +510,7 @@ def train(cfg, argv=None, world=World()):
             print(finished)
         return None
     record.started = data_timer.start  # end-to-end times count from before the data checks
-    record.timings["data_setup"] = round(data_timer.seconds, 4)
+    record.timings["data_setup"] = data_timer.recorded
     describe_run(record, cfg, compute, info, loaders)
     with record:  # rank 0 holds the run folder's lock until the run ends
         with record.timed("loader_warmup"):  # FFCV JIT-compiles each pipeline on its first batch (device: ~0)
