@@ -1,18 +1,21 @@
-"""How much does the LR finder's suggestion move between seeds, under each rule?
+"""How much does the LR finder's suggestion move between seeds, and how well does each rule's pick train?
 
-    python benchmarks/lr_finder_rules.py RUN_DIR [RUN_DIR ...] --out benchmarks/results/lr_finder/h100
+    python benchmarks/lr_finder_rules.py RUN_DIR [RUN_DIR ...] [--sweeps RUN_DIR ...] --out DIR
 
 Reads each run's recorded sweep (results.json's lr_finder: LRs, smoothed losses) and applies
 each rule to it, so every rule is judged on the same sweeps. The valley is where the smoothed
 loss stays within 5% of its minimum:
-- minimum / 3: the LR at the smoothed loss's minimum, divided by 3 (the rule the tuning study ran);
+- minimum / 3: the LR at the smoothed loss's minimum, divided by 3 (the tuning study's, train.py's);
 - valley edge / 8: the first LR at which the smoothed loss rises out of the valley, divided by 8;
 - valley centre: the geometric mean of the valley's two edges;
-- valley start x 5: the first LR whose smoothed loss is within 5% of the minimum, times 5 (train.py's
-  rule; its sweep ends at the valley's far edge, so runs made with it hold the sweep up to there).
-Runs are grouped by their config apart from the seed. Writes rules.json and rules.md: per rule,
-the geometric mean of the suggested max LR, the standard deviation of its log10 over all runs, and
-the mean ratio between two seeds of one config.
+- valley start x 5: the first LR whose smoothed loss is within 5% of the minimum, times 5.
+A sweep depends on the seed and on the settings it trains with, not on the epochs or the rule, so
+runs that differ only in those share their seed's sweep, and identical sweeps count once. A run
+trained at one rule's pick from its seed's sweep (with the finder, or with it off and that LR as
+training.lr) counts for that rule's accuracy. --sweeps: runs whose sweep counts but whose accuracy
+does not (cut short after the sweep). Writes rules.json and rules.md: per rule, the geometric mean
+of the suggested max LR, the standard deviation of its log10 over the sweeps, the ratio between the
+highest and lowest seed's (averaged over configurations), and the last-epoch accuracy of the runs at its pick.
 """
 import argparse
 import json
@@ -21,16 +24,20 @@ import statistics
 import sys
 from pathlib import Path
 
-from fast_cifar.errors import exit_on_user_error
+from fast_cifar.config import as_dict, declare_train_sections, parse_config
+from fast_cifar.errors import UserError, exit_on_user_error
 from fast_cifar.files import writable_folder, write_json, write_text
-from fast_cifar.report import markdown_table, read_run
+from fast_cifar.report import markdown_table, mean_std, read_run, spread
+
+# Settings that act only after the sweep: runs differing in these alone share their seed's sweep.
+AFTER_THE_SWEEP = {"training": ("epochs", "lr", "pct_start", "seed", "resume"), "output": None,
+                   "lr_finder": ("enabled", "anchor", "multiplier", "divisor"), "data": ("path",)}
 
 
 def valley(sweep, rise=0.05):
     """The valley's two edges, as find_lr draws them: where the smoothed loss first comes within `rise` of its
-    minimum, and the first LR after that at which it rises above (the sweep's end, for sweeps that went on)."""
-    if "valley_start_lr" in sweep:
-        return sweep["valley_start_lr"], sweep["edge_lr"]
+    minimum, and the first LR after that at which it rises above (the sweep's end, for sweeps that went on).
+    Sweeps that recorded their edges give them; older ones are worked out from the smoothed losses."""
     lrs, smoothed, best = sweep["lrs"], sweep["smoothed_losses"], math.inf
     end = len(lrs) - 1
     for index, loss in enumerate(smoothed):
@@ -38,8 +45,8 @@ def valley(sweep, rise=0.05):
             end = index
             break
         best = min(best, loss)
-    start = next(lr for lr, loss in zip(lrs, smoothed[:end]) if loss <= (1 + rise) * best)
-    return start, lrs[end]
+    start = next(lr for lr, loss in zip(lrs, smoothed[:end + 1]) if loss <= (1 + rise) * best)
+    return sweep.get("valley_start_lr", start), sweep.get("edge_lr", lrs[end])
 
 
 RULES = {
@@ -50,60 +57,109 @@ RULES = {
 }
 
 
-def group_key(record):
-    config = json.loads(json.dumps(record["config"]))
-    for section, key in (("training", "seed"), ("output", "name"), ("output", "dir"), ("data", "path")):
-        config[section].pop(key, None)
+def sweep_setting(record):
+    """The configuration that shapes a sweep, apart from the seed: its key as text. A setting that a record
+    lacks (it was added later) ran at its default."""
+    config = as_dict(parse_config(declare_train_sections, []))
+    for section, values in record["config"].items():
+        config.setdefault(section, {}).update(values)
+    config["data"]["loader"] = record.get("loader", config["data"]["loader"])  # the one used, `auto` resolved
+    for section, keys in AFTER_THE_SWEEP.items():
+        for key in (keys or list(config.get(section, {}))):
+            config.get(section, {}).pop(key, None)
     return json.dumps(config, sort_keys=True)
 
 
-def spread(records, rule):
-    suggestions = [math.log10(rule(record["lr_finder"])) for record in records]
-    groups = {}
-    for record, value in zip(records, suggestions):
-        groups.setdefault(group_key(record), []).append(value)
-    gaps = [max(values) - min(values) for values in groups.values() if len(values) > 1]
-    return {"geometric_mean_lr": 10 ** statistics.mean(suggestions), "std_log10": statistics.pstdev(suggestions),
-            "mean_seed_to_seed_ratio": 10 ** statistics.mean(gaps) if gaps else None,
-            "runs": len(suggestions), "groups_with_several_seeds": len(gaps),
-            "suggestions": [10 ** value for value in suggestions]}
+def seed_of(record):
+    return sweep_setting(record), record["config"]["training"]["seed"]
+
+
+def distinct_sweeps(records):
+    """[((setting, seed), sweep)], each identical sweep once (the first run's)."""
+    sweeps = {}
+    for record in records:
+        if record.get("lr_finder"):
+            sweeps.setdefault(json.dumps(record["lr_finder"]["losses"]), (seed_of(record), record["lr_finder"]))
+    return list(sweeps.values())
+
+
+def rule_spread(sweeps, rule):
+    suggestions = [(key, math.log10(rule(sweep))) for key, sweep in sweeps]
+    by_setting = {}
+    for (setting, _), value in suggestions:
+        by_setting.setdefault(setting, []).append(value)
+    gaps = [max(values) - min(values) for values in by_setting.values() if len(values) > 1]
+    values = [value for _, value in suggestions]
+    return {"geometric_mean_lr": 10 ** statistics.mean(values), "std_log10": statistics.pstdev(values),
+            "highest_to_lowest_seed": 10 ** statistics.mean(gaps) if gaps else None, "sweeps": len(values),
+            "suggestions": [{"seed": seed, "max_lr": 10 ** value} for (_, seed), value in suggestions]}
+
+
+def rule_of(record, sweeps):
+    """The rule whose pick the run trained at: from its own sweep, or else from its seed's, or None."""
+    sweep = record.get("lr_finder") or next((sweep for key, sweep in sweeps if key == seed_of(record)), None)
+    if sweep is None:
+        return None
+    return next((name for name, rule in RULES.items() if abs(math.log(record["max_lr"] / rule(sweep))) < 1e-3), None)
+
+
+def rules_table(summary):
+    rows = [[name, f"{figures['geometric_mean_lr']:.2e}", f"{figures['std_log10']:.3f}",
+             f"{figures['highest_to_lowest_seed']:.2f}x" if figures["highest_to_lowest_seed"] else "-",
+             mean_std(figures["last_test_accuracy"]),
+             figures["last_test_accuracy"]["n"] if figures["last_test_accuracy"] else 0]
+            for name, figures in summary.items()]
+    return markdown_table(["rule", "max LR (geometric mean)", "std of log10", "highest / lowest seed",
+                           "last-epoch test accuracy at its pick (%)", "runs"], rows)
+
+
+def run_table(runs, sweeps):
+    rows = [["/".join(Path(folder).parts[-2:]), record["config"]["training"]["seed"], len(record["epochs"]),
+             "on" if record["config"]["lr_finder"]["enabled"] else "off", f"{record['max_lr']:.2e}",
+             rule_of(record, sweeps) or "", f"{100 * record['epochs'][-1]['test_accuracy']:.2f}"]
+            for folder, record in runs.items()]
+    return markdown_table(["run", "seed", "epochs", "finder", "max LR", "the pick of", "last-epoch test accuracy (%)"],
+                          rows, left=(0, 5))
 
 
 @exit_on_user_error
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("runs", nargs="+", help="run folders whose results.json holds an lr_finder sweep")
+    parser.add_argument("runs", nargs="+", help="run folders: their sweeps, and their accuracy at their max LR")
+    parser.add_argument("--sweeps", nargs="*", default=[], help="run folders whose sweep alone counts")
     parser.add_argument("--out", required=True)
     args = parser.parse_args(argv)
-    every = {folder: read_run(folder) for folder in args.runs}
-    records = [record for record in every.values() if record.get("lr_finder")]
+    runs = {folder: read_run(folder) for folder in args.runs}
+    for folder in [folder for folder, record in runs.items() if not record.get("finished")]:
+        print(f"left out: {folder} has not finished")
+        del runs[folder]
+    every = [*runs.values(), *(read_run(folder) for folder in args.sweeps)]
+    sweeps = distinct_sweeps(every)
+    if not sweeps:
+        raise UserError("none of the runs given recorded an LR finder sweep")
     out = writable_folder(Path(args.out))
-    summary = {name: spread(records, rule) for name, rule in RULES.items()}
+    accuracy = {name: spread([100 * record["epochs"][-1]["test_accuracy"] for record in runs.values()
+                              if rule_of(record, sweeps) == name]) for name in RULES}
+    summary = {name: {**rule_spread(sweeps, rule), "last_test_accuracy": accuracy[name]}
+               for name, rule in RULES.items()}
     # The sweep's length: steps recorded, and those a sweep from 1e-4 that ends at the valley's far edge takes.
-    lengths = {"recorded_steps": statistics.mean(len(r["lr_finder"]["lrs"]) for r in records),
+    lengths = {"recorded_steps": statistics.mean(len(sweep["lrs"]) for _, sweep in sweeps),
                "steps_from_1e-4_to_the_edge": statistics.mean(
-                   sum(1e-4 <= lr <= valley(r["lr_finder"])[1] for lr in r["lr_finder"]["lrs"]) for r in records)}
-    device = records[0]["device"]
+                   sum(1e-4 <= lr <= valley(sweep)[1] for lr in sweep["lrs"]) for _, sweep in sweeps)}
+    device, versions = every[0]["device"], every[0]["versions"]
+    lines = [f"{len(sweeps)} distinct sweeps on {device['name']} ({device['type']})", "",
+             rules_table(summary),
+             f"Sweep length: {lengths['recorded_steps']:.0f} steps recorded on average; from LR 1e-4 to the "
+             f"valley's far edge, {lengths['steps_from_1e-4_to_the_edge']:.0f}.", "",
+             "Every run whose accuracy counts, with the max LR it trained at:", "", run_table(runs, sweeps)]
     result = {"rules": summary, "sweep_lengths": lengths, "runs": {
-        folder: {"max_lr": record["max_lr"], "last_test_accuracy": record["epochs"][-1]["test_accuracy"]}
-        for folder, record in every.items()}, "device": device, "versions": records[0]["versions"],
+        folder: {"seed": record["config"]["training"]["seed"], "max_lr": record["max_lr"],
+                 "rule": rule_of(record, sweeps), "last_test_accuracy": record["epochs"][-1]["test_accuracy"]}
+        for folder, record in runs.items()}, "sweeps_only": args.sweeps, "device": device,
+              "versions": versions,
               "command": " ".join(["python benchmarks/lr_finder_rules.py", *(sys.argv[1:] if argv is None else argv)])}
-    lines = [f"{len(records)} sweeps on {device['name']} ({device['type']})", "",
-             "| rule | max LR (geometric mean) | std of log10 | mean ratio between seeds |",
-             "| --- | ---: | ---: | ---: |"]
-    for name, figures in summary.items():
-        ratio = figures["mean_seed_to_seed_ratio"]
-        lines.append(f"| {name} | {figures['geometric_mean_lr']:.2e} | {figures['std_log10']:.3f} | "
-                     + (f"{ratio:.2f}x |" if ratio else "- |"))
-    lines += ["", f"Sweep length: {lengths['recorded_steps']:.0f} steps recorded on average; from LR 1e-4 to the "
-                  f"valley's far edge, {lengths['steps_from_1e-4_to_the_edge']:.0f}.", "",
-              "Every run given, with the max LR it trained at:", "",
-              markdown_table(["run", "seed", "finder", "max LR", "last-epoch test accuracy (%)"], [
-                  ["/".join(Path(folder).parts[-2:]), record["config"]["training"]["seed"],
-                   "on" if record["config"]["lr_finder"]["enabled"] else "off", f"{record['max_lr']:.2e}",
-                   f"{100 * record['epochs'][-1]['test_accuracy']:.2f}"] for folder, record in every.items()])]
     write_json(out / "rules.json", result)
-    write_text(out / "rules.md", "\n".join(lines) + "\n")
+    write_text(out / "rules.md", "\n".join(lines))
     print("\n".join(lines))
 
 
