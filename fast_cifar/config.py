@@ -162,9 +162,9 @@ def declare_train_sections(config):
     )
     # The sweep and its rule: the max LR is the loss minimum / 3, the rule the tuning study chose; the sweep
     # starts at 1e-4 and ends at the valley's far edge, half the steps of a sweep from 1e-6 to 1. Anchoring
-    # on the valley's start (x 5) moved half as much between seeds on the study's sweeps, but trailed by 1.4
-    # points at cpu_small scale over 2 seeds: it is a candidate until a GPU measures it
-    # (benchmarks/results/lr_finder, benchmarks/recipe_candidates.yaml).
+    # on the valley's start (x 5) moved about half as much between seeds, on the study's sweeps and at
+    # cpu_small scale, but trained 1.3 points worse there over 7 seeds: it stays a candidate until a GPU
+    # measures it at full scale (benchmarks/results/lr_finder, benchmarks/recipe_candidates.yaml).
     Section("lr_finder", "LR range test run before training to pick the max LR", config_descriptor=config).params(
         enabled=Param(Boolean(), "run it (else use training.lr)", default=True),
         start_lr=Param(POSITIVE_FLOAT, "first LR of the sweep", default=1e-4),

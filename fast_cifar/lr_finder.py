@@ -8,10 +8,10 @@ minimum: the sweep ends at its far edge, the first LR at which the loss rises
 above that (or turns non-finite). The suggested max LR for the one-cycle
 schedule is an anchor LR times `multiplier`: in the recipe the minimum / 3, the
 rule the tuning study chose. The other anchor, the valley's start (the first LR
-whose smoothed loss came within `rise` of the minimum), moved half as much
-between seeds on the study's sweeps, since the valley's floor is flat and the
-loss falls steeply into it; see benchmarks/results/lr_finder. Stopping at the
-far edge ends the sweep well before `end_lr`.
+whose smoothed loss came within `rise` of the minimum), moves about half as much
+between seeds, since the valley's floor is flat and the loss falls steeply into
+it, but its picks trained worse at small scale; see benchmarks/results/lr_finder.
+Stopping at the far edge ends the sweep well before `end_lr`.
 """
 import copy
 import math
