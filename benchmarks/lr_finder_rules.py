@@ -125,7 +125,7 @@ def run_table(runs, sweeps):
 @exit_on_user_error
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("runs", nargs="+", help="run folders: their sweeps, and their accuracy at their max LR")
+    parser.add_argument("runs", nargs="*", help="run folders: their sweeps, and their accuracy at their max LR")
     parser.add_argument("--sweeps", nargs="*", default=[], help="run folders whose sweep alone counts")
     parser.add_argument("--out", required=True)
     args = parser.parse_args(argv)
