@@ -18,6 +18,8 @@ of the suggested max LR, the standard deviation of its log10 over the sweeps, th
 highest and lowest seed's (averaged over configurations), and the last-epoch accuracy of the runs at its pick.
 """
 import argparse
+import copy
+import functools
 import json
 import math
 import statistics
@@ -57,10 +59,15 @@ RULES = {
 }
 
 
+@functools.cache
+def defaults():
+    return as_dict(parse_config(declare_train_sections, []))
+
+
 def sweep_setting(record):
     """The configuration that shapes a sweep, apart from the seed: its key as text. A setting that a record
     lacks (it was added later) ran at its default."""
-    config = as_dict(parse_config(declare_train_sections, []))
+    config = copy.deepcopy(defaults())
     for section, values in record["config"].items():
         config.setdefault(section, {}).update(values)
     config["data"]["loader"] = record.get("loader", config["data"]["loader"])  # the one used, `auto` resolved
@@ -70,7 +77,8 @@ def sweep_setting(record):
     return json.dumps(config, sort_keys=True)
 
 
-def seed_of(record):
+def sweep_key(record):
+    """(setting, seed): runs with the same key ran the same sweep."""
     return sweep_setting(record), record["config"]["training"]["seed"]
 
 
@@ -79,7 +87,7 @@ def distinct_sweeps(records):
     sweeps = {}
     for record in records:
         if record.get("lr_finder"):
-            sweeps.setdefault(json.dumps(record["lr_finder"]["losses"]), (seed_of(record), record["lr_finder"]))
+            sweeps.setdefault(json.dumps(record["lr_finder"]["losses"]), (sweep_key(record), record["lr_finder"]))
     return list(sweeps.values())
 
 
@@ -97,7 +105,8 @@ def rule_spread(sweeps, rule):
 
 def rule_of(record, sweeps):
     """The rule whose pick the run trained at: from its own sweep, or else from its seed's, or None."""
-    sweep = record.get("lr_finder") or next((sweep for key, sweep in sweeps if key == seed_of(record)), None)
+    own_key = sweep_key(record)
+    sweep = record.get("lr_finder") or next((sweep for key, sweep in sweeps if key == own_key), None)
     if sweep is None:
         return None
     return next((name for name, rule in RULES.items() if abs(math.log(record["max_lr"] / rule(sweep))) < 1e-3), None)
@@ -113,10 +122,10 @@ def rules_table(summary):
                            "last-epoch test accuracy at its pick (%)", "runs"], rows)
 
 
-def run_table(runs, sweeps):
+def run_table(runs, picks):
     rows = [["/".join(Path(folder).parts[-2:]), record["config"]["training"]["seed"], len(record["epochs"]),
              "on" if record["config"]["lr_finder"]["enabled"] else "off", f"{record['max_lr']:.2e}",
-             rule_of(record, sweeps) or "", f"{100 * record['epochs'][-1]['test_accuracy']:.2f}"]
+             picks[folder] or "", f"{100 * record['epochs'][-1]['test_accuracy']:.2f}"]
             for folder, record in runs.items()]
     return markdown_table(["run", "seed", "epochs", "finder", "max LR", "the pick of", "last-epoch test accuracy (%)"],
                           rows, left=(0, 5))
@@ -138,8 +147,9 @@ def main(argv=None):
     if not sweeps:
         raise UserError("none of the runs given recorded an LR finder sweep")
     out = writable_folder(Path(args.out))
-    accuracy = {name: spread([100 * record["epochs"][-1]["test_accuracy"] for record in runs.values()
-                              if rule_of(record, sweeps) == name]) for name in RULES}
+    picks = {folder: rule_of(record, sweeps) for folder, record in runs.items()}
+    accuracy = {name: spread([100 * record["epochs"][-1]["test_accuracy"] for folder, record in runs.items()
+                              if picks[folder] == name]) for name in RULES}
     summary = {name: {**rule_spread(sweeps, rule), "last_test_accuracy": accuracy[name]}
                for name, rule in RULES.items()}
     # The sweep's length: steps recorded, and those a sweep from 1e-4 that ends at the valley's far edge takes.
@@ -151,10 +161,10 @@ def main(argv=None):
              rules_table(summary),
              f"Sweep length: {lengths['recorded_steps']:.0f} steps recorded on average; from LR 1e-4 to the "
              f"valley's far edge, {lengths['steps_from_1e-4_to_the_edge']:.0f}.", "",
-             "Every run whose accuracy counts, with the max LR it trained at:", "", run_table(runs, sweeps)]
+             "Every run whose accuracy counts, with the max LR it trained at:", "", run_table(runs, picks)]
     result = {"rules": summary, "sweep_lengths": lengths, "runs": {
         folder: {"seed": record["config"]["training"]["seed"], "max_lr": record["max_lr"],
-                 "rule": rule_of(record, sweeps), "last_test_accuracy": record["epochs"][-1]["test_accuracy"]}
+                 "rule": picks[folder], "last_test_accuracy": record["epochs"][-1]["test_accuracy"]}
         for folder, record in runs.items()}, "sweeps_only": args.sweeps, "device": device,
               "versions": versions,
               "command": " ".join(["python benchmarks/lr_finder_rules.py", *(sys.argv[1:] if argv is None else argv)])}
