@@ -1,6 +1,8 @@
 """scripts/gpu_run.sh, every job dry-run on the CPU at a tiny size, so no GPU minute is lost to a typo."""
 import json
 import os
+import shutil
+import signal
 import subprocess
 import sys
 import tarfile
@@ -29,8 +31,16 @@ def test_every_job_runs_and_packs_its_results(job, synthetic_folder, tmp_path):
     env, flags = JOBS[job]
     env = {**os.environ, **env, "PYTHON": sys.executable, "DATA": str(synthetic_folder), "OUT": str(tmp_path / "out"),
            "RESULTS": str(tmp_path / "results" / job)}
-    result = subprocess.run(["bash", str(REPO / "scripts" / "gpu_run.sh"), job, *flags], env=env, cwd=REPO,
-                            capture_output=True, text=True, timeout=600)
+    def run():
+        return subprocess.run(["bash", str(REPO / "scripts" / "gpu_run.sh"), job, *flags], env=env, cwd=REPO,
+                              capture_output=True, text=True, timeout=600)
+    result = run()
+    if result.returncode == 128 + signal.SIGABRT and "without an active exception" in result.stdout + result.stderr:
+        # benchmarks/run.py's rare abort from native code, as in test_benchmarks (seen once here, at exit, after
+        # every table was written): cause not yet found. A second abort fails the test.
+        for folder in ("out", "results"):
+            shutil.rmtree(tmp_path / folder, ignore_errors=True)
+        result = run()
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     with tarfile.open(tmp_path / "out" / f"{job}.tar.gz") as archive:
         names = archive.getnames()
