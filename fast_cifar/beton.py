@@ -124,6 +124,11 @@ class DatasetInfo:
     def path(self, split):
         return beton_path(self.folder, split)
 
+    @property
+    def fill(self):
+        """The mean colour as a pixel value: what a crop fills its gap with, zero once normalized."""
+        return tuple(int(round(channel)) for channel in self.mean)
+
 
 def load_dataset_info(folder, verify_checksums=True):
     """Check the data folder before training: one clear error for anything missing or corrupt."""
@@ -181,6 +186,11 @@ def _describe_problem(info):
 def field_metadata(reader, name):
     """One field's per-record metadata (image sizes and data pointers, or the label itself)."""
     return reader.metadata[f"f{reader.field_names.index(name)}"]
+
+
+def read_labels(path):
+    """A .beton's labels (N,) int64, in file order, from its metadata alone."""
+    return field_metadata(Reader(str(path)), "label").astype(np.int64)
 
 
 def read_split(path, indices=None):

@@ -2,15 +2,17 @@
 
 Two loaders make the same kind of batch (`--data.loader`; auto picks device on a GPU, ffcv on a CPU):
 
-ffcv: FFCV's Loader. Per batch, on the CPU, in JIT-compiled (numba) threads:
+ffcv: FFCV's Loader (`EpochLoader`). Per batch, on the CPU, in numba threads:
     decode raw uint8 HWC -> random crop (pad 4, crop back to 32x32) and random flip, drawn from
-    the loader's seed and the batch's samples (`SeededCropAndFlip`)
+    (seed, epoch, sample index) (`augment.CropAndFlip`)
 then, as torch ops:
-    to tensor -> to the GPU -> channels-last NCHW view -> normalize into the compute dtype.
-    (Training on a CPU, normalization joins the compiled stage instead: 1.3x the images/s.)
+    to tensor -> to the device, waiting for the copy -> channels-last NCHW view -> normalize into the
+    compute dtype (`Normalize`).
 device: `DeviceLoader` reads the split once into device memory as uint8 and does the
     same crop, flip and normalization there, batched, with no per-step host work.
 
+Both visit the samples in the same order and draw the same crops and flips: a seed gives the same
+batches on either. `SampleCheck` proves, every epoch, that a loader delivered its order's samples.
 The test pipelines are the same minus the two augmentations. `make_torchvision_loader` is
 plain PyTorch's path (PIL transforms in DataLoader workers), the baseline benchmarks/ measures against.
 """
@@ -21,29 +23,30 @@ import numba
 import numpy as np
 import torch
 from PIL import Image
-from torch import nn
 from torchvision import transforms
 from ffcv.fields.decoders import IntDecoder, SimpleRGBImageDecoder
 from ffcv.loader import Loader, OrderOption
-from ffcv.pipeline.allocation_query import AllocationQuery
-from ffcv.pipeline.compiler import Compiler
 from ffcv.pipeline.operation import Operation
-from ffcv.transforms import Convert, NormalizeImage, Squeeze, ToDevice, ToTensor, ToTorchImage
+from ffcv.transforms import Squeeze, ToDevice, ToTensor, ToTorchImage
+
+from torch.utils.data import DistributedSampler
 
 from fast_cifar import TORCH_THREADS
-from fast_cifar.beton import read_split
+from fast_cifar.augment import CROP_PADDING, CropAndFlip, Crops, crop_and_flip, draw_crops, pad_with
+from fast_cifar.beton import read_labels, read_split
+from fast_cifar.errors import WrongSamples
 
 torch.set_num_threads(TORCH_THREADS)  # importing ffcv set it to 1: see fast_cifar/__init__.py
 
-CROP_PADDING = 4
 
+class Normalize(Operation):
+    """uint8 pixels to (x - mean) / std in the compute dtype, as one lookup per pixel: the last step of
+    FFCV's pipelines (after the transfer, so uint8 travels, 4x fewer bytes) and of `DeviceLoader`'s.
 
-class Normalize(nn.Module):
-    """uint8 pixels to (x - mean) / std in the compute dtype, as one lookup per pixel.
-
-    Why not FFCV's own NormalizeImage: on a GPU it needs cupy, and it writes float16
-    or float32 only, never bf16; this torch module runs after the transfer on any
-    device and writes the compute dtype directly.
+    Why not FFCV's own NormalizeImage: on a GPU it needs cupy, it writes float16 or float32 only,
+    never bf16, and as a compiled step it cannot follow `CropAndFlip` (FFCV 1.0.2's stage grouping
+    loops forever on a compiled step after a Python one). This one runs on any device and writes
+    the compute dtype directly.
 
     The table holds the 256 possible values of each channel, computed in float64,
     so the result is exact and matches FFCV's own NormalizeImage bit for bit.
@@ -56,63 +59,16 @@ class Normalize(nn.Module):
         self.table = table.to(device=device, dtype=dtype)  # (256, 3)
         self.channels = torch.arange(3, device=device)
 
-    def forward(self, images):
+    def __call__(self, images):
         # Index in NHWC order, so a channels-last input gives a channels-last output without a copy.
         normalized = self.table[images.permute(0, 2, 3, 1).long(), self.channels].permute(0, 3, 1, 2)
         return normalized if images.is_contiguous(memory_format=torch.channels_last) else normalized.contiguous()
 
-
-class SeededCropAndFlip(Operation):
-    """A random translation by up to `padding` pixels (the gap filled with `fill`), then a horizontal flip
-    with probability 1/2: FFCV's RandomTranslate and RandomHorizontalFlip in one JIT-compiled step.
-
-    Why not FFCV's own: they draw from numba's per-thread random states, which the
-    loader's seed never sets, so two runs with the same seed see different crops.
-    Here each image's crop and flip come from a small hash of the loader's seed, the
-    batch's sample indices and the image's place in the batch: no random state at all,
-    so threads cannot change them. As FFCV draws each epoch's order from (seed,
-    epoch), the crops and flips follow from (seed, epoch) and change every epoch.
-    """
-
-    def __init__(self, padding, fill, seed):
-        super().__init__()
-        self.padding, self.fill, self.seed = padding, np.array(fill, dtype=np.uint8), seed
-
     def generate_code(self):
-        parallel_range = Compiler.get_iterator()
-        pad, fill, seed = self.padding, self.fill, self.seed
-        prime = 2_147_483_647  # the Lehmer (MINSTD) generator's modulus: every product fits in int64
-        choices = 2 * pad + 1
-
-        def crop_and_flip(images, out, indices):
-            count, height, width, channels = images.shape
-            batch_hash = seed % prime
-            for index in indices:
-                batch_hash = (batch_hash * 1_000_003 + index) % prime
-            for i in parallel_range(count):
-                state = 1 + (batch_hash + 7_919 * i) % (prime - 1)
-                for _ in range(3):  # a few Lehmer steps spread neighbouring states apart
-                    state = state * 48_271 % prime
-                dy, dx = state % choices - pad, state // choices % choices - pad
-                flip = state // (choices * choices) % 2
-                # One pass: output pixel (r, c) is input pixel (r + dy, c' + dx), c' = c or its mirror,
-                # or the fill colour where that falls outside the image.
-                for r in range(height):
-                    source_row = r + dy
-                    for c in range(width):
-                        source_col = (width - 1 - c if flip else c) + dx
-                        inside = 0 <= source_row < height and 0 <= source_col < width
-                        for k in range(channels):
-                            out[i, r, c, k] = images[i, source_row, source_col, k] if inside else fill[k]
-            return out
-
-        crop_and_flip.is_parallel = True
-        crop_and_flip.with_indices = True
-        return crop_and_flip
+        return lambda images, _: self(images)
 
     def declare_state_and_memory(self, previous_state):
-        return (dataclasses.replace(previous_state, jit_mode=True),
-                AllocationQuery(previous_state.shape, previous_state.dtype))
+        return dataclasses.replace(previous_state, jit_mode=False, dtype=self.table.dtype), None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -134,28 +90,26 @@ class Sampling:
     shard: tuple = (0, 1)
 
 
-def image_pipeline(info, batches, augment, seed=0, normalize_after_transfer=None):
-    """FFCV's image pipeline. Normalizing after the transfer (the default on a GPU) moves uint8, 4x
-    fewer bytes, and normalizes with `Normalize` on the device; before it (the default on a CPU),
-    FFCV's NormalizeImage runs inside the compiled, multi-threaded stage. Both give the same values."""
-    device, dtype, channels_last = batches.device, batches.dtype, batches.channels_last
+def image_pipeline(info, batches, augment, seed=0, non_blocking=False):
+    """FFCV's image pipeline: decode, crop and flip (`augment`), then uint8 to the device and `Normalize` there.
+
+    The transfer waits for its copy (`non_blocking=False`): FFCV writes each batch into one of a few
+    pinned host buffers and only makes the GPU, not its own CPU threads, wait before reusing one, so
+    with a GPU running batches behind, an asynchronous copy can read a buffer already refilled with a
+    later batch. The wait runs in FFCV's loader thread, not in the training loop. (`non_blocking=True`
+    is there only for benchmarks/batch_check.py, which shows the fault and prices the wait.)
+    """
     pipeline = [SimpleRGBImageDecoder()]
     if augment:
-        # Pad with the data set's mean colour: after normalization it is zero, like zero padding.
-        fill = tuple(int(round(channel)) for channel in info.mean)
-        pipeline.append(SeededCropAndFlip(CROP_PADDING, fill, seed))
-    if normalize_after_transfer is None:
-        normalize_after_transfer = device.type == "cuda"
-    if normalize_after_transfer:
-        return pipeline + [ToTensor(), ToDevice(device, non_blocking=True), ToTorchImage(channels_last=channels_last),
-                           Normalize(info.mean, info.std, dtype, device)]
-    pipeline += [NormalizeImage(np.array(info.mean), np.array(info.std), np.float32), ToTensor(),
-                 ToDevice(device), ToTorchImage(channels_last=channels_last)]
-    return pipeline + ([Convert(dtype)] if dtype != torch.float32 else [])
+        pipeline.append(CropAndFlip(info.fill, seed))  # the mean colour fills the gap: zero once normalized
+    return pipeline + [ToTensor(), ToDevice(batches.device, non_blocking),
+                       ToTorchImage(channels_last=batches.channels_last),
+                       Normalize(info.mean, info.std, batches.dtype, batches.device)]
 
 
-def label_pipeline(device):
-    return [IntDecoder(), ToTensor(), ToDevice(device, non_blocking=True), Squeeze(1)]
+def label_pipeline(device, non_blocking=False):
+    """Labels as int64 on the device; the transfer waits for its copy, as in `image_pipeline`."""
+    return [IntDecoder(), ToTensor(), ToDevice(device, non_blocking), Squeeze(1)]
 
 
 def subset_indices(records, subset):
@@ -170,9 +124,22 @@ def split_size(info, split, subset=0):
     return min(subset, records) if subset else records
 
 
+def shuffled_positions(count, seed, epoch, shard=(0, 1)):
+    """The order in which FFCV's RANDOM traversal visits `count` samples in `epoch`, as positions 0..count-1:
+    numpy's permutation seeded with seed + epoch, or, over several ranks, torch's DistributedSampler
+    (ffcv/traversal_order/random.py). The device loader follows it, so both loaders see the same batches."""
+    rank, ranks = shard
+    if ranks == 1:
+        return np.random.default_rng(seed + epoch).permutation(count)
+    sampler = DistributedSampler(range(count), num_replicas=ranks, rank=rank, shuffle=True, seed=seed,
+                                 drop_last=False)
+    sampler.set_epoch(epoch)
+    return np.fromiter(sampler, dtype=np.int64)
+
+
 def make_loader(info, split, batches, sampling, kind="ffcv", threads=-1):
     """A loader over one split: shuffled, augmented, last partial batch dropped when `sampling.train`.
-    `kind` is "ffcv" (FFCV's Loader, `threads` of them; -1: all cores) or "device" (`DeviceLoader`).
+    `kind` is "ffcv" (`EpochLoader`, `threads` of them; -1: all cores) or "device" (`DeviceLoader`).
 
     With several ranks each reads its own shard: a fixed rank-strided slice of the
     test split, and a new slice of each epoch's shuffled order of the train split.
@@ -184,8 +151,9 @@ def make_loader(info, split, batches, sampling, kind="ffcv", threads=-1):
         sampling = dataclasses.replace(sampling, shard=(0, 1))  # the test shard is taken here, once
     if kind == "device":
         return DeviceLoader(info, split, batches, sampling, indices)
-    return Loader(
-        str(info.path(split)),
+    return EpochLoader(
+        info.path(split),
+        batches.device,
         batch_size=batches.size,
         num_workers=min(threads, numba.config.NUMBA_NUM_THREADS),  # numba refuses more threads than cores
         order=OrderOption.RANDOM if train else OrderOption.SEQUENTIAL,
@@ -209,78 +177,106 @@ def last_batch_size(loader):
     return shard_size(loader) - (len(loader) - 1) * loader.batch_size
 
 
+class EpochLoader(Loader):
+    """FFCV's Loader, plus two things it does not do by itself: it tells `CropAndFlip` which epoch each
+    pass serves, and it says which labels that pass should deliver (`expected_labels`, for `SampleCheck`)."""
+
+    def __init__(self, path, device, **loader_args):
+        super().__init__(str(path), **loader_args)
+        self.device, self.split_labels = device, read_labels(path)
+        self.augmentations = [operation for spec in self.pipeline_specs.values() for operation in spec.transforms
+                              if isinstance(operation, CropAndFlip)]
+
+    def expected_labels(self):
+        """The labels of the next pass, in the order FFCV will read its samples."""
+        return self.split_labels[self.next_traversal_order()[:len(self) * self.batch_size]]
+
+    def __iter__(self):
+        for augmentation in self.augmentations:
+            augmentation.epoch = self.next_epoch
+        return super().__iter__()
+
+
+class SampleCheck:
+    """Proof that one pass over a loader delivered what its order says: as many samples, each with its
+    own label. Labels are copied into a device buffer as they come (no wait); `verify` compares them
+    once, at the end of the pass, where the training loop synchronizes anyway."""
+
+    def __init__(self, loader):
+        self.expected = torch.from_numpy(loader.expected_labels()).to(loader.device)
+        self.seen = torch.full_like(self.expected, -1)
+        self.count = 0
+
+    def add(self, labels):
+        end = self.count + len(labels)
+        if end <= len(self.expected):
+            self.seen[self.count:end].copy_(labels, non_blocking=True)
+        self.count = end
+
+    def verify(self, split):
+        """The number of samples checked; `WrongSamples` if the pass was not its order."""
+        wrong = int((self.seen != self.expected).sum())
+        if self.count != len(self.expected) or wrong:
+            raise WrongSamples(f"the {split} split's loader delivered {self.count:,} samples where its order holds "
+                               f"{len(self.expected):,}, {wrong:,} of them not the sample the order names (by label)")
+        return self.count
+
+
 # --- the GPU data path -----------------------------------------------------------
-
-
-def crop_and_flip(padded, index, dy, dx, flip):
-    """Images `index` of the padded batch, translated by (dy, dx) and mirrored where `flip`.
-
-    Output pixel (r, c) is padded pixel (pad + dy + r, pad + dx + c), or column
-    (pad + dx + 31 - c) when flipped: FFCV's RandomTranslate then RandomHorizontalFlip,
-    done as one gather.
-    """
-    size = padded.shape[1] - 2 * CROP_PADDING
-    steps = torch.arange(size, device=padded.device)
-    rows = (CROP_PADDING + dy)[:, None] + steps
-    cols = (CROP_PADDING + dx)[:, None] + torch.where(flip[:, None], size - 1 - steps, steps)
-    return padded[index[:, None, None], rows[:, :, None], cols[:, None, :]]
 
 
 class DeviceLoader:
     """A whole split as uint8 in device memory; each batch is gathered, augmented and normalized there.
 
-    Epoch e draws its order from a generator seeded with (seed, e), the same on every
-    rank, and its augmentations from one seeded with (seed, e, rank), so runs with the
-    same seed see the same batches.
+    Epoch e visits the samples in the order FFCV's loader would (`shuffled_positions`) and crops and
+    flips them as FFCV's `CropAndFlip` would (`draw_crops`): same seed, same batches as `EpochLoader`.
     """
 
     def __init__(self, info, split, batches, sampling, indices=None):
         device, train = batches.device, sampling.train
         images, labels = read_split(info.path(split), indices)
         images = torch.from_numpy(images).to(device)
-        if train:  # pad once with the mean colour, as FFCV's RandomTranslate does per batch
-            fill = torch.tensor([int(round(channel)) for channel in info.mean], dtype=torch.uint8, device=device)
-            padded = fill.expand(len(images), 32 + 2 * CROP_PADDING, 32 + 2 * CROP_PADDING, 3).clone()
-            padded[:, CROP_PADDING:-CROP_PADDING, CROP_PADDING:-CROP_PADDING] = images
-            images = padded
-        self.images, self.labels = images, torch.from_numpy(labels).to(device)
+        if train:  # pad once with the mean colour, as `CropAndFlip` fills the gap per batch
+            images = pad_with(images, torch.tensor(info.fill, dtype=torch.uint8, device=device))
+        self.images, self.labels, self.split_labels = images, torch.from_numpy(labels).to(device), labels
+        # the sample indices FFCV would see: the draws hash them, not their place in this subset
+        self.sample_ids = np.arange(info.records[split]) if indices is None else indices
         self.batch_size, self.device, self.train, self.seed = batches.size, device, train, sampling.seed
         self.channels_last = batches.channels_last
-        self.rank, self.world_size = sampling.shard  # every rank draws the same order and takes its stride of it
+        self.shard = sampling.shard  # every rank draws the same order and takes its part of it
         self.normalize = Normalize(info.mean, info.std, batches.dtype, device)
         self.next_epoch = 0  # as FFCV's Loader names it; the training loop sets it
-
-    @property
-    def shard_size(self):
-        return len(range(self.rank, len(self.labels), self.world_size))
+        self.shard_size = len(self.positions(0))
 
     def __len__(self):
         return self.shard_size // self.batch_size if self.train else -(-self.shard_size // self.batch_size)
 
-    def epoch_order(self, epoch):
-        """This rank's samples for `epoch`, in order, and the generator for their augmentations."""
-        epoch_seed = self.seed * 100_003 + epoch
-        generator = torch.Generator(self.device).manual_seed(epoch_seed)
-        count = len(self.labels)
-        order = torch.randperm(count, generator=generator, device=self.device) if self.train \
-            else torch.arange(count, device=self.device)
-        generator.manual_seed(epoch_seed * 1_000 + self.rank)  # each rank its own crops and flips
-        return order[self.rank::self.world_size], generator
+    def positions(self, epoch):
+        """This rank's samples for `epoch`, in order, as positions in `self.images`."""
+        if self.train:
+            return shuffled_positions(len(self.split_labels), self.seed, epoch, self.shard)
+        return np.arange(len(self.split_labels))[self.shard[0]::self.shard[1]]
+
+    def expected_labels(self):
+        return self.split_labels[self.positions(self.next_epoch)[:len(self) * self.batch_size]]
 
     def __iter__(self):
-        order, generator = self.epoch_order(self.next_epoch)
+        epoch = self.next_epoch
         self.next_epoch += 1
-        for batch in range(len(self)):
-            index = order[batch * self.batch_size:(batch + 1) * self.batch_size]
+        positions = self.positions(epoch)[:len(self) * self.batch_size]
+        plan = [positions]
+        if self.train:
+            crops = draw_crops(self.seed, epoch, self.sample_ids[positions])
+            plan += [crops.dy, crops.dx, crops.flip]
+        plan = torch.from_numpy(np.stack(plan).astype(np.int64)).to(self.device)  # one copy per epoch
+        for start in range(0, len(positions), self.batch_size):
+            batch = plan[:, start:start + self.batch_size]
             if self.train:
-                shifts = torch.randint(-CROP_PADDING, CROP_PADDING + 1, (2, len(index)), generator=generator,
-                                       device=self.device)
-                flip = torch.rand(len(index), generator=generator, device=self.device) < 0.5
-                images = crop_and_flip(self.images, index, shifts[0], shifts[1], flip)
+                images = crop_and_flip(self.images, batch[0], Crops(dy=batch[1], dx=batch[2], flip=batch[3].bool()))
             else:
-                images = self.images[index]
+                images = self.images[batch[0]]
             images = images.permute(0, 3, 1, 2)  # NHWC storage is NCHW channels-last
-            yield self.normalize(images if self.channels_last else images.contiguous()), self.labels[index]
+            yield self.normalize(images if self.channels_last else images.contiguous()), self.labels[batch[0]]
 
 
 # --- plain PyTorch's data path, the baseline the benchmarks measure against -------------------------

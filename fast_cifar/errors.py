@@ -5,6 +5,7 @@ Exit codes, the same for every command of the kit:
     2    bad input (`UserError`): a missing or corrupt file, a bad setting, a name that escapes its folder
     3    training diverged (`Diverged`): the loss turned NaN or infinite
     4    a write failed (`WriteFailed`): the disk is full, a file grew past its limit, an I/O error
+    5    a loader delivered other samples than its epoch's order (`WrongSamples`): a defect, not a result
     130  interrupted by SIGINT or SIGTERM (train.py says which checkpoint to resume from)
 Anything else is a bug and keeps its traceback.
 """
@@ -29,6 +30,11 @@ class Diverged(UserError):
 class WriteFailed(UserError):
     """A file could not be written for a reason outside the program: a full disk, a size limit, I/O."""
     exit_code = 4
+
+
+class WrongSamples(UserError):
+    """An epoch's batches were not the samples its order names: too many, too few, or other ones."""
+    exit_code = 5
 
 
 # The errors that say the storage, not the program, failed a write.

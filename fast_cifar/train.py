@@ -29,9 +29,9 @@ from tqdm import tqdm
 from fast_cifar import checkpoint
 from fast_cifar.beton import load_dataset_info
 from fast_cifar.config import as_dict, declare_train_sections, parse_config
-from fast_cifar.data import Batches, Sampling, last_batch_size, make_loader, split_size
+from fast_cifar.data import Batches, SampleCheck, Sampling, last_batch_size, make_loader, split_size
 from fast_cifar.distributed import World, from_rank_zero, join, leave, mean_over_ranks
-from fast_cifar.errors import INTERRUPTED, Diverged, UserError, exit_on_user_error
+from fast_cifar.errors import INTERRUPTED, Diverged, UserError, WrongSamples, exit_on_user_error
 from fast_cifar.files import inside, lock_folder
 from fast_cifar.lr_finder import find_lr
 from fast_cifar.model import MODELS, flops_per_image, receptive_fields
@@ -142,42 +142,46 @@ class Learner:
 
 
 def train_epoch(learner, loader, label_smoothing, description, world=World()):
-    """One pass over the train split; sums stay on the device so no step waits for the GPU."""
+    """One pass over the train split; sums stay on the device so no step waits for the GPU. Returns the
+    loss, the accuracy and how many samples `SampleCheck` found to be the epoch's order."""
     model, optimizer, scheduler, dtype = learner.trainer, learner.optimizer, learner.scheduler, learner.dtype
     model.train()
+    check = SampleCheck(loader)
     loss_sum = correct = 0
-    seen = 0
     first_bad_step = -1  # becomes a device tensor: checked once, at the end of the epoch
     for step, (images, labels) in enumerate(tqdm(loader, desc=description, leave=False, disable=description is None),
                                             start=1):
+        check.add(labels)
         loss, logits = train_step(model, optimizer, images, labels, dtype, label_smoothing)
         scheduler.step()
         loss_sum += loss * len(labels)
         correct += (logits.argmax(1) == labels).sum()
         first_bad_step = torch.where((first_bad_step < 0) & ~torch.isfinite(loss), step, first_bad_step)
-        seen += len(labels)
     if int(first_bad_step) >= 0:
         raise Diverged(f"the training loss became non-finite at step {int(first_bad_step)} of {len(loader)}")
-    return mean_over_ranks([loss_sum, correct], seen, world)
+    checked = check.verify("train")
+    return *mean_over_ranks([loss_sum, correct], checked, world), checked
 
 
 @torch.no_grad()
 def evaluate(model, loader, dtype, label_smoothing, flip_tta=False, world=World()):
-    """Test loss and accuracy, plus accuracy over the image and its mirror when `flip_tta`."""
+    """Test loss and accuracy, plus accuracy over the image and its mirror when `flip_tta`, and how many
+    test samples `SampleCheck` found to be the split, each once."""
     model.eval()
+    check = SampleCheck(loader)
     loss_sum = correct = correct_tta = 0
-    seen = 0
     for images, labels in loader:
+        check.add(labels)
         logits = forward(model, images, dtype)
         loss_sum += F.cross_entropy(logits, labels, label_smoothing=label_smoothing, reduction="sum")
         correct += (logits.argmax(1) == labels).sum()
         if flip_tta:
             logits = logits + forward(model, images.flip(3), dtype)
             correct_tta += (logits.argmax(1) == labels).sum()
-        seen += len(labels)
+    checked = check.verify("test")
     correct_tta = torch.as_tensor(correct_tta, device=correct.device)
-    loss, accuracy, accuracy_tta = mean_over_ranks([loss_sum, correct, correct_tta], seen, world)
-    metrics = {"test_loss": loss, "test_accuracy": accuracy}
+    loss, accuracy, accuracy_tta = mean_over_ranks([loss_sum, correct, correct_tta], checked, world)
+    metrics = {"test_loss": loss, "test_accuracy": accuracy, "test_samples_checked": checked}
     if flip_tta:
         metrics["test_accuracy_flip_tta"] = accuracy_tta
     return metrics
@@ -311,15 +315,22 @@ def fit(cfg, record, learner, loaders, first_epoch, world):
             profile_path = record.folder / "profile.txt" if profiling else None
             with profiled(profiling, profile_path, record.device), Timer(record.device) as train_timer:
                 try:
-                    train_loss, train_accuracy = train_epoch(learner, loaders.train, label_smoothing, progress, world)
+                    train_loss, train_accuracy, train_checked = train_epoch(learner, loaders.train, label_smoothing,
+                                                                            progress, world)
                 except Diverged as error:
                     raise Diverged(f"{error} in epoch {epoch}; {last_good(record)}") from None
+                except WrongSamples as error:
+                    raise WrongSamples(f"epoch {epoch}: {error}") from None
             with Timer(record.device) as eval_timer:
                 # The flipped pass doubles an evaluation's forwards, and only the last epoch's is reported.
-                test_metrics = evaluate(learner.evaluator, loaders.test, learner.dtype, label_smoothing,
-                                        training.eval_flip_tta and epoch == epochs, world)
+                try:
+                    test_metrics = evaluate(learner.evaluator, loaders.test, learner.dtype, label_smoothing,
+                                            training.eval_flip_tta and epoch == epochs, world)
+                except WrongSamples as error:
+                    raise WrongSamples(f"epoch {epoch}: {error}") from None
             warn_if_exploding(record, train_loss, epoch)
-            record.add_epoch(epoch=epoch, train_loss=train_loss, train_accuracy=train_accuracy, **test_metrics,
+            record.add_epoch(epoch=epoch, train_loss=train_loss, train_accuracy=train_accuracy,
+                             train_samples_checked=train_checked, **test_metrics,
                              train_seconds=train_timer.recorded, eval_seconds=eval_timer.recorded,
                              lr=learner.scheduler.get_last_lr()[0], profiled=profiling)
             record.summarize(output.accuracy_targets)

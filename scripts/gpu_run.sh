@@ -3,6 +3,9 @@
 # Each job takes under 10 minutes on an H100 and packs its results (weights and checkpoints left out, which
 # would pass the size a GPU machine can send back) into one archive to copy back,
 # $OUT/<job>.tar.gz (OUT defaults to /tmp/fast_cifar_out), with its log beside it:
+#   bash scripts/gpu_run.sh batch_check   benchmarks/batch_check.py: FFCV's batches behind a slow GPU consumer,
+#                                   counted with its asynchronous copy and with the kit's waiting one, and one
+#                                   set of weights evaluated through both loaders (about a minute)
 #   bash scripts/gpu_run.sh train   the 24-epoch recipe, FFCV loader then the device loader, epoch 2 profiled
 #   bash scripts/gpu_run.sh bench   benchmarks/run.py in GPU mode
 #   bash scripts/gpu_run.sh seeds   benchmarks/sweep.py over benchmarks/recipe_candidates.yaml (the recipe, the
@@ -40,6 +43,8 @@ nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=c
 [ -f "$DATA/dataset.json" ] || "$PYTHON" scripts/write_datasets.py --data.source "$(ls -d gpu_bundle/data/* | head -n 1)" --data.path "$DATA"
 
 case "$JOB" in
+batch_check)
+    "$PYTHON" benchmarks/batch_check.py --data.path "$DATA" --out "$RESULTS" "$@" ;;
 train)
     for loader in ffcv device; do
         "$PYTHON" fast_cifar/train.py --config rn18_configs/24ep.yaml --data.path "$DATA" --data.loader "$loader" \
@@ -63,7 +68,7 @@ peers)
         ${ONLY:+--only "$ONLY"} --data.path "$DATA" --output.checkpoint false "$@" \
         || echo "sweep.py stopped early or a peer failed (exit $?): the finished runs are kept; run the job again to go on" ;;
 *)
-    echo "unknown job '$JOB': train, bench, seeds, study or peers" >&2; exit 2 ;;
+    echo "unknown job '$JOB': batch_check, train, bench, seeds, study or peers" >&2; exit 2 ;;
 esac
 tar czf "$OUT/$JOB.tar.gz" --exclude="*.pt" -C "$(dirname "$RESULTS")" "$(basename "$RESULTS")"
 ls -la "$OUT"

@@ -50,3 +50,27 @@ class RunsCode:
 
     def __reduce__(self):
         return os.system, (f"touch {self.marker}",)
+
+
+class FaultyLoader:
+    """A loader whose pass has one fault: `repeat` delivers batch 0 again in place of batch 1, `swap` swaps
+    two different labels of batch 0. Everything else is the wrapped loader's."""
+
+    def __init__(self, loader, fault):
+        self.loader, self.fault = loader, fault
+
+    def __getattr__(self, name):
+        return getattr(self.loader, name)
+
+    def __len__(self):
+        return len(self.loader)
+
+    def __iter__(self):
+        batches = [(images, labels.clone()) for images, labels in self.loader]
+        if self.fault == "repeat":
+            batches[1] = batches[0]
+        else:
+            labels = batches[0][1]
+            other = int((labels != labels[0]).nonzero()[0])
+            labels[[0, other]] = labels[[other, 0]]
+        yield from batches

@@ -6,17 +6,25 @@ import numpy as np
 import torch
 from ffcv.loader import Loader, OrderOption
 
+import pytest
+from ffcv.fields.decoders import SimpleRGBImageDecoder
+from ffcv.transforms import NormalizeImage, ToDevice, ToTensor, ToTorchImage
+
+from fast_cifar.augment import CROP_PADDING
 from fast_cifar.beton import load_dataset_info
-from fast_cifar.data import (CROP_PADDING, Batches, DeviceLoader, Normalize, Sampling, crop_and_flip, image_pipeline,
-                              label_pipeline, last_batch_size, make_loader, shard_size, subset_indices)
+from fast_cifar.data import (Batches, Normalize, SampleCheck, Sampling, image_pipeline, label_pipeline,
+                              last_batch_size, make_loader, shard_size, shuffled_positions, subset_indices)
+from fast_cifar.errors import WrongSamples
 from fast_cifar.sources import make_synthetic
+
+from helpers import FaultyLoader
 
 CPU = torch.device("cpu")
 
 
-def sequential_loader(info, augment, normalize_after_transfer=None):
-    """The train pipeline (augment=True) or the test one, over the test split in file order."""
-    pipeline = image_pipeline(info, Batches(100, CPU), augment, normalize_after_transfer=normalize_after_transfer)
+def sequential_loader(info, augment, pipeline=None):
+    """The train pipeline (augment=True) or the test one, or `pipeline`, over the test split in file order."""
+    pipeline = pipeline or image_pipeline(info, Batches(100, CPU), augment)
     return Loader(str(info.path("test")), batch_size=100, num_workers=2, order=OrderOption.SEQUENTIAL,
                   drop_last=False, pipelines={"image": pipeline, "label": label_pipeline(CPU)})
 
@@ -112,15 +120,27 @@ def test_crops_and_flips_follow_from_the_seed_and_change_every_epoch(synthetic_f
     assert not torch.equal(in_sample_order(other, 0, 4), epoch_0)
 
 
-def test_normalizing_after_the_transfer_gives_the_same_batches(synthetic_folder):
-    # The pipeline a GPU uses (uint8 to the device, then Normalize), built here on the CPU.
+def test_normalize_matches_ffcvs_normalize_image(synthetic_folder):
+    # Normalize runs after the transfer, on the device, in the compute dtype; FFCV's NormalizeImage, on
+    # the CPU before it, gives the same float32 values.
     info = load_dataset_info(synthetic_folder)
-    before, labels = all_batches(sequential_loader(info, False, normalize_after_transfer=False))
-    after_loader = sequential_loader(info, False, normalize_after_transfer=True)
-    assert isinstance(image_pipeline(info, Batches(100, CPU), False, normalize_after_transfer=True)[-1], Normalize)
-    after, after_labels = all_batches(after_loader)
-    assert torch.equal(after, before) and torch.equal(after_labels, labels)
-    assert next(iter(after_loader))[0].is_contiguous(memory_format=torch.channels_last)
+    ours, labels = all_batches(sequential_loader(info, False))
+    ffcv_pipeline = [SimpleRGBImageDecoder(), NormalizeImage(np.array(info.mean), np.array(info.std), np.float32),
+                     ToTensor(), ToDevice(CPU), ToTorchImage()]
+    theirs, their_labels = all_batches(sequential_loader(info, False, ffcv_pipeline))
+    assert torch.equal(ours, theirs) and torch.equal(labels, their_labels)
+    assert next(iter(sequential_loader(info, False)))[0].is_contiguous(memory_format=torch.channels_last)
+
+
+def test_the_transfer_waits_for_its_copy(synthetic_folder):
+    # FFCV refills its pinned host buffers without waiting for the GPU: an asynchronous copy out of one
+    # can read a later batch. Every transfer in the kit's pipelines must wait for its copy.
+    info = load_dataset_info(synthetic_folder)
+    for train in (True, False):
+        loader = make_loader(info, "train" if train else "test", Batches(64, CPU), Sampling(train), "ffcv", 2)
+        transfers = [op for spec in loader.pipeline_specs.values() for op in spec.transforms
+                     if isinstance(op, ToDevice)]
+        assert len(transfers) == 2 and not any(op.non_blocking for op in transfers)
 
 
 def test_loaders_report_their_last_batch(synthetic_folder):
@@ -144,18 +164,29 @@ def test_device_loader_test_batches_equal_ffcv(synthetic_folder):
     assert next(iter(device))[0].is_contiguous(memory_format=torch.channels_last)
 
 
-def test_device_crop_and_flip_match_ffcv_for_the_same_choices(synthetic_folder):
+@pytest.mark.parametrize("subset", [0, 300])
+def test_both_loaders_give_the_same_training_batches(synthetic_folder, subset):
+    # One order (FFCV's) and one draw of crops and flips: a seed gives bit-identical batches on either loader.
     info = load_dataset_info(synthetic_folder)
-    plain, _ = all_batches(sequential_loader(info, augment=False))
-    augmented, _ = all_batches(sequential_loader(info, augment=True))
-    mean, std = torch.tensor(info.mean), torch.tensor(info.std)
-    choices = [find_transform(a, p, ((mean.round() - mean) / std).view(3, 1, 1)) for a, p in zip(augmented, plain)]
-    flip, dy, dx = (torch.tensor(values) for values in zip(*choices))
+    ffcv, device = (loader(info, "train", 100, seed=7, subset=subset, kind=kind) for kind in ("ffcv", "device"))
+    assert len(ffcv) == len(device) == (subset or 512) // 100
+    for epoch in (1, 2):
+        ffcv.next_epoch = device.next_epoch = epoch
+        assert np.array_equal(ffcv.expected_labels(), device.expected_labels())
+        pairs = list(zip(ffcv, device))
+        assert len(pairs) == len(ffcv)
+        for (ffcv_images, ffcv_labels), (device_images, device_labels) in pairs:
+            assert torch.equal(ffcv_images, device_images) and torch.equal(ffcv_labels, device_labels)
 
-    padded = DeviceLoader(info, "test", Batches(64, CPU), Sampling(train=True)).images  # test split, padded
-    ours = crop_and_flip(padded, torch.arange(len(flip)), dy, dx, flip).permute(0, 3, 1, 2)
-    normalize = DeviceLoader(info, "test", Batches(64, CPU), Sampling(train=False)).normalize
-    assert torch.equal(normalize(ours), augmented)
+
+def test_the_order_is_ffcvs_as_positions():
+    # FFCV permutes its sample indices; the device loader permutes positions in its subset and looks them up.
+    indices = np.random.default_rng(0).choice(1000, 300, replace=False)
+    rng = np.random.default_rng(3 + 5)
+    assert np.array_equal(rng.permutation(indices), indices[shuffled_positions(300, seed=3, epoch=5)])
+    halves = [shuffled_positions(301, 3, 5, shard=(rank, 2)) for rank in (0, 1)]
+    both = np.concatenate(halves)  # FFCV's sampler pads to a multiple of the ranks by repeating a sample
+    assert len(both) == 302 and set(both.tolist()) == set(range(301))
 
 
 def test_device_train_loader_is_seeded_shuffled_and_drops_the_last_batch(synthetic_folder):
@@ -186,3 +217,41 @@ def test_importing_the_package_keeps_torchs_thread_count():
     code = ("import torch; n = torch.get_num_threads(); import fast_cifar.data; "
             "assert torch.get_num_threads() == n, (n, torch.get_num_threads())")
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
+
+
+# --- the check every epoch makes --------------------------------------------------------------------
+
+
+def one_pass(loader, split="train"):
+    check = SampleCheck(loader)
+    for _, labels in loader:
+        check.add(labels)
+    return check.verify(split)
+
+
+@pytest.mark.parametrize("fault", ["repeat", "swap"])
+def test_the_check_fires_on_a_faulty_loader(synthetic_folder, fault):
+    info = load_dataset_info(synthetic_folder)
+    faulty = FaultyLoader(loader(info, "train", seed=1), fault)
+    with pytest.raises(WrongSamples, match=r"train split's loader delivered 512 samples where its order holds 512, "
+                                           r"\d+ of them not the sample the order names") as error:
+        one_pass(faulty)
+    assert error.value.exit_code == 5
+
+
+def test_the_check_counts_missing_and_extra_samples(synthetic_folder):
+    info = load_dataset_info(synthetic_folder)
+    test = loader(info, "test")  # 200 images, batches of 64
+    short = type("Short", (), {"device": CPU, "expected_labels": test.expected_labels,
+                               "__iter__": lambda self: iter(list(test)[:-1])})()
+    with pytest.raises(WrongSamples, match="delivered 192 samples where its order holds 200, 8 of them"):
+        one_pass(short, "test")
+
+
+@pytest.mark.parametrize("kind", ["ffcv", "device"])
+def test_the_check_passes_on_both_loaders(synthetic_folder, kind):
+    info = load_dataset_info(synthetic_folder)
+    train, test = loader(info, "train", seed=2, kind=kind), loader(info, "test", kind=kind)
+    for epoch in (1, 2):
+        train.next_epoch = epoch
+        assert one_pass(train) == 512 and one_pass(test, "test") == 200

@@ -12,9 +12,10 @@ import pytest
 import torch
 
 from fast_cifar import train
+from fast_cifar.data import make_loader
 from fast_cifar.model import ResNet18
 
-from helpers import REPO, error_lines, run_script
+from helpers import REPO, TINY_RUN, FaultyLoader, error_lines, run_script
 
 SMALL_RUN = ["--model.width", "8", "--training.batch_size", "64", "--training.test_batch_size", "64",
              "--lr_finder.num_iters", "12", "--data.loader_threads", "2"]
@@ -162,10 +163,11 @@ def test_a_full_disk_mid_run_is_one_line_and_leaves_no_temporary(synthetic_folde
     assert sorted(path.name for path in (tmp_path / "run").iterdir()) == [".lock"]
 
 
-def test_the_same_seed_gives_the_same_run_on_the_ffcv_loader(synthetic_folder, tmp_path):
-    """Weights, data order, crops, flips and the LR finder all follow from the seed."""
-    def run(name, seed):
+def test_the_same_seed_gives_the_same_run_on_either_loader(synthetic_folder, tmp_path):
+    """Weights, data order, crops, flips and the LR finder all follow from the seed, whichever loader reads."""
+    def run(name, seed, loader="ffcv"):
         record = train.main([*SMALL_RUN, "--data.path", str(synthetic_folder), "--training.epochs", "1",
+                             "--data.loader", loader,
                              "--lr_finder.num_iters", "6", "--training.compile", "false", "--training.seed", str(seed),
                              "--training.deterministic", "true", "--output.checkpoint", "false",
                              "--output.dir", str(tmp_path), "--output.name", name])
@@ -176,6 +178,7 @@ def test_the_same_seed_gives_the_same_run_on_the_ffcv_loader(synthetic_folder, t
     # --output.checkpoint false: no checkpoint, but the result, model.pt, is written
     assert (tmp_path / "first" / "model.pt").is_file() and not (tmp_path / "first" / "checkpoint.pt").exists()
     assert run("again", seed=0) == first
+    assert run("device", seed=0, loader="device") == first
     other = run("other", seed=1)
     assert other[0] != first[0] and other[1] != first[1]
 
@@ -200,3 +203,20 @@ def test_a_compiled_run_learns_and_the_next_one_reuses_its_graphs(synthetic_fold
     assert warm["inductor_misses"] == 0 and warm["inductor_hits"] == cold["inductor_misses"]
     assert records[0]["best"]["test_accuracy"] > 0.6  # the synthetic classes are easy to tell apart
     assert records[0]["timings"]["loader_warmup"] < 1.0  # the device loader has nothing to JIT-compile
+
+
+@pytest.mark.parametrize("fault", ["repeat", "swap"])
+def test_a_loader_that_delivers_other_samples_stops_the_run(synthetic_folder, tmp_path, monkeypatch, capsys, fault):
+    def faulty_test_loader(info, split, *args):
+        made = make_loader(info, split, *args)
+        return FaultyLoader(made, fault) if split == "test" else made
+
+    monkeypatch.setattr(train, "make_loader", faulty_test_loader)
+    with pytest.raises(SystemExit) as stop:
+        train.main([*TINY_RUN, "--data.path", str(synthetic_folder), "--output.dir", str(tmp_path),
+                    "--output.name", "run"])
+    assert stop.value.code == 5
+    assert re.fullmatch(r"error: epoch 1: the test split's loader delivered 200 samples where its order holds 200, "
+                        r"\d+ of them not the sample the order names \(by label\)",
+                        error_lines(capsys.readouterr().err)[-1])
+    assert not list((tmp_path / "run").glob("*.tmp")) and not (tmp_path / "run" / "model.pt").exists()

@@ -18,7 +18,7 @@ def test_run_writes_every_row_table_and_plots(synthetic_folder, tmp_path):
         result = run()
     assert result.returncode == 0, result.stderr[-3000:]
     results = json.loads((tmp_path / "results.json").read_text())
-    assert [row["loader"] for row in results["loaders"]] == ["torchvision", "ffcv", "ffcv_unseeded", "device"]
+    assert [row["loader"] for row in results["loaders"]] == ["torchvision", "ffcv", "ffcv_async_copy", "device"]
     names = [row["name"] for row in results["training"]]
     assert names[0] == "baseline: plain PyTorch" and "recipe, compile=default" in names
     assert results["training"][0]["speedup"] == 1.0

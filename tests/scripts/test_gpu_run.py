@@ -12,6 +12,7 @@ import pytest
 from helpers import REPO, TINY_RUN
 
 JOBS = {
+    "batch_check": ({}, ["--width", "4", "--threads", "2"]),
     "train": ({}, TINY_RUN),
     # benchmarks/run.py's training rows are tested in tests/benchmarks/test_benchmarks.py: the loader rows here
     "bench": ({"BENCH_MODE": "cpu"}, ["--bench.rows", "loaders", "--bench.loader_batch_size", "64",
@@ -44,7 +45,7 @@ def test_every_job_runs_and_packs_its_results(job, synthetic_folder, tmp_path):
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     with tarfile.open(tmp_path / "out" / f"{job}.tar.gz") as archive:
         names = archive.getnames()
-    expected = {"train": "24ep_device/results.json", "bench": "results.json", "seeds": "recipe_candidates.json",
+    expected = {"batch_check": "batch_check.json", "train": "24ep_device/results.json", "bench": "results.json", "seeds": "recipe_candidates.json",
                 "study": "sweep.json", "peers": "peers.json"}[job]
     assert f"{job}/{expected}" in names, names
     assert not [name for name in names if name.endswith(".pt")]  # weights stay behind: the archive must travel
@@ -56,6 +57,12 @@ def test_every_job_runs_and_packs_its_results(job, synthetic_folder, tmp_path):
         assert by_hand["loader"].startswith("torchvision DataLoader") and by_hand["max_lr"] == 0.0106  # no finder
         resnet9 = json.loads((results / "runs" / "resnet9" / "seed0" / "results.json").read_text())
         assert resnet9["model"]["arch"] == "resnet9" and resnet9["finished"]
+    if job == "batch_check":  # on a CPU no copy is asynchronous: every batch arrives whole, both ways
+        check = json.loads((results / "batch_check.json").read_text())
+        assert {(row["split"], row["transfer"]) for row in check["rows"]} == {
+            (split, transfer) for split in ("train", "test") for transfer in ("async", "waiting")}
+        assert all(row["correct"] == row["expected"] == row["batches"] > 0 for row in check["rows"])
+        assert check["evaluation"]["equal"] and check["device"]["type"] == "cpu"
     if job == "study":  # the flags given win over the config's 8 epochs
         record = json.loads((results / "runs" / "8ep" / "seed0" / "results.json").read_text())
         assert record["finished"] and len(record["epochs"]) == 1

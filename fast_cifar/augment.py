@@ -1,0 +1,128 @@
+"""Each training image's crop and flip: one draw, two executors.
+
+The draw: a sample's random crop (a shift of up to `CROP_PADDING` pixels each way, the gap filled with
+the data set's mean colour) and horizontal flip are a function of (seed, epoch, sample index) alone,
+`draw_crops`, hashed with splitmix64, so no random state, thread or batch composition can change them.
+The executors: `CropAndFlip`, an FFCV operation on the loader's CPU threads (numba), and `crop_and_flip`,
+one gather on the device for `DeviceLoader`. Both ask `draw_crops` for the same numbers, and both loaders
+visit the samples in the same order, so a seed gives bit-identical batches on either loader.
+"""
+import dataclasses
+
+import numba
+import numpy as np
+import torch
+from ffcv.pipeline.allocation_query import AllocationQuery
+from ffcv.pipeline.operation import Operation
+
+CROP_PADDING = 4
+SHIFTS = 2 * CROP_PADDING + 1  # -4..4 on each axis
+CHOICES = 2 * SHIFTS * SHIFTS  # 162: every shift on both axes, mirrored or not
+
+# splitmix64's constants (Steele, Lea and Flood, 2014): the golden-ratio increment and the two multipliers
+# of its finalizer, under which each output bit depends on every input bit.
+_INCREMENT, _MULTIPLY_1, _MULTIPLY_2 = (np.uint64(0x9E3779B97F4A7C15), np.uint64(0xBF58476D1CE4E5B9),
+                                       np.uint64(0x94D049BB133111EB))
+
+
+def splitmix64(values):
+    """splitmix64 over a uint64 array (arithmetic wraps modulo 2**64): a bijection that scatters neighbouring
+    inputs over the whole range."""
+    z = values + _INCREMENT
+    z = (z ^ (z >> np.uint64(30))) * _MULTIPLY_1
+    z = (z ^ (z >> np.uint64(27))) * _MULTIPLY_2
+    return z ^ (z >> np.uint64(31))
+
+
+def sample_hashes(seed, epoch, indices):
+    """A 64-bit hash per sample index, a new one each epoch: the key of (seed, epoch) mixed with the index."""
+    key = splitmix64(splitmix64(np.array([seed], dtype=np.uint64)) ^ np.uint64(epoch))
+    return splitmix64(key ^ np.asarray(indices).astype(np.uint64))
+
+
+@dataclasses.dataclass
+class Crops:
+    """Per sample: the shift (`dy`, `dx`, in -CROP_PADDING..CROP_PADDING) and whether it is mirrored."""
+    dy: np.ndarray
+    dx: np.ndarray
+    flip: np.ndarray
+
+
+def draw_crops(seed, epoch, indices):
+    """Each sample's crop and flip, uniform over the 162 choices and independent between samples and epochs.
+
+    The choice is the hash's low 32 bits mapped onto 0..161 by a multiply and shift (uniform to within
+    162 / 2**32, where a modulo would favour some choices), then split into flip, dy and dx.
+    """
+    low_bits = sample_hashes(seed, epoch, indices) & np.uint64(0xFFFFFFFF)
+    choice = ((low_bits * np.uint64(CHOICES)) >> np.uint64(32)).astype(np.int64)
+    shift = choice % (SHIFTS * SHIFTS)
+    return Crops(dy=shift // SHIFTS - CROP_PADDING, dx=shift % SHIFTS - CROP_PADDING, flip=choice >= SHIFTS * SHIFTS)
+
+
+# --- the executors --------------------------------------------------------------------------------------
+
+
+@numba.njit(parallel=True, nogil=True, cache=True)
+def _crop_and_flip_images(images, out, dy, dx, flip, fill):
+    """Output pixel (r, c) is input pixel (r + dy, c' + dx), c' = c or its mirror, or `fill` outside the image."""
+    count, height, width, channels = images.shape
+    for i in numba.prange(count):
+        for r in range(height):
+            source_row = r + dy[i]
+            for c in range(width):
+                source_col = (width - 1 - c if flip[i] else c) + dx[i]
+                inside = 0 <= source_row < height and 0 <= source_col < width
+                for k in range(channels):
+                    out[i, r, c, k] = images[i, source_row, source_col, k] if inside else fill[k]
+
+
+class CropAndFlip(Operation):
+    """The FFCV executor: crops and flips a decoded uint8 NHWC batch as `draw_crops` says.
+
+    Why not FFCV's RandomTranslate and RandomHorizontalFlip: they draw from numba's per-thread
+    random states, which the loader's seed never sets. Why a Python step around a numba kernel
+    rather than a step inside FFCV's compiled stage: the draw needs the epoch, which compiled FFCV code
+    cannot see; `EpochLoader` sets `epoch` before each pass. The kernel is numba's, cached on disk.
+    """
+
+    def __init__(self, fill, seed):
+        super().__init__()
+        self.fill, self.seed = np.array(fill, dtype=np.uint8), seed
+        self.epoch = 0
+
+    def generate_code(self):
+        def crop_and_flip_batch(images, out, indices):
+            crops = draw_crops(self.seed, self.epoch, indices)
+            out = out[:len(images)]
+            _crop_and_flip_images(images, out, crops.dy, crops.dx, crops.flip, self.fill)
+            return out
+
+        crop_and_flip_batch.with_indices = True
+        return crop_and_flip_batch
+
+    def declare_state_and_memory(self, previous_state):
+        return (dataclasses.replace(previous_state, jit_mode=False),
+                AllocationQuery(previous_state.shape, previous_state.dtype))
+
+
+def crop_and_flip(padded, index, crops):
+    """The device executor: images `index` of a batch padded by CROP_PADDING, cropped and flipped by `crops`
+    (device tensors), as one gather.
+
+    Output pixel (r, c) is padded pixel (pad + dy + r, pad + dx + c), or column (pad + dx + 31 - c) when
+    flipped: what `CropAndFlip` computes, since padding with the fill colour is what falls outside the image.
+    """
+    size = padded.shape[1] - 2 * CROP_PADDING
+    steps = torch.arange(size, device=padded.device)
+    rows = (CROP_PADDING + crops.dy)[:, None] + steps
+    cols = (CROP_PADDING + crops.dx)[:, None] + torch.where(crops.flip[:, None], size - 1 - steps, steps)
+    return padded[index[:, None, None], rows[:, :, None], cols[:, None, :]]
+
+
+def pad_with(images, fill):
+    """uint8 NHWC images padded by CROP_PADDING on each side with the `fill` colour, for `crop_and_flip`."""
+    pad = CROP_PADDING
+    padded = fill.expand(len(images), images.shape[1] + 2 * pad, images.shape[2] + 2 * pad, 3).clone()
+    padded[:, pad:-pad, pad:-pad] = images
+    return padded

@@ -1,0 +1,82 @@
+"""The crop-and-flip draw: uniform over its 162 choices, independent between neighbours and epochs; and its
+two executors, FFCV's and the device's, agree pixel for pixel."""
+import numpy as np
+import torch
+
+from fast_cifar.augment import CHOICES, CROP_PADDING, SHIFTS, Crops, crop_and_flip, draw_crops, pad_with, \
+    _crop_and_flip_images
+
+
+def chi_square(observed):
+    """Pearson's statistic against a uniform spread over observed's cells, and its degrees of freedom."""
+    observed = np.asarray(observed, dtype=np.float64).ravel()
+    expected = observed.sum() / len(observed)
+    return ((observed - expected) ** 2 / expected).sum(), len(observed) - 1
+
+
+def far_above_chance(statistic, freedom):
+    """More than 5 standard deviations above a chi-square's mean: not chance, for any practical purpose."""
+    return statistic > freedom + 5 * np.sqrt(2 * freedom)
+
+
+def choice_of(crops):
+    return (crops.dy + CROP_PADDING) * SHIFTS + crops.dx + CROP_PADDING + SHIFTS * SHIFTS * crops.flip
+
+
+def test_every_choice_is_equally_likely():
+    crops = draw_crops(seed=0, epoch=1, indices=np.arange(CHOICES * 300))
+    counts = np.bincount(choice_of(crops), minlength=CHOICES)
+    assert len(counts) == CHOICES and counts.min() > 0
+    assert not far_above_chance(*chi_square(counts))
+    assert crops.dy.min() == crops.dx.min() == -CROP_PADDING and crops.dy.max() == crops.dx.max() == CROP_PADDING
+
+
+def pair_table(first, second):
+    table = np.zeros((SHIFTS, SHIFTS))
+    np.add.at(table, (first + CROP_PADDING, second + CROP_PADDING), 1)
+    return table
+
+
+def independence_statistic(table):
+    expected = table.sum(1, keepdims=True) * table.sum(0, keepdims=True) / table.sum()
+    return ((table - expected) ** 2 / expected).sum(), (table.shape[0] - 1) * (table.shape[1] - 1)
+
+
+def test_neighbouring_images_draw_independently():
+    # Neighbours in a batch: consecutive places in a shuffled order (200 batches of 512), and consecutive
+    # sample indices, the case a weak hash of the index gets wrong.
+    orders = [np.random.default_rng(seed).permutation(50_000)[:512] for seed in range(200)]
+    for indices in (np.concatenate(orders), np.arange(100_000)):
+        dy = draw_crops(seed=0, epoch=3, indices=indices).dy
+        table = pair_table(dy[:-1], dy[1:])
+        assert (table > 0).all()  # all 81 pairs of vertical shifts occur
+        assert not far_above_chance(*independence_statistic(table))
+
+
+def test_each_epoch_draws_anew_and_each_seed_its_own():
+    indices = np.arange(50_000)
+    first, second, other_seed = draw_crops(0, 1, indices), draw_crops(0, 2, indices), draw_crops(1, 1, indices)
+    for other in (second, other_seed):
+        assert not far_above_chance(*independence_statistic(pair_table(first.dx, other.dx)))
+        assert abs(np.mean(first.flip == other.flip) - 0.5) < 0.01
+    again = draw_crops(0, 1, indices)
+    assert all(np.array_equal(getattr(first, key), getattr(again, key)) for key in ("dy", "dx", "flip"))
+
+
+def test_the_two_executors_crop_and_flip_alike():
+    images = np.random.default_rng(0).integers(0, 256, (300, 32, 32, 3), dtype=np.uint8)
+    fill = np.array([120, 121, 122], dtype=np.uint8)
+    crops = draw_crops(seed=5, epoch=0, indices=np.arange(300))
+
+    by_ffcv = np.empty_like(images)
+    _crop_and_flip_images(images, by_ffcv, crops.dy, crops.dx, crops.flip, fill)
+    padded = pad_with(torch.from_numpy(images), torch.from_numpy(fill))
+    on_device = crop_and_flip(padded, torch.arange(300), Crops(*(torch.from_numpy(x) for x in
+                                                                  (crops.dy, crops.dx, crops.flip))))
+    assert torch.equal(on_device, torch.from_numpy(by_ffcv))
+
+    # and it is the crop it says: image 0 shifted by (dy, dx) and mirrored where drawn
+    dy, dx, flip = int(crops.dy[0]), int(crops.dx[0]), bool(crops.flip[0])
+    expected = np.pad(images[0], ((4, 4), (4, 4), (0, 0)))[4 + dy:36 + dy, 4 + dx:36 + dx]
+    expected[np.pad(np.zeros((32, 32), bool), 4, constant_values=True)[4 + dy:36 + dy, 4 + dx:36 + dx]] = fill
+    assert np.array_equal(by_ffcv[0], expected[:, ::-1] if flip else expected)
