@@ -219,12 +219,26 @@ def parse_config(declare_sections, argv=None, description=""):
     return validated(config)
 
 
+# A config file is a few lines of settings: far larger, deeper or more expanded ones are refused before
+# they are built, so that a file of a few bytes cannot expand (through YAML aliases) into gigabytes.
+CONFIG_LIMITS = {"bytes": 1 << 20, "nodes": 10_000, "depth": 20}
+
+
 def read_yaml(file, config):
     path = Path(file)
     if not path.is_file():
         raise UserError(f"config file not found: {path}")
+    if path.stat().st_size > CONFIG_LIMITS["bytes"]:
+        raise UserError(f"config file {path} is {path.stat().st_size:,} bytes, more than a config's "
+                        f"{CONFIG_LIMITS['bytes']:,}: is it the right file?")
     try:
-        content = yaml.safe_load(path.read_text()) or {}
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise UserError(f"config file {path} is not UTF-8 text (byte {error.start} is 0x{error.object[error.start]:02x}): "
+                        f"is it the right file?") from None
+    try:
+        check_config_size(yaml.compose(text, Loader=yaml.SafeLoader), path)
+        content = yaml.safe_load(text) or {}
     except yaml.YAMLError as error:
         raise UserError(f"config file {path} is not valid YAML: {str(error).splitlines()[0]}") from None
     if not isinstance(content, dict):
@@ -235,6 +249,24 @@ def read_yaml(file, config):
             hint = difflib.get_close_matches(key, known, n=1)
             raise UserError(f"unknown config key '{key}' in {path}" + (f" (did you mean '{hint[0]}'?)" if hint else ""))
     return content
+
+
+def check_config_size(root, path):
+    """Refuse a composed YAML document that is too deep or that expands, aliases followed, past the limits."""
+    nodes = 0
+    pending = [(root, 1)] if root is not None else []
+    while pending:
+        node, depth = pending.pop()
+        nodes += 1
+        if nodes > CONFIG_LIMITS["nodes"] or depth > CONFIG_LIMITS["depth"]:
+            what = "nests deeper than" if depth > CONFIG_LIMITS["depth"] else "expands to more values than"
+            limit = CONFIG_LIMITS["depth"] if depth > CONFIG_LIMITS["depth"] else CONFIG_LIMITS["nodes"]
+            raise UserError(f"config file {path} {what} {limit:,} (through its aliases, if it has any): "
+                            f"a config is a few sections of settings")
+        if isinstance(node, yaml.MappingNode):
+            pending += [(child, depth + 1) for pair in node.value for child in pair]
+        elif isinstance(node, yaml.SequenceNode):
+            pending += [(child, depth + 1) for child in node.value]
 
 
 def _flat_keys(tree, prefix=""):

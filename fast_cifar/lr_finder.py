@@ -12,6 +12,10 @@ whose smoothed loss came within `rise` of the minimum), moves about half as much
 between seeds, since the valley's floor is flat and the loss falls steeply into
 it, but its picks trained worse at small scale; see benchmarks/results/lr_finder.
 Stopping at the far edge ends the sweep well before `end_lr`.
+
+A sweep is inconclusive when its edge comes within its first `MIN_SWEEP_STEPS` steps (the
+smoothed loss of a few steps is noise, not a valley) or when its suggestion falls outside the LRs it
+swept: the result says why (`inconclusive`), and train.py then uses training.lr instead.
 """
 import copy
 import math
@@ -30,9 +34,13 @@ class LRFinderResult:
     edge_lr: float  # the first LR whose smoothed loss rose `rise` above the minimum (the last LR if none did)
     suggested_lr: float  # the anchor (valley_start_lr or min_loss_lr) * multiplier
     stopped_early: bool  # False: the loss never rose enough before end_lr, and edge_lr is end_lr
+    inconclusive: str = ""  # why the suggestion cannot be trusted, or "" when it can
 
     def to_dict(self):
         return asdict(self)
+
+
+MIN_SWEEP_STEPS = 5  # fewer steps before the edge: the valley was the first steps' noise
 
 
 def sweep_lrs(start_lr, end_lr, num_iters):
@@ -82,5 +90,11 @@ def find_lr(model, batches, loss_of, make_optimizer, settings):
     min_loss_lr = lrs[smoothed.index(lowest)]
     valley_start_lr = next(lr for lr, loss in zip(lrs, smoothed) if loss <= (1 + rise) * lowest)
     anchor_lr = valley_start_lr if settings.anchor == "valley_start" else min_loss_lr
-    return LRFinderResult(lrs, losses, smoothed, min_loss_lr, valley_start_lr, edge_lr, anchor_lr * settings.multiplier,
-                          stopped_early)
+    suggested_lr = anchor_lr * settings.multiplier
+    inconclusive = ""
+    if stopped_early and len(lrs) < MIN_SWEEP_STEPS:
+        inconclusive = f"the loss rose {100 * rise:g}% above its minimum after {len(lrs)} steps, within the noise"
+    elif not start_lr <= suggested_lr <= edge_lr:
+        inconclusive = f"it suggests {suggested_lr:.2e}, outside the LRs it swept ({start_lr:.2e} to {edge_lr:.2e})"
+    return LRFinderResult(lrs, losses, smoothed, min_loss_lr, valley_start_lr, edge_lr, suggested_lr, stopped_early,
+                          inconclusive)

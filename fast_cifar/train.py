@@ -248,6 +248,10 @@ def run_lr_finder(cfg, model, train_loader, compute, record):
     print(f"LR finder: valley from LR {sweep.valley_start_lr:.2e} to {sweep.edge_lr:.2e} ({len(sweep.lrs)} steps), "
           f"max LR {sweep.suggested_lr:.2e} "
           f"({record.timings['lr_finder']:.1f}s)")
+    if sweep.inconclusive:
+        record.warn(f"warning: the LR finder's sweep was inconclusive ({sweep.inconclusive}): training uses "
+                    f"training.lr {training.lr:g} instead; sweep more slowly or set training.lr")
+        return training.lr
     return sweep.suggested_lr
 
 
@@ -303,44 +307,40 @@ def warn_if_exploding(record, train_loss, epoch):
 
 
 def fit(cfg, record, learner, loaders, first_epoch, world):
-    """The epochs: train, evaluate, record, checkpoint; a signal stops cleanly between checkpoints."""
+    """The epochs: train, evaluate, record, checkpoint after each."""
     training, output = cfg.training, cfg.output
     epochs, label_smoothing = training.epochs, training.label_smoothing
     record.mark_first_step()
-    with checkpoint.interruptible():
-        for epoch in range(first_epoch, epochs + 1):
-            loaders.train.next_epoch = epoch  # order and augmentations follow from (seed, epoch)
-            progress = f"epoch {epoch}/{epochs}" if world.is_main else None
-            profiling = epoch == output.profile_epoch and record.writes
-            profile_path = record.folder / "profile.txt" if profiling else None
+    for epoch in range(first_epoch, epochs + 1):
+        loaders.train.next_epoch = epoch  # order and augmentations follow from (seed, epoch)
+        progress = f"epoch {epoch}/{epochs}" if world.is_main else None
+        profiling = epoch == output.profile_epoch and record.writes
+        profile_path = record.folder / "profile.txt" if profiling else None
+        try:
             with profiled(profiling, profile_path, record.device), Timer(record.device) as train_timer:
-                try:
-                    train_loss, train_accuracy, train_checked = train_epoch(learner, loaders.train, label_smoothing,
-                                                                            progress, world)
-                except Diverged as error:
-                    raise Diverged(f"{error} in epoch {epoch}; {last_good(record)}") from None
-                except WrongSamples as error:
-                    raise WrongSamples(f"epoch {epoch}: {error}") from None
+                train_loss, train_accuracy, train_checked = train_epoch(learner, loaders.train, label_smoothing,
+                                                                        progress, world)
             with Timer(record.device) as eval_timer:
                 # The flipped pass doubles an evaluation's forwards, and only the last epoch's is reported.
-                try:
-                    test_metrics = evaluate(learner.evaluator, loaders.test, learner.dtype, label_smoothing,
-                                            training.eval_flip_tta and epoch == epochs, world)
-                except WrongSamples as error:
-                    raise WrongSamples(f"epoch {epoch}: {error}") from None
-            warn_if_exploding(record, train_loss, epoch)
-            record.add_epoch(epoch=epoch, train_loss=train_loss, train_accuracy=train_accuracy,
-                             train_samples_checked=train_checked, **test_metrics,
-                             train_seconds=train_timer.recorded, eval_seconds=eval_timer.recorded,
-                             lr=learner.scheduler.get_last_lr()[0], profiled=profiling)
-            record.summarize(output.accuracy_targets)
-            if output.checkpoint and record.writes:
-                checkpoint.save(record.folder, epoch, learner, record.data)
-                record.checkpointed_epoch = epoch
-            record.save()  # a partial record survives a crash
-            record.say(f"epoch {epoch:>3}/{epochs}  train loss {train_loss:.3f} acc {100 * train_accuracy:5.2f}%  "
-                       f"test loss {test_metrics['test_loss']:.3f} acc {100 * test_metrics['test_accuracy']:5.2f}%  "
-                       f"({train_timer.seconds:.1f}s + {eval_timer.seconds:.1f}s)")
+                test_metrics = evaluate(learner.evaluator, loaders.test, learner.dtype, label_smoothing,
+                                        training.eval_flip_tta and epoch == epochs, world)
+        except Diverged as error:
+            raise Diverged(f"{error} in epoch {epoch}; {last_good(record)}") from None
+        except WrongSamples as error:
+            raise WrongSamples(f"epoch {epoch}: {error}") from None
+        warn_if_exploding(record, train_loss, epoch)
+        record.add_epoch(epoch=epoch, train_loss=train_loss, train_accuracy=train_accuracy,
+                         train_samples_checked=train_checked, **test_metrics,
+                         train_seconds=train_timer.recorded, eval_seconds=eval_timer.recorded,
+                         lr=learner.scheduler.get_last_lr()[0], profiled=profiling)
+        record.summarize(output.accuracy_targets)
+        if output.checkpoint and record.writes:
+            checkpoint.save(record.folder, epoch, learner, record.data)
+            record.checkpointed_epoch = epoch
+        record.save()  # a partial record survives a crash
+        record.say(f"epoch {epoch:>3}/{epochs}  train loss {train_loss:.3f} acc {100 * train_accuracy:5.2f}%  "
+                   f"test loss {test_metrics['test_loss']:.3f} acc {100 * test_metrics['test_accuracy']:5.2f}%  "
+                   f"({train_timer.seconds:.1f}s + {eval_timer.seconds:.1f}s)")
 
 
 def last_good(record):
@@ -472,19 +472,6 @@ def compile_learner(learner, loaders, warm_batches, record):
         record.data["compile_cache"] = compile_cache_use()
 
 
-def fit_or_exit(cfg, record, learner, loaders, first_epoch, world):
-    """fit, and on SIGINT or SIGTERM between steps, say how to resume and exit with INTERRUPTED."""
-    try:
-        fit(cfg, record, learner, loaders, first_epoch, world)
-    except checkpoint.Interrupted as signal_name:
-        saved = record.checkpointed_epoch
-        where = (f"resume after epoch {saved} with --training.resume {record.folder / checkpoint.CHECKPOINT}"
-                 if saved else "no checkpoint to resume from yet")
-        if world.is_main:
-            print(f"stopped by {signal_name}: {where}", file=sys.stderr)
-        sys.exit(INTERRUPTED)
-
-
 def finish(cfg, record, model, first_epoch):
     """The final record, weights and plots, and the headline: last-epoch accuracy first."""
     best = record.summarize(cfg.output.accuracy_targets)
@@ -507,32 +494,42 @@ def finish(cfg, record, model, first_epoch):
 
 def train(cfg, argv=None, world=World()):
     """One run, from a config to a finished run folder; returns results.json's contents (None if the run
-    to resume had already finished)."""
+    to resume had already finished). SIGINT or SIGTERM, whatever the stage, ends it with INTERRUPTED and a
+    line saying what to resume from; results.json and checkpoint.pt are only ever replaced whole."""
     if cfg.output.name:  # refused before any work, not after the data checks
         inside(cfg.output.dir, cfg.output.name, "output.name")
-    compute = choose_compute(cfg, world)
-    with Timer(compute.device) as data_timer:  # checks the data before anything is written
-        info = load_dataset_info(cfg.data.path)
-        loaders = create_loaders(cfg, info, compute)
+    record = None
     try:
-        record, resumed = start_or_resume(cfg, argv, compute.device, world, info)
+        with checkpoint.interruptible():
+            compute = choose_compute(cfg, world)
+            with Timer(compute.device) as data_timer:  # checks the data before anything is written
+                info = load_dataset_info(cfg.data.path)
+                loaders = create_loaders(cfg, info, compute)
+            record, resumed = start_or_resume(cfg, argv, compute.device, world, info)
+            record.started = data_timer.start  # end-to-end times count from before the data checks
+            record.timings["data_setup"] = data_timer.recorded
+            describe_run(record, cfg, compute, info, loaders)
+            with record:  # rank 0 holds the run folder's lock until the run ends
+                with record.timed("loader_warmup"):  # FFCV JIT-compiles each pipeline on its first batch
+                    warm_batches = first_batch(loaders.train), first_batch(loaders.test)
+                model = create_model(cfg, info, compute, record)
+                max_lr = choose_max_lr(cfg, model, loaders.train, resumed, compute, record)
+                learner = create_learner(cfg.training, model, max_lr, len(loaders.train), resumed, compute)
+                compile_learner(learner, loaders, warm_batches, record)
+                first_epoch = resumed["epoch"] + 1 if resumed else 1
+                fit(cfg, record, learner, loaders, first_epoch, world)
+                return finish(cfg, record, model, first_epoch)
     except RunFinished as finished:
         if world.is_main:
             print(finished)
         return None
-    record.started = data_timer.start  # end-to-end times count from before the data checks
-    record.timings["data_setup"] = data_timer.recorded
-    describe_run(record, cfg, compute, info, loaders)
-    with record:  # rank 0 holds the run folder's lock until the run ends
-        with record.timed("loader_warmup"):  # FFCV JIT-compiles each pipeline on its first batch (device: ~0)
-            warm_batches = first_batch(loaders.train), first_batch(loaders.test)
-        model = create_model(cfg, info, compute, record)
-        max_lr = choose_max_lr(cfg, model, loaders.train, resumed, compute, record)
-        learner = create_learner(cfg.training, model, max_lr, len(loaders.train), resumed, compute)
-        compile_learner(learner, loaders, warm_batches, record)
-        first_epoch = resumed["epoch"] + 1 if resumed else 1
-        fit_or_exit(cfg, record, learner, loaders, first_epoch, world)
-        return finish(cfg, record, model, first_epoch)
+    except checkpoint.Interrupted as signal_name:
+        saved = record.checkpointed_epoch if record else 0
+        where = (f"resume after epoch {saved} with --training.resume {record.folder / checkpoint.CHECKPOINT}"
+                 if saved else "no checkpoint to resume from yet")
+        if world.is_main:
+            print(f"stopped by {signal_name}: {where}", file=sys.stderr)
+        sys.exit(INTERRUPTED)
 
 
 @exit_on_user_error

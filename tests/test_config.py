@@ -102,3 +102,20 @@ def test_numbers_from_yaml_and_flags_keep_their_meaning(tmp_path):
     path.write_text("training:\n  lr: 1e-3\n  epochs: 3\n")  # YAML reads 1e-3 (no dot) as a string
     cfg = parse("--config", path, "--training.seed", "7")
     assert cfg.training.lr == 1e-3 and cfg.training.epochs == 3 and cfg.training.seed == 7
+
+
+ALIAS_BOMB = "a: &a [x, x, x, x, x, x, x, x, x, x]\n" + "".join(
+    f"{name}: &{name} [{', '.join([f'*{previous}'] * 10)}]\n" for previous, name in zip("abcdefg", "bcdefgh"))
+
+
+@pytest.mark.parametrize("content, message", [
+    (bytes(range(256)) * 4, r"is not UTF-8 text \(byte 128 is 0x80\)"),
+    (ALIAS_BOMB.encode(), r"expands to more values than 10,000 \(through its aliases"),
+    (b"a: &a [*a]\n", r"nests deeper than 20"),
+    (b"training:\n  epochs: 2\n" + b"#" * (1 << 20), r"is 1,048,59\d bytes, more than a config's 1,048,576"),
+])
+def test_a_config_file_that_is_not_plain_settings_is_refused_in_one_line(tmp_path, content, message):
+    path = tmp_path / "config.yaml"
+    path.write_bytes(content)
+    with pytest.raises(UserError, match=f"config file {path} {message}"):
+        parse("--config", path)

@@ -88,3 +88,42 @@ def test_divergence_on_first_step_is_an_error():
     bad_loss = lambda model, x, y: loss_of(model, x, y) * float("nan")  # noqa: E731
     with pytest.raises(UserError, match="start_lr"):
         find_lr(model, batches, bad_loss, adam, settings(num_iters=10))
+
+
+def test_a_sweep_over_flat_noise_is_inconclusive():
+    # A loss that does not depend on the LR, only noisy: an "edge" from the first steps' noise, or a
+    # minimum anywhere, so that the minimum / 3 can fall below the sweep; either way, not a valley.
+    model, batches = problem()
+    noise = iter(torch.rand(1000, generator=torch.Generator().manual_seed(0)).tolist())
+    flat = lambda model, x, y: loss_of(model, x, y) * 0 + 2.3 + 0.3 * next(noise)  # noqa: E731
+    result = find_lr(model, batches, flat, adam, settings(start_lr=1e-4, end_lr=10.0, num_iters=1000))
+    assert result.inconclusive
+
+
+def test_a_suggestion_below_the_sweep_is_inconclusive():
+    model, batches = problem()
+    rising = lambda model, x, y: loss_of(model, x, y) * 0 + 1.0 + 0.01 * rising.step  # noqa: E731
+    rising.step = 0
+
+    def loss(model, x, y):
+        rising.step += 1
+        return rising(model, x, y)
+
+    result = find_lr(model, batches, loss, adam, settings(start_lr=1e-4, end_lr=1.0, num_iters=50, rise=0.2))
+    assert result.stopped_early and len(result.lrs) >= 5  # the loss rose steadily from its first step
+    assert result.min_loss_lr == 1e-4 and result.inconclusive.startswith("it suggests 3.33e-05, outside the LRs it swept")
+
+
+def test_a_clean_sweep_is_conclusive():
+    model, batches = problem()
+    result = find_lr(model, batches, loss_of, adam, settings(start_lr=1e-5, end_lr=10.0, num_iters=100))
+    assert result.inconclusive == ""
+
+
+def test_an_edge_within_the_first_steps_is_inconclusive():
+    model, batches = problem()
+    losses = iter([2.0, 3.0] + [2.0] * 100)
+    jump = lambda model, x, y: loss_of(model, x, y) * 0 + next(losses)  # noqa: E731
+    result = find_lr(model, batches, jump, adam, settings(start_lr=1e-4, end_lr=10.0, num_iters=100))
+    assert result.stopped_early and len(result.lrs) == 1
+    assert result.inconclusive == "the loss rose 5% above its minimum after 1 steps, within the noise"

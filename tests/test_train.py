@@ -1,4 +1,5 @@
 """End to end: train.py on small data, compile off and on, and every kind of bad input."""
+import dataclasses
 import json
 import os
 import re
@@ -220,3 +221,42 @@ def test_a_loader_that_delivers_other_samples_stops_the_run(synthetic_folder, tm
                         r"\d+ of them not the sample the order names \(by label\)",
                         error_lines(capsys.readouterr().err)[-1])
     assert not list((tmp_path / "run").glob("*.tmp")) and not (tmp_path / "run" / "model.pt").exists()
+
+
+STAGES = {"data set-up": "load_dataset_info", "loader warm-up": "first_batch", "LR finder": "find_lr",
+          "compile": "warm_up", "training": "train_epoch"}
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_a_signal_at_any_stage_stops_the_run_the_same_way(synthetic_folder, tmp_path, monkeypatch, capsys, stage):
+    step = getattr(train, STAGES[stage])
+
+    def signalled(*args, **kwargs):
+        os.kill(os.getpid(), signal.SIGTERM)
+        return step(*args, **kwargs)
+
+    monkeypatch.setattr(train, STAGES[stage], signalled)
+    run = [*TINY_RUN, "--data.path", str(synthetic_folder), "--output.dir", str(tmp_path), "--output.name", "run"]
+    with pytest.raises(SystemExit) as stop:
+        train.main(run)
+    assert stop.value.code == 130
+    assert error_lines(capsys.readouterr().err)[-1] == "stopped by SIGTERM: no checkpoint to resume from yet"
+    left = {path.name for path in (tmp_path / "run").glob("*")} if (tmp_path / "run").exists() else set()
+    assert left <= {".lock", "lr_finder.png"}, left  # no results.json, checkpoint or temporary, whole or half
+    if stage == "training":  # and the folder takes a new run
+        monkeypatch.undo()
+        assert train.main([*run, "--output.overwrite", "true"])["finished"]
+
+
+def test_an_inconclusive_lr_sweep_falls_back_to_training_lr(synthetic_folder, tmp_path, monkeypatch, capsys):
+    def inconclusive(*args):
+        return dataclasses.replace(find_lr(*args), inconclusive="a stand-in reason")
+
+    find_lr = train.find_lr
+    monkeypatch.setattr(train, "find_lr", inconclusive)
+    record = train.main([*TINY_RUN, "--data.path", str(synthetic_folder), "--training.lr", "0.0123",
+                         "--output.dir", str(tmp_path), "--output.name", "run"])
+    assert record["max_lr"] == 0.0123 and record["lr_finder"]["inconclusive"] == "a stand-in reason"
+    warning = ("warning: the LR finder's sweep was inconclusive (a stand-in reason): training uses training.lr "
+               "0.0123 instead; sweep more slowly or set training.lr")
+    assert warning in record["warnings"] and warning in capsys.readouterr().err
