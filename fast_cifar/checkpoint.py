@@ -1,4 +1,4 @@
-"""Surviving interruption: a checkpoint after every epoch, resuming from it, and clean stops on signals.
+"""Surviving interruption: a checkpoint after every epoch, and resuming from it.
 
 checkpoint.pt holds everything the next epoch depends on: weights, BatchNorm
 statistics, optimizer and scheduler state, the epoch, the max LR the finder
@@ -9,10 +9,8 @@ checkpoint from elsewhere can hold data, never code that runs on loading. Each e
 augmentations follow from (seed, epoch), so a resumed run sees the batches the
 uninterrupted run would have seen.
 """
-import contextlib
 import pickle
 import random
-import signal
 from pathlib import Path
 
 import numpy as np
@@ -22,24 +20,6 @@ from fast_cifar.errors import UserError
 from fast_cifar.files import atomic_file, inside
 
 CHECKPOINT = "checkpoint.pt"
-
-
-class Interrupted(Exception):
-    """SIGINT or SIGTERM arrived during training."""
-
-
-@contextlib.contextmanager
-def interruptible():
-    """Turn SIGINT and SIGTERM into `Interrupted` while the block runs, then restore the old handlers."""
-    def stop(signum, frame):
-        raise Interrupted(signal.Signals(signum).name)
-
-    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
 
 
 def rng_states():

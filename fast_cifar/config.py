@@ -37,14 +37,17 @@ class Boolean(Checker):
 
 
 class FloatList(Checker):
-    """A YAML list of numbers, or comma-separated numbers on the command line."""
+    """A YAML list of numbers, or comma-separated numbers on the command line, each one `item` accepts."""
+
+    def __init__(self, item):
+        self.item = item
 
     def check(self, value):
         items = value.split(",") if isinstance(value, str) else value
-        return [Number().check(item) for item in items]
+        return [self.item.check(item) for item in items]
 
     def help(self):
-        return "a list of floats (a,b,c)"
+        return f"a list (a,b,c), each {self.item.help()}"
 
 
 class Integer(Checker):
@@ -183,13 +186,22 @@ def declare_train_sections(config):
     Section("output", "What a run writes", config_descriptor=config).params(
         dir=Param(str, "parent folder of the run folders", default="runs"),
         name=Param(str, "run folder name, one folder inside output.dir (empty: date and time)", default=""),
-        accuracy_targets=Param(FloatList(), "test accuracies whose time-to-reach is recorded",
+        accuracy_targets=Param(FloatList(Number(min=0, max=1, min_exclusive=True)), "test accuracies whose "
+                               "time-to-reach is recorded, as fractions (0.9, not 90)",
                                default=[0.90, 0.93, 0.94, 0.95]),
         overwrite=Param(Boolean(), "replace the results of an earlier run in the same folder", default=False),
         checkpoint=Param(Boolean(), "checkpoint.pt after every epoch, to resume from (model.pt, the result, "
                          "is written either way)", default=True),
         profile_epoch=Param(NON_NEGATIVE_INT, "profile this epoch's training into profile.txt (0: none)", default=0),
     )
+
+
+def check_train_settings(cfg):
+    """What no single setting's check can see: settings that make a run meaningless together."""
+    finder = cfg.lr_finder
+    if finder.enabled and finder.start_lr >= finder.end_lr:
+        raise UserError(f"lr_finder.start_lr {finder.start_lr:g} must be below lr_finder.end_lr {finder.end_lr:g}: "
+                        f"the sweep raises the LR from one to the other")
 
 
 class _OneLineParser(argparse.ArgumentParser):

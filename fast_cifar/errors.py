@@ -9,9 +9,11 @@ Exit codes, the same for every command of the kit:
     130  interrupted by SIGINT or SIGTERM (train.py says which checkpoint to resume from)
 Anything else is a bug and keeps its traceback.
 """
+import contextlib
 import errno
 import functools
 import os
+import signal
 import sys
 
 INTERRUPTED = 130
@@ -35,6 +37,24 @@ class WriteFailed(UserError):
 class WrongSamples(UserError):
     """An epoch's batches were not the samples its order names: too many, too few, or other ones."""
     exit_code = 5
+
+
+class Interrupted(Exception):
+    """SIGINT or SIGTERM arrived: the command stops, saying what it leaves behind."""
+
+
+@contextlib.contextmanager
+def interruptible():
+    """Turn SIGINT and SIGTERM into `Interrupted` while the block runs, then restore the old handlers."""
+    def stop(signum, frame):
+        raise Interrupted(signal.Signals(signum).name)
+
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 # The errors that say the storage, not the program, failed a write.

@@ -28,10 +28,11 @@ from tqdm import tqdm
 
 from fast_cifar import checkpoint
 from fast_cifar.beton import load_dataset_info
-from fast_cifar.config import as_dict, declare_train_sections, parse_config
+from fast_cifar.config import as_dict, check_train_settings, declare_train_sections, parse_config
 from fast_cifar.data import Batches, SampleCheck, Sampling, last_batch_size, make_loader, split_size
 from fast_cifar.distributed import World, from_rank_zero, join, leave, mean_over_ranks
-from fast_cifar.errors import INTERRUPTED, Diverged, UserError, WrongSamples, exit_on_user_error
+from fast_cifar.errors import (INTERRUPTED, Diverged, Interrupted, UserError, WrongSamples, exit_on_user_error,
+                               interruptible)
 from fast_cifar.files import inside, lock_folder
 from fast_cifar.lr_finder import find_lr
 from fast_cifar.model import MODELS, flops_per_image, receptive_fields
@@ -498,9 +499,10 @@ def train(cfg, argv=None, world=World()):
     line saying what to resume from; results.json and checkpoint.pt are only ever replaced whole."""
     if cfg.output.name:  # refused before any work, not after the data checks
         inside(cfg.output.dir, cfg.output.name, "output.name")
+    check_train_settings(cfg)
     record = None
     try:
-        with checkpoint.interruptible():
+        with interruptible():
             compute = choose_compute(cfg, world)
             with Timer(compute.device) as data_timer:  # checks the data before anything is written
                 info = load_dataset_info(cfg.data.path)
@@ -523,7 +525,7 @@ def train(cfg, argv=None, world=World()):
         if world.is_main:
             print(finished)
         return None
-    except checkpoint.Interrupted as signal_name:
+    except Interrupted as signal_name:
         saved = record.checkpointed_epoch if record else 0
         where = (f"resume after epoch {saved} with --training.resume {record.folder / checkpoint.CHECKPOINT}"
                  if saved else "no checkpoint to resume from yet")

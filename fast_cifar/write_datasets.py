@@ -11,7 +11,7 @@ from fastargs import Param, Section
 
 from fast_cifar.beton import write_dataset
 from fast_cifar.config import POSITIVE_INT, Integer, parse_config
-from fast_cifar.errors import exit_on_user_error
+from fast_cifar.errors import INTERRUPTED, Interrupted, exit_on_user_error, interruptible
 from fast_cifar.sources import load_source
 
 
@@ -31,8 +31,13 @@ def declare_sections(config):
 @exit_on_user_error
 def main(argv=None):
     cfg = parse_config(declare_sections, argv, description=__doc__).data
-    splits, source = load_source(cfg.source, cfg.cache_dir, (cfg.synthetic_train, cfg.synthetic_test))
-    info = write_dataset(splits, cfg.path, source, cfg.writer_processes)
+    try:
+        with interruptible():
+            splits, source = load_source(cfg.source, cfg.cache_dir, (cfg.synthetic_train, cfg.synthetic_test))
+            info = write_dataset(splits, cfg.path, source, cfg.writer_processes)
+    except Interrupted as signal_name:  # the files appear together or not at all: none of them did
+        print(f"stopped by {signal_name}: no .beton file or dataset.json was written to {cfg.path}", file=sys.stderr)
+        sys.exit(INTERRUPTED)
     counts = ", ".join(f"{name}: {split['records']}" for name, split in info["splits"].items())
     print(f"wrote {cfg.path}/{{train,test}}.beton ({counts}) from {source}")
 

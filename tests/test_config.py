@@ -1,7 +1,7 @@
 import pytest
 import yaml
 
-from fast_cifar.config import as_dict, declare_train_sections, parse_config
+from fast_cifar.config import as_dict, check_train_settings, declare_train_sections, parse_config
 from fast_cifar.errors import UserError
 
 from helpers import REPO
@@ -72,6 +72,8 @@ def test_lists_and_defaults():
     (["--training.epochs", "1.7"], "training.epochs"),
     (["--training.seed", "0.9"], "training.seed"),
     (["--output.accuracy_targets", "0.9,nan"], "output.accuracy_targets"),
+    (["--output.accuracy_targets", "90,94"], r"output.accuracy_targets: got '90,94', expected a list \(a,b,c\), "
+                                             r"each a number in \(0, 1\]"),
 ])
 def test_bad_values_are_one_line_errors(argv, message):
     with pytest.raises(UserError, match=message) as error:
@@ -119,3 +121,10 @@ def test_a_config_file_that_is_not_plain_settings_is_refused_in_one_line(tmp_pat
     path.write_bytes(content)
     with pytest.raises(UserError, match=f"config file {path} {message}"):
         parse("--config", path)
+
+
+def test_settings_that_contradict_each_other_are_refused():
+    with pytest.raises(UserError, match="lr_finder.start_lr 0.1 must be below lr_finder.end_lr 0.01"):
+        check_train_settings(parse("--lr_finder.start_lr", "0.1", "--lr_finder.end_lr", "0.01"))
+    check_train_settings(parse("--lr_finder.start_lr", "0.1", "--lr_finder.end_lr", "0.01", "--lr_finder.enabled", "false"))
+    check_train_settings(parse())

@@ -1,4 +1,6 @@
 import json
+import os
+import signal
 
 from helpers import error_lines, run_main, run_script
 
@@ -32,3 +34,20 @@ def test_bad_source_is_one_line(tmp_path):
     assert error_lines(result.stderr) == [f"error: data source not found: {tmp_path / 'missing'} "
                                           "(give 'download', 'synthetic' or a path to CIFAR-10)"]
     assert not (tmp_path / "out").exists()
+
+
+def test_a_signal_while_writing_leaves_nothing_behind(tmp_path, monkeypatch):
+    # SIGTERM once the train split's temporary .beton is written, before anything is renamed into place.
+    from fast_cifar import beton
+
+    def check_then_signal(*args):
+        os.kill(os.getpid(), signal.SIGTERM)
+        return check(*args)
+
+    check = beton.check_beton
+    monkeypatch.setattr(beton, "check_beton", check_then_signal)
+    result = run_main("scripts/write_datasets.py", "--data.source", "synthetic", "--data.path", tmp_path,
+                      "--data.synthetic_train", 100, "--data.synthetic_test", 30, "--data.writer_processes", 1)
+    assert result.returncode == 130
+    assert error_lines(result.stderr)[-1] == f"stopped by SIGTERM: no .beton file or dataset.json was written to {tmp_path}"
+    assert list(tmp_path.iterdir()) == []
