@@ -14,6 +14,8 @@ and label by label, with the device loader's batches of the same epoch:
     torn        equal to no batch: parts of two or more
     missing     expected batches that were never delivered whole
 Then one set of weights is evaluated on the test split through both loaders: the results must be equal.
+Last, what the epoch's check (`SampleCheck`) costs: a device-loader epoch of the train split with and
+without it, loader alone, the best of 3 each (an upper bound on its share of a training epoch).
 Writes batch_check.json (with the device, versions and command) and prints a table. On a CPU the fault
 cannot happen (no streams, no asynchronous copies): the script runs the same steps, as a dry run.
 """
@@ -24,12 +26,12 @@ from pathlib import Path
 import torch
 
 from fast_cifar.beton import load_dataset_info
-from fast_cifar.data import Batches, EpochLoader, Sampling, image_pipeline, label_pipeline, make_loader
+from fast_cifar.data import Batches, EpochLoader, SampleCheck, Sampling, image_pipeline, label_pipeline, make_loader
 from fast_cifar.errors import exit_on_user_error
 from fast_cifar.files import writable_folder, write_json
 from fast_cifar.model import ResNet18
 from fast_cifar.report import markdown_table
-from fast_cifar.results import describe_device, versions
+from fast_cifar.results import Timer, describe_device, versions
 from fast_cifar.train import evaluate
 from ffcv.loader import OrderOption
 
@@ -111,6 +113,26 @@ def compare_evaluations(info, device, args):
     return {**results, "equal": results["ffcv"] == results["device"]}
 
 
+def check_cost(info, device):
+    """Seconds of a device-loader epoch over the train split with and without the epoch's check."""
+    loader = make_loader(info, "train", Batches(512, device, torch.bfloat16), Sampling(True, seed=SEED), "device")
+
+    def epoch(checked):
+        check = SampleCheck(loader) if checked else None
+        with Timer(device) as timer:
+            for _, labels in loader:
+                if check:
+                    check.add(labels)
+            if check:
+                check.verify("train")
+        return timer.seconds
+
+    epoch(True)  # warm-up
+    plain, checked = min(epoch(False) for _ in range(3)), min(epoch(True) for _ in range(3))
+    return {"epoch_seconds": round(plain, 5), "checked_epoch_seconds": round(checked, 5),
+            "check_microseconds_per_batch": round(1e6 * (checked - plain) / len(loader), 2)}
+
+
 def parse(argv):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data.path", dest="data", default="data/cifar10", help="folder with the .beton files")
@@ -129,14 +151,17 @@ def main(argv=None):
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     rows = count_faults(info, device, args)
     evaluations = compare_evaluations(info, device, args)
+    cost = check_cost(info, device)
     print(markdown_table(["split", "transfer", "batches", "correct", "duplicate", "torn", "missing", "wrong labels"],
                          [[row["split"], row["transfer"], row["batches"], row["correct"], row["duplicate"],
                            row["torn"], row["missing"], row["wrong_labels"]] for row in rows]))
     print(f"the same weights, evaluated through both loaders: equal = {evaluations['equal']}")
+    print(f"the epoch's check: {cost['check_microseconds_per_batch']} us per batch (loader-only epoch "
+          f"{cost['epoch_seconds']:.3f} s, checked {cost['checked_epoch_seconds']:.3f} s)")
     write_json(out / "batch_check.json", {"device": describe_device(device), "versions": versions(),
                                           "command": " ".join(["python", "benchmarks/batch_check.py", *sys.argv[1:]]),
                                           "data": str(info.source), "sleep_ms": args.sleep_ms, "epoch": EPOCH,
-                                          "rows": rows, "evaluation": evaluations})
+                                          "rows": rows, "evaluation": evaluations, "check_cost": cost})
 
 
 if __name__ == "__main__":

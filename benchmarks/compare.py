@@ -78,6 +78,10 @@ def compare(folders):
     unfinished = [row["run"] for row in rows if not row["finished"]]
     if unfinished:
         notes.append(f"Unfinished (figures so far): {', '.join(unfinished)}.")
+    lacking = [f"{name} ({', '.join(losses)})" for name, record in zip(names, records)
+               if (losses := missing_losses(record))]
+    if lacking:  # peers' records (plain PyTorch, airbench) keep fewer figures: compared on what both have
+        notes.append(f"Not recorded, so not plotted: {'; '.join(lacking)}.")
     return {"runs": rows, "differing_config": differing_config(records), "notes": notes}, records, names
 
 
@@ -128,6 +132,10 @@ def table(comparison):
     return markdown_table(header, lines) + "\n" + "\n".join(comparison["notes"]) + "\n"
 
 
+def missing_losses(record):
+    return [key for key in ("train_loss", "test_loss") if not all(key in epoch for epoch in record["epochs"])]
+
+
 def plot(records, names, out):
     figure, (by_epoch, by_time) = plt.subplots(1, 2, figsize=(11, 4))
     for name, record in zip(names, records):
@@ -149,9 +157,10 @@ def plot(records, names, out):
     figure, axis = plt.subplots(figsize=(6, 4))
     for index, (name, record) in enumerate(zip(names, records)):
         epochs, color = record["epochs"], f"C{index}"
-        numbers = [e["epoch"] for e in epochs]
-        axis.plot(numbers, [e["train_loss"] for e in epochs], "-", color=color, label=f"{name} train")
-        axis.plot(numbers, [e["test_loss"] for e in epochs], "--", color=color, label=f"{name} test")
+        for key, style in (("train_loss", "-"), ("test_loss", "--")):
+            if key not in missing_losses(record):  # the notes name what is missing
+                axis.plot([e["epoch"] for e in epochs], [e[key] for e in epochs], style, color=color,
+                          label=f"{name} {key.split('_')[0]}")
     axis.set(xlabel="epoch", ylabel="loss", title="Train (solid) and test (dashed) loss")
     integer_ticks(axis)
     axis.grid(alpha=0.3)

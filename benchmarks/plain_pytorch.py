@@ -20,7 +20,7 @@ from fast_cifar.config import as_dict, declare_train_sections, parse_config
 from fast_cifar.data import make_torchvision_loader, subset_indices
 from fast_cifar.errors import exit_on_user_error
 from fast_cifar.model import MODELS, flops_per_image
-from fast_cifar.optim import make_scheduler, parameter_groups
+from fast_cifar.optim import make_optimizer, make_scheduler
 from fast_cifar.results import RunRecord, hardware_use
 from fast_cifar.run_folder import make_run_folder
 from fast_cifar.train import check_schedule, onednn_is_safe
@@ -58,11 +58,10 @@ def main(argv=None):
             train_loader, test_loader = make_loaders(cfg, info)
         check_schedule(cfg.training, len(train_loader))
         model = MODELS[cfg.model.arch](len(info.classes), cfg.model.width).to(device)
-        optimizer = torch.optim.AdamW(parameter_groups(model, cfg.training.weight_decay,
-                                                       cfg.training.decay_norm_and_bias),
-                                      lr=cfg.training.lr, betas=(cfg.training.max_momentum, cfg.training.beta2))
+        optimizer = make_optimizer(cfg.training, model, cfg.training.lr)  # the config's, unfused
         scheduler = make_scheduler(cfg.training, optimizer, cfg.training.lr, len(train_loader))
         record.data.update(loader="torchvision DataLoader + PIL", max_lr=cfg.training.lr,
+                           optimizer=type(optimizer).__name__,
                            model={"arch": cfg.model.arch, "parameters": sum(p.numel() for p in model.parameters())},
                            data={"source": info.source, "train_images_per_epoch": len(train_loader) * cfg.training.batch_size})
         record.mark_first_step()

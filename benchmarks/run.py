@@ -143,7 +143,7 @@ def measure_training(loaders, name, setting, sizes, device):
     torch._dynamo.reset()  # each compiled row pays its own compilation
     model = ResNet18(width=sizes["width"]).to(device, memory_format=memory_format)
     recipe = parse_config(declare_train_sections, []).training  # the defaults are the recipe
-    optimizer = make_optimizer(recipe, model, recipe.lr, device)  # the recipe's, at a fixed max LR: no finder
+    optimizer = make_optimizer(recipe, model, recipe.lr, fused=device.type == "cuda")  # the recipe's, at a fixed max LR: no finder
     steps = sizes["warmup_steps"] + sizes["timed_steps"]
     scheduler = make_scheduler(recipe, optimizer, recipe.lr, steps_per_epoch=-(-steps // recipe.epochs) + 1)
     net = model if setting["compile"] == "off" else torch.compile(model, mode=setting["compile"])

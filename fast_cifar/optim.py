@@ -24,10 +24,10 @@ def parameter_groups(model, weight_decay, decay_norm_and_bias):
             {"params": [p for p in params if id(p) in no_decay], "weight_decay": 0.0}]
 
 
-def make_optimizer(training, model, lr, device):
-    """Adam (L2 decay), AdamW (decoupled decay) or SGD, as the one-cycle schedule will start it."""
+def make_optimizer(training, model, lr, fused=False):
+    """Adam (L2 decay), AdamW (decoupled decay) or SGD, as the one-cycle schedule will start it; `fused`
+    (CUDA only): one kernel updates every parameter."""
     groups = parameter_groups(model, training.weight_decay, training.decay_norm_and_bias)
-    fused = device.type == "cuda"
     if training.optimizer == "sgd":
         return torch.optim.SGD(groups, lr=lr, momentum=training.max_momentum, nesterov=training.nesterov,
                                fused=fused)

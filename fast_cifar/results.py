@@ -8,6 +8,7 @@ import datetime
 import importlib.metadata
 import os
 import platform
+import re
 import sys
 import time
 from pathlib import Path
@@ -22,15 +23,17 @@ PACKAGES = ("torch", "torchvision", "ffcv", "numpy", "numba", "fastargs")
 # The stages between the data checks and the first training step, in the order they run.
 STARTUP_STAGES = ("data_setup", "loader_warmup", "lr_finder", "compile")
 
-# Dense bf16 tensor-core peaks (TFLOP/s, without sparsity) from the vendors' data sheets, by a part of
-# the name torch reports; the first match wins, so more specific names come first.
+# Dense bf16 tensor-core peaks (TFLOP/s, without sparsity) from the vendors' data sheets, by the part's
+# name as whole words of the name torch reports (an L4 is not an L40); the first match wins, so more
+# specific names come first.
 BF16_PEAK_TFLOPS = (("H100 PCIe", 756.0), ("H100 NVL", 835.0), ("H100", 989.4), ("H200", 989.4), ("GH200", 989.4),
                     ("A100", 312.0), ("L40S", 362.1), ("L4", 121.0), ("A10G", 70.0))
 
 
 def bf16_peak_tflops(device_name):
     """The device's dense bf16 peak, or None where it is not in the table (every CPU among them)."""
-    return next((peak for part, peak in BF16_PEAK_TFLOPS if part in device_name), None)
+    return next((peak for part, peak in BF16_PEAK_TFLOPS
+                 if re.search(rf"(?<![\w]){re.escape(part)}(?![\w])", device_name)), None)
 
 
 def hardware_use(flops_per_image, images, seconds, device):

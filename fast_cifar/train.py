@@ -67,7 +67,10 @@ def pick_precision(precision, device, cpu_flags=None):
     if precision != "auto":
         return precision, "set by training.precision"
     if device.type == "cuda":
-        return "bf16", "auto: a CUDA GPU"
+        if torch.cuda.is_bf16_supported(including_emulation=False):
+            return "bf16", "auto: a CUDA GPU with bf16"
+        name = torch.cuda.get_device_name(device)
+        return "fp32", f"auto: {name} has no native bf16 (and fp16 would need a loss scaler): fp32"
     flags = cpu_bf16_flags() if cpu_flags is None else cpu_flags
     if flags:
         return "bf16", f"auto: the CPU has native bf16 ({', '.join(flags)})"
@@ -237,7 +240,7 @@ def run_lr_finder(cfg, model, train_loader, compute, record):
         return training_loss(net, images, labels, compute.dtype, training.label_smoothing)[0]
 
     def optimizer_for(net):  # the optimizer training starts with: same betas, decay and groups
-        return make_optimizer(training, net, finder.start_lr, compute.device)
+        return make_optimizer(training, net, finder.start_lr, fused=compute.device.type == "cuda")
 
     with record.timed("lr_finder"), contextlib.closing(endless(train_loader)) as batches:
         sweep = find_lr(model, batches, loss_of, optimizer_for, finder)
@@ -450,7 +453,7 @@ def choose_max_lr(cfg, model, train_loader, resumed, compute, record):
 
 def create_learner(training, model, max_lr, steps_per_epoch, resumed, compute):
     """Optimizer, one-cycle schedule and the compiled handles on the model; a resumed run's state restored."""
-    optimizer = make_optimizer(training, model, max_lr, compute.device)
+    optimizer = make_optimizer(training, model, max_lr, fused=compute.device.type == "cuda")
     scheduler = make_scheduler(training, optimizer, max_lr, steps_per_epoch)
     if resumed:
         checkpoint.restore(resumed, model, optimizer, scheduler)
@@ -517,6 +520,7 @@ def train(cfg, argv=None, world=World()):
                 model = create_model(cfg, info, compute, record)
                 max_lr = choose_max_lr(cfg, model, loaders.train, resumed, compute, record)
                 learner = create_learner(cfg.training, model, max_lr, len(loaders.train), resumed, compute)
+                record.data["optimizer"] = type(learner.optimizer).__name__
                 compile_learner(learner, loaders, warm_batches, record)
                 first_epoch = resumed["epoch"] + 1 if resumed else 1
                 fit(cfg, record, learner, loaders, first_epoch, world)

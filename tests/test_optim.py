@@ -32,7 +32,7 @@ def test_schedule_follows_the_config(name, kind):
     cfg = training("--training.optimizer", name, "--training.div_factor", 10, "--training.final_div_factor", 100,
                    "--training.base_momentum", 0.8, "--training.max_momentum", 0.9, "--training.epochs", 2)
     model = ResNet18(width=8)
-    optimizer = make_optimizer(cfg, model, lr=0.5, device=CPU)
+    optimizer = make_optimizer(cfg, model, lr=0.5)
     assert type(optimizer) is kind
     momentum = (lambda g: g["betas"][0]) if name != "sgd" else (lambda g: g["momentum"])
     # The finder sweeps with this optimizer, so it must already be what the schedule starts training with.
@@ -53,7 +53,7 @@ def test_schedule_follows_the_config(name, kind):
 
 def test_momentum_stays_fixed_without_cycling():
     cfg = training("--training.cycle_momentum", "false", "--training.max_momentum", 0.9, "--training.epochs", 1)
-    optimizer = make_optimizer(cfg, ResNet18(width=8), lr=0.1, device=CPU)
+    optimizer = make_optimizer(cfg, ResNet18(width=8), lr=0.1)
     scheduler = make_scheduler(cfg, optimizer, max_lr=0.1, steps_per_epoch=10)
     for _ in range(5):
         optimizer.step()

@@ -3,7 +3,7 @@ import json
 import torch
 
 from fast_cifar.plots import plot_curves
-from fast_cifar.results import RunRecord, Timer
+from fast_cifar.results import RunRecord, Timer, bf16_peak_tflops
 
 CPU = torch.device("cpu")
 
@@ -41,3 +41,11 @@ def test_timer_measures_the_block():
 def test_curves_plot_is_a_png(tmp_path):
     plot_curves([epoch(1, 0.5), epoch(2, 0.6)], tmp_path / "curves.png")
     assert (tmp_path / "curves.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_bf16_peaks_match_whole_part_names():
+    assert bf16_peak_tflops("NVIDIA L4") == 121.0
+    assert bf16_peak_tflops("NVIDIA L40S") == 362.1
+    assert bf16_peak_tflops("NVIDIA L40") is None  # not an L4: no peak on record
+    assert bf16_peak_tflops("NVIDIA H100 PCIe") == 756.0 and bf16_peak_tflops("NVIDIA H100 80GB HBM3") == 989.4
+    assert bf16_peak_tflops("NVIDIA A100-SXM4-80GB") == 312.0 and bf16_peak_tflops("NVIDIA GH200 480GB") == 989.4

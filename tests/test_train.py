@@ -114,13 +114,19 @@ def test_bad_input_is_one_line_and_writes_nothing(case, synthetic_folder, tmp_pa
     assert sorted(path.name for path in tmp_path.iterdir()) == ["a_file", "damaged"]  # nothing written
 
 
-def test_auto_precision_is_bf16_only_where_the_hardware_has_it(tmp_path):
+def test_auto_precision_is_bf16_only_where_the_hardware_has_it(tmp_path, monkeypatch):
     cpu = torch.device("cpu")
     assert train.pick_precision("auto", cpu, cpu_flags=[]) == (
         "fp32", "auto: the CPU has no native bf16 (neither avx512_bf16 nor amx_bf16)")
     assert train.pick_precision("auto", cpu, cpu_flags=["avx512_bf16"]) == (
         "bf16", "auto: the CPU has native bf16 (avx512_bf16)")
-    assert train.pick_precision("auto", torch.device("cuda"))[0] == "bf16"
+    # a GPU: as torch says, natively (a V100 or T4 has no bf16)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: True)
+    assert train.pick_precision("auto", torch.device("cuda")) == ("bf16", "auto: a CUDA GPU with bf16")
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: including_emulation)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "Tesla V100-SXM2-16GB")
+    assert train.pick_precision("auto", torch.device("cuda")) == (
+        "fp32", "auto: Tesla V100-SXM2-16GB has no native bf16 (and fp16 would need a loss scaler): fp32")
     assert train.pick_precision("fp32", torch.device("cuda"))[0] == "fp32"
     cpuinfo = tmp_path / "cpuinfo"
     cpuinfo.write_text("processor : 0\nflags : fpu sse2 avx512f avx512_bf16 amx_tile amx_bf16\n")

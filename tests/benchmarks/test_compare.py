@@ -66,3 +66,17 @@ def test_a_record_that_is_not_a_runs_is_one_line(two_runs, tmp_path):
     assert error_lines(result.stderr) == [f"error: {tmp_path / 'results.json'} is not a training run's record (it "
                                           "has no config, device, versions, epochs): give run folders made by "
                                           "fast_cifar/train.py"]
+
+
+def test_a_peers_record_without_losses_is_compared_on_what_it_has(two_runs, tmp_path):
+    peer = tmp_path / "peer"  # as airbench_peer.py writes: no losses; plain_pytorch.py's has no test loss
+    peer.mkdir()
+    record = json.loads((two_runs / "adam" / "results.json").read_text())
+    for epoch in record["epochs"]:
+        del epoch["train_loss"], epoch["test_loss"]
+    (peer / "results.json").write_text(json.dumps(record))
+    result = run_main("benchmarks/compare.py", two_runs / "adamw", peer, "--out", tmp_path / "out")
+    assert result.returncode == 0, result.stderr[-3000:]
+    notes = json.loads((tmp_path / "out" / "comparison.json").read_text())["notes"]
+    assert "Not recorded, so not plotted: peer (train_loss, test_loss)." in notes
+    assert (tmp_path / "out" / "loss.png").read_bytes()[:4] == b"\x89PNG"
