@@ -38,7 +38,7 @@ import yaml
 from fast_cifar.errors import UserError, exit_on_user_error
 from fast_cifar.files import inside, writable_folder, write_json, write_text
 from fast_cifar.plots import plt, save_figure
-from fast_cifar.report import FIGURES, figures, finished_run, machine, markdown_table, mean_std
+from fast_cifar.report import FIGURES, figures, finished_run, machine, markdown_table, mean_std, source_name
 
 REPO = Path(__file__).resolve().parents[1]
 TRAIN = "fast_cifar/train.py"
@@ -76,8 +76,13 @@ def configs_as_candidates(configs):
     for config in configs:
         if not Path(config).is_file() and not (REPO / config).is_file():
             raise UserError(f"config file not found: {config}")
-    return {Path(config).stem: candidate_from({"config": str(Path(config).resolve()) if Path(config).is_file()
-                                               else config}) for config in configs}
+    return {Path(config).stem: candidate_from({"config": in_repository(config)}) for config in configs}
+
+
+def in_repository(config):
+    """A config's path as reports show it: relative to the repository when it lies inside it."""
+    path = Path(config).resolve() if Path(config).is_file() else REPO / config
+    return str(path.relative_to(REPO)) if path.is_relative_to(REPO) else str(path)
 
 
 def command_for(candidate, seed, folder, run_flags):
@@ -281,9 +286,9 @@ def main(argv=None):
     stem = Path(args.candidates).stem if args.candidates else "sweep"
     write_json(out / f"{stem}.json", {
         "summary": summary, "not_run": problems, "seeds": args.seeds, "jobs": args.jobs, "run_flags": train_flags,
-        "device": first["device"], "versions": first["versions"], "data": first.get("data", {}).get("source"),
+        "device": first["device"], "versions": first["versions"], "data": source_name(first.get("data", {}).get("source")),
         "command": " ".join(["python benchmarks/sweep.py", *(sys.argv[1:] if argv is None else argv)])})
-    header = f"{machine(first)}; data: {first.get('data', {}).get('source')}"
+    header = f"{machine(first)}; data: {source_name(first.get('data', {}).get('source'))}"
     table = report(candidates, records, header, problems)
     write_text(out / f"{stem}.md", table + "\nStart-up, process start to the first training step (s):\n\n"
                + startup_table(records))

@@ -85,6 +85,13 @@ def markdown_table(header, rows, left=(0,)):
     return "\n".join(lines) + "\n"
 
 
+def source_name(source):
+    """A data source as reports name it: a path reduced to its last part, so no report holds the folders of
+    the machine that made it ("image folder at /data/x/cifar10-jpeg.tar.gz" -> "... at cifar10-jpeg.tar.gz")."""
+    kind, _, path = (source or "unknown").rpartition(" at ")
+    return f"{kind} at {Path(path).name}" if kind else source or "unknown"
+
+
 def machine(record):
     """The device and the versions that matter, in one line."""
     device, versions = record["device"], record["versions"]

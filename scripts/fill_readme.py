@@ -15,7 +15,7 @@ from fastargs import Param, Section
 from fast_cifar.config import parse_config
 from fast_cifar.errors import UserError, exit_on_user_error
 from fast_cifar.files import write_text
-from fast_cifar.report import machine, markdown_table, read_run
+from fast_cifar.report import machine, markdown_table, read_run, source_name
 
 START, END = "<!-- results:start -->", "<!-- results:end -->"
 FILES = ("results.json", "loss_accuracy_plots.png", "lr_finder.png")
@@ -50,12 +50,6 @@ def declare_sections(config):
         store=Param(str, "copy results.json and plots here first (a committed folder)", default=""),
         readme=Param(str, "the README to rewrite", default="README.md"),
     )
-
-
-def source_name(source):
-    """"image folder at cifar10-jpeg.tar.gz": the copy's name, not where it lay on the machine."""
-    kind, _, path = source.rpartition(" at ")
-    return f"{kind} at {Path(path).name}" if kind else source
 
 
 def render(record, folder, readme):

@@ -70,5 +70,5 @@ peers)
 *)
     echo "unknown job '$JOB': batch_check, train, bench, seeds, study or peers" >&2; exit 2 ;;
 esac
-tar czf "$OUT/$JOB.tar.gz" --exclude="*.pt" -C "$(dirname "$RESULTS")" "$(basename "$RESULTS")"
+tar czf "$OUT/$JOB.tar.gz" --exclude="*.pt" --exclude=".lock" -C "$(dirname "$RESULTS")" "$(basename "$RESULTS")"
 ls -la "$OUT"
