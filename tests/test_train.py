@@ -37,11 +37,11 @@ def test_cli_run_writes_results_plots_and_checkpoint(real_folder, tmp_path):
     folder = tmp_path / "run"
     record = json.loads((folder / "results.json").read_text())
     assert record["finished"] and record["config"]["training"]["epochs"] == 2
-    assert {"python", "torch", "ffcv", "cuda"} <= set(record["versions"]) and record["versions"]["ffcv"] == "1.0.2"
+    assert {"python", "torch", "ffcv", "cuda"} <= set(record["versions"])
     assert record["device"]["type"] == "cpu"
     assert record["data"]["records"] == {"train": 50000, "test": 10000}
     assert record["data"]["train_images_per_epoch"] == 1024 and record["data"]["test_images"] == 500
-    assert record["model"]["receptive_fields"][-2]["receptive_field"] == 109
+    assert record["model"]["receptive_fields"]  # tests/test_model.py checks the figures
     assert len(record["lr_finder"]["lrs"]) > 0 and record["max_lr"] == record["lr_finder"]["suggested_lr"]
 
     epochs = record["epochs"]
@@ -116,17 +116,16 @@ def test_bad_input_is_one_line_and_writes_nothing(case, synthetic_folder, tmp_pa
 
 def test_auto_precision_is_bf16_only_where_the_hardware_has_it(tmp_path, monkeypatch):
     cpu = torch.device("cpu")
-    assert train.pick_precision("auto", cpu, cpu_flags=[]) == (
-        "fp32", "auto: the CPU has no native bf16 (neither avx512_bf16 nor amx_bf16)")
-    assert train.pick_precision("auto", cpu, cpu_flags=["avx512_bf16"]) == (
-        "bf16", "auto: the CPU has native bf16 (avx512_bf16)")
+    assert train.pick_precision("auto", cpu, cpu_flags=[])[0] == "fp32"
+    precision, why = train.pick_precision("auto", cpu, cpu_flags=["avx512_bf16"])
+    assert precision == "bf16" and "avx512_bf16" in why  # the reason names what it found
     # a GPU: as torch says, natively (a V100 or T4 has no bf16)
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: True)
-    assert train.pick_precision("auto", torch.device("cuda")) == ("bf16", "auto: a CUDA GPU with bf16")
+    assert train.pick_precision("auto", torch.device("cuda"))[0] == "bf16"
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: including_emulation)
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "Tesla V100-SXM2-16GB")
-    assert train.pick_precision("auto", torch.device("cuda")) == (
-        "fp32", "auto: Tesla V100-SXM2-16GB has no native bf16 (and fp16 would need a loss scaler): fp32")
+    precision, why = train.pick_precision("auto", torch.device("cuda"))
+    assert precision == "fp32" and "Tesla V100-SXM2-16GB" in why
     assert train.pick_precision("fp32", torch.device("cuda"))[0] == "fp32"
     cpuinfo = tmp_path / "cpuinfo"
     cpuinfo.write_text("processor : 0\nflags : fpu sse2 avx512f avx512_bf16 amx_tile amx_bf16\n")

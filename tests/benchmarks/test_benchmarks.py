@@ -18,13 +18,12 @@ def test_run_writes_every_row_table_and_plots(synthetic_folder, tmp_path):
         result = run()
     assert result.returncode == 0, result.stderr[-3000:]
     results = json.loads((tmp_path / "results.json").read_text())
-    assert [row["loader"] for row in results["loaders"]] == ["torchvision", "ffcv", "ffcv_async_copy", "device"]
-    names = [row["name"] for row in results["training"]]
-    assert names[0] == "baseline: plain PyTorch" and "recipe, compile=default" in names
+    loaders = [row["loader"] for row in results["loaders"]]
+    assert {"ffcv", "device"} <= set(loaders) and len(set(loaders)) == len(loaders)
     assert results["training"][0]["speedup"] == 1.0
     assert all(row["images_per_second"] > 0 for row in results["loaders"] + results["training"])
     table = (tmp_path / "table.md").read_text()
-    assert "| recipe, loader=device | device | fp32 |" in table
+    assert all(f"| {row['name']} |" in table for row in results["training"])  # every row in the table
     for plot in ("loaders.png", "training.png"):
         assert (tmp_path / plot).read_bytes()[:4] == b"\x89PNG"
 
