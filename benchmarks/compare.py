@@ -17,10 +17,10 @@ from pathlib import Path
 
 from fast_cifar.errors import UserError, exit_on_user_error
 from fast_cifar.files import writable_folder, write_json, write_text
-from fast_cifar.report import machine, markdown_table, read_run
+from fast_cifar.report import FIGURES, machine, markdown_table, read_run
 from fast_cifar.plots import integer_ticks, plt, save_figure
+from fast_cifar.results import STAGES
 
-STAGES = ("data_setup", "loader_warmup", "lr_finder", "compile", "training", "evaluation", "total", "end_to_end")
 IGNORED_KEYS = {"output.dir", "output.name", "output.overwrite", "training.resume"}  # where, not what
 
 
@@ -39,7 +39,7 @@ def differing_config(records):
 def summarize(name, record, first_training_seconds):
     epochs, timings = record["epochs"], record.get("timings", {})
     last = epochs[-1] if epochs else {}
-    images = record.get("data", {}).get("train_images_per_epoch", 0) * len(epochs)
+    images_per_second = FIGURES["training images/s"](record)  # as every report reads it
     training = timings.get("training")
     use = record.get("hardware_use") or {}
     return {
@@ -56,8 +56,8 @@ def summarize(name, record, first_training_seconds):
         "best_test_accuracy": record.get("best", {}).get("test_accuracy"),
         "best_epoch": record.get("best", {}).get("epoch"),
         "seconds": {stage: timings.get(stage) for stage in STAGES},
-        "images_per_second": round(images / training) if training else None,
-        "startup_seconds": timings.get("startup", {}).get("total"),
+        "images_per_second": images_per_second and round(images_per_second),
+        "startup_seconds": FIGURES["start-up (s)"](record),
         **{key: use.get(key) for key in ("flops_per_image", "achieved_tflops", "mfu")},
         "time_to_accuracy": timings.get("time_to_accuracy", {}),
         "time_to_accuracy_end_to_end": timings.get("time_to_accuracy_end_to_end", {}),
@@ -113,8 +113,8 @@ def table(comparison):
     add("test accuracy, last epoch", [percent(row["last_test_accuracy"]) for row in rows])
     add("with flip TTA, last epoch", [percent(row["last_test_accuracy_flip_tta"]) for row in rows])
     add("best test accuracy (epoch)", [f"{percent(row['best_test_accuracy'])} ({row['best_epoch']})" for row in rows])
-    for stage in STAGES:
-        add(f"{stage} (s)", [seconds(row["seconds"][stage]) for row in rows])
+    for stage, label in STAGES.items():
+        add(f"{label} (s)", [seconds(row["seconds"][stage]) for row in rows])
     add("start-up: process start to first step (s)", [seconds(row["startup_seconds"]) for row in rows])
     add("training images/s", ["-" if row["images_per_second"] is None else f"{row['images_per_second']:,}"
                               for row in rows])

@@ -20,10 +20,10 @@ from fast_cifar.config import as_dict, declare_train_sections, parse_config
 from fast_cifar.data import make_torchvision_loader, subset_indices
 from fast_cifar.errors import exit_on_user_error
 from fast_cifar.model import MODELS, flops_per_image
-from fast_cifar.optim import make_optimizer, make_scheduler
+from fast_cifar.optim import check_schedule, make_optimizer, make_scheduler
 from fast_cifar.results import RunRecord, hardware_use
 from fast_cifar.run_folder import make_run_folder
-from fast_cifar.train import check_schedule, onednn_is_safe
+from fast_cifar.train import onednn_is_safe
 
 
 def make_loaders(cfg, info):

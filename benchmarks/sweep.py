@@ -39,6 +39,7 @@ from fast_cifar.errors import UserError, exit_on_user_error
 from fast_cifar.files import inside, writable_folder, write_json, write_text
 from fast_cifar.plots import plt, save_figure
 from fast_cifar.report import FIGURES, figures, finished_run, machine, markdown_table, mean_std, source_name
+from fast_cifar.results import STARTUP_STAGES
 
 REPO = Path(__file__).resolve().parents[1]
 TRAIN = "fast_cifar/train.py"
@@ -197,7 +198,7 @@ def startup_table(records):
     return markdown_table(["candidate", "seed", *STARTUP_COLUMNS, "compiled graphs from cache / built"], rows)
 
 
-STARTUP_COLUMNS = ("interpreter_and_imports", "data_setup", "loader_warmup", "lr_finder", "compile", "total")
+STARTUP_COLUMNS = ("interpreter_and_imports", *STARTUP_STAGES, "total")
 
 
 def plot(records, path):

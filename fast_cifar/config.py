@@ -129,7 +129,8 @@ def declare_train_sections(config):
         # AdamW: +0.6 points over Adam with L2 decay in the tuning study.
         optimizer=Param(OneOf(["adam", "adamw", "sgd"]), "adam: L2 decay in the gradient; adamw: decoupled decay; "
                         "sgd: momentum SGD", default="adamw"),
-        lr=Param(POSITIVE_FLOAT, "max LR of the one-cycle schedule when the LR finder is off", default=2e-3),
+        lr=Param(POSITIVE_FLOAT, "max LR of the one-cycle schedule, for the batch-mean loss at this batch size, "
+                 "when the LR finder is off (or its sweep was inconclusive)", default=2e-3),
         # AdamW multiplies its decay by the LR, hence a value far above SGD's usual 5e-4.
         weight_decay=Param(NON_NEGATIVE_FLOAT, "weight decay (L2 for adam and sgd, decoupled for adamw)",
                            default=0.2),
@@ -163,11 +164,8 @@ def declare_train_sections(config):
                             "deterministic version raise an error (slower)", default=False),
         resume=Param(str, "checkpoint.pt or run folder to continue, or 'auto' (empty: start afresh)", default=""),
     )
-    # The sweep and its rule: the max LR is the loss minimum / 3, the rule the tuning study chose; the sweep
-    # starts at 1e-4 and ends at the valley's far edge, half the steps of a sweep from 1e-6 to 1. Anchoring
-    # on the valley's start (x 5) moved about half as much between seeds, on the study's sweeps and at
-    # cpu_small scale, but trained 1.3 points worse there over 7 seeds: it stays a candidate until a GPU
-    # measures it at full scale (benchmarks/results/lr_finder, benchmarks/recipe_candidates.yaml).
+    # The rule, the loss minimum / 3, is the tuning study's; the evidence for it and against the valley's
+    # start is in benchmarks/README.md, "The LR finder's rule".
     Section("lr_finder", "LR range test run before training to pick the max LR", config_descriptor=config).params(
         enabled=Param(Boolean(), "run it (else use training.lr)", default=True),
         start_lr=Param(POSITIVE_FLOAT, "first LR of the sweep", default=1e-4),

@@ -6,11 +6,9 @@ untouched. The loss is smoothed with a bias-corrected moving average. The valley
 is where the smoothed loss stays within `rise` (5% in the recipe) of its
 minimum: the sweep ends at its far edge, the first LR at which the loss rises
 above that (or turns non-finite). The suggested max LR for the one-cycle
-schedule is an anchor LR times `multiplier`: in the recipe the minimum / 3, the
-rule the tuning study chose. The other anchor, the valley's start (the first LR
-whose smoothed loss came within `rise` of the minimum), moves about half as much
-between seeds, since the valley's floor is flat and the loss falls steeply into
-it, but its picks trained worse at small scale; see benchmarks/results/lr_finder.
+schedule is an anchor LR times `multiplier`: in the recipe the minimum / 3, or the
+valley's start (the first LR whose smoothed loss came within `rise` of the
+minimum); why the minimum: benchmarks/README.md, "The LR finder's rule".
 Stopping at the far edge ends the sweep well before `end_lr`.
 
 A sweep is inconclusive when its edge comes within its first `MIN_SWEEP_STEPS` steps (the

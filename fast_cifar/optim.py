@@ -9,6 +9,8 @@ at beta1 = max_momentum, and the LR finder sweeps with that same optimizer.
 import torch
 from torch import nn
 
+from fast_cifar.errors import UserError
+
 NORMALIZATION_LAYERS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.GroupNorm, nn.LayerNorm)
 
 
@@ -42,3 +44,13 @@ def make_scheduler(training, optimizer, max_lr, steps_per_epoch):
         div_factor=training.div_factor, final_div_factor=training.final_div_factor,
         cycle_momentum=training.cycle_momentum, base_momentum=training.base_momentum,
         max_momentum=training.max_momentum)
+
+
+def check_schedule(training, steps_per_epoch):
+    """OneCycleLR divides by each phase's length: both must be at least a step."""
+    total = training.epochs * steps_per_epoch
+    warm_up = training.pct_start * total
+    if warm_up < 2 or total - warm_up < 2:
+        raise UserError(f"the run is too short for its one-cycle schedule: {total} steps in all, "
+                        f"{warm_up:g} of them warming up (training.pct_start {training.pct_start}); "
+                        f"each phase needs 2 or more: train longer, on more images or with a smaller batch")

@@ -20,8 +20,19 @@ from fast_cifar.files import atomic_file, write_json, write_text
 PACKAGES = ("torch", "torchvision", "ffcv", "numpy", "numba", "fastargs")
 
 
-# The stages between the data checks and the first training step, in the order they run.
-STARTUP_STAGES = ("data_setup", "loader_warmup", "lr_finder", "compile")
+# Every stage results.json's `timings` holds, in the order a run goes through them, with what it covers:
+# every report (compare.py, sweep.py, fill_readme.py) takes its rows from here.
+STAGES = {
+    "data_setup": "data set-up: check the .beton files, build the loaders",
+    "loader_warmup": "the loaders' first batches (FFCV JIT-compiles its pipelines)",
+    "lr_finder": "LR finder",
+    "compile": "warm-up: one step and eval forwards (torch.compile, when on)",
+    "training": "training",
+    "evaluation": "evaluation, every epoch",
+    "total": "total wall-clock, data checks to results.json",
+    "end_to_end": "end to end, process start to results.json",
+}
+STARTUP_STAGES = ("data_setup", "loader_warmup", "lr_finder", "compile")  # those before the first training step
 
 # Dense bf16 tensor-core peaks (TFLOP/s, without sparsity) from the vendors' data sheets, by the part's
 # name as whole words of the name torch reports (an L4 is not an L40); the first match wins, so more

@@ -16,19 +16,10 @@ from fast_cifar.config import parse_config
 from fast_cifar.errors import UserError, exit_on_user_error
 from fast_cifar.files import write_text
 from fast_cifar.report import machine, markdown_table, read_run, source_name
+from fast_cifar.results import STAGES
 
 START, END = "<!-- results:start -->", "<!-- results:end -->"
 FILES = ("results.json", "loss_accuracy_plots.png", "lr_finder.png")
-TIMING_ROWS = [
-    ("data_setup", "data set-up: check the .beton files, build the loaders"),
-    ("loader_warmup", "the loaders' first batches (FFCV JIT-compiles its pipelines)"),
-    ("lr_finder", "LR finder"),
-    ("compile", "warm-up: one step and eval forwards (torch.compile, when on)"),
-    ("training", "training"),
-    ("evaluation", "evaluation, every epoch"),
-    ("total", "total wall-clock, data checks to results.json"),
-    ("end_to_end", "end to end, process start to results.json"),
-]
 # Flags that say where a run read and wrote, not what it ran: left out of the published command.
 WHERE_FLAGS = ("--data.path", "--output.dir", "--output.name", "--output.checkpoint", "--output.profile_epoch")
 
@@ -68,7 +59,7 @@ def render(record, folder, readme):
         f"{len(epochs)}{tta}). Maximum over the epochs: {100 * best['test_accuracy']:.2f}% at epoch {best['epoch']} "
         f"(picked by the test set, so flattering).",
     ]
-    rows = [[label, f"{timings.get(key):.2f}"] for key, label in TIMING_ROWS if timings.get(key) is not None]
+    rows = [[label, f"{timings.get(key):.2f}"] for key, label in STAGES.items() if timings.get(key) is not None]
     if timings.get("startup", {}).get("total") is not None:
         rows.append(["start-up: process start to the first training step", f"{timings['startup']['total']:.2f}"])
     use = record.get("hardware_use", {})
