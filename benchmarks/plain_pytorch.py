@@ -10,20 +10,49 @@ in one worker per core, fp32, the default memory layout, eager mode, an unfused
 optimizer, and no LR finder (give the max LR with --training.lr). It writes the same
 results.json as train.py, so benchmarks/sweep.py and compare.py read it alike.
 """
+import os
 import time
 
 import torch
 import torch.nn.functional as F
+from PIL import Image
+from torchvision import transforms
 
+from fast_cifar.augment import CROP_PADDING
 from fast_cifar.beton import load_dataset_info, read_split
 from fast_cifar.config import as_dict, declare_train_sections, parse_config
-from fast_cifar.data import make_torchvision_loader, subset_indices
+from fast_cifar.data import subset_indices
 from fast_cifar.errors import exit_on_user_error
 from fast_cifar.model import MODELS, flops_per_image
 from fast_cifar.optim import check_schedule, make_optimizer, make_scheduler
 from fast_cifar.results import RunRecord, hardware_use
 from fast_cifar.run_folder import make_run_folder
 from fast_cifar.train import onednn_is_safe
+
+
+class InMemoryCIFAR(torch.utils.data.Dataset):
+    """As torchvision.datasets.CIFAR10 works: (N, 32, 32, 3) uint8 images in memory, a PIL image per sample."""
+
+    def __init__(self, images, labels, transform):
+        self.images, self.labels, self.transform = images, labels, transform
+
+    def __len__(self):
+        return len(self.labels)
+
+    def __getitem__(self, index):
+        return self.transform(Image.fromarray(self.images[index])), int(self.labels[index])
+
+
+def make_torchvision_loader(images, labels, info, batch_size, *, train, workers=None):
+    """What a user writes by hand: torchvision transforms on PIL images (a random crop with 4 pixels of zero
+    padding and a flip when `train`, then ToTensor and Normalize), batched by a DataLoader, a worker per core."""
+    augment = [transforms.RandomCrop(32, padding=CROP_PADDING), transforms.RandomHorizontalFlip()] if train else []
+    transform = transforms.Compose([*augment, transforms.ToTensor(),
+                                    transforms.Normalize([m / 255 for m in info.mean], [s / 255 for s in info.std])])
+    workers = os.cpu_count() if workers is None else workers
+    return torch.utils.data.DataLoader(InMemoryCIFAR(images, labels, transform), batch_size=batch_size,
+                                       shuffle=train, drop_last=train, num_workers=workers,
+                                       pin_memory=torch.cuda.is_available(), persistent_workers=workers > 0)
 
 
 def make_loaders(cfg, info):

@@ -27,7 +27,7 @@ from ffcv.loader import Loader, OrderOption
 
 from fast_cifar.config import NON_NEGATIVE_INT, declare_train_sections, parse_config
 from fast_cifar.beton import load_dataset_info, read_split
-from fast_cifar.data import Batches, Sampling, image_pipeline, label_pipeline, make_loader, make_torchvision_loader
+from fast_cifar.data import Batches, Sampling, image_pipeline, label_pipeline, make_loader
 from fast_cifar.errors import exit_on_user_error
 from fast_cifar.files import write_json, write_text
 from fast_cifar.model import ResNet18
@@ -36,6 +36,7 @@ from fast_cifar.plots import plt, save_figure
 from fast_cifar.report import markdown_table
 from fast_cifar.results import Timer, describe_device, versions
 from fast_cifar.train import endless, onednn_is_safe, pick_memory_format, train_step
+from plain_pytorch import make_torchvision_loader  # benchmarks/, beside this script
 
 EPOCH_IMAGES = 50_000
 MODES = {  # sizes that finish in minutes on 2 CPU cores, and the real thing on a GPU

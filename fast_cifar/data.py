@@ -13,17 +13,14 @@ device: `DeviceLoader` reads the split once into device memory as uint8 and does
 
 Both visit the samples in the same order and draw the same crops and flips: a seed gives the same
 batches on either. `SampleCheck` proves, every epoch, that a loader delivered its order's samples.
-The test pipelines are the same minus the two augmentations. `make_torchvision_loader` is
-plain PyTorch's path (PIL transforms in DataLoader workers), the baseline benchmarks/ measures against.
+The test pipelines are the same minus the two augmentations. (Plain PyTorch's path, the baseline
+benchmarks/ measures against, is benchmarks/plain_pytorch.py's.)
 """
 import dataclasses
-import os
 
 import numba
 import numpy as np
 import torch
-from PIL import Image
-from torchvision import transforms
 from ffcv.fields.decoders import IntDecoder, SimpleRGBImageDecoder
 from ffcv.loader import Loader, OrderOption
 from ffcv.pipeline.operation import Operation
@@ -32,7 +29,7 @@ from ffcv.transforms import Squeeze, ToDevice, ToTensor, ToTorchImage
 from torch.utils.data import DistributedSampler
 
 from fast_cifar import TORCH_THREADS
-from fast_cifar.augment import CROP_PADDING, CropAndFlip, Crops, crop_and_flip, draw_crops, pad_with
+from fast_cifar.augment import CropAndFlip, Crops, crop_and_flip, draw_crops, pad_with
 from fast_cifar.beton import read_labels, read_split
 from fast_cifar.errors import WrongSamples
 
@@ -277,31 +274,3 @@ class DeviceLoader:
                 images = self.images[batch[0]]
             images = images.permute(0, 3, 1, 2)  # NHWC storage is NCHW channels-last
             yield self.normalize(images if self.channels_last else images.contiguous()), self.labels[batch[0]]
-
-
-# --- plain PyTorch's data path, the baseline the benchmarks measure against -------------------------
-
-
-class InMemoryCIFAR(torch.utils.data.Dataset):
-    """As torchvision.datasets.CIFAR10 works: (N, 32, 32, 3) uint8 images in memory, a PIL image per sample."""
-
-    def __init__(self, images, labels, transform):
-        self.images, self.labels, self.transform = images, labels, transform
-
-    def __len__(self):
-        return len(self.labels)
-
-    def __getitem__(self, index):
-        return self.transform(Image.fromarray(self.images[index])), int(self.labels[index])
-
-
-def make_torchvision_loader(images, labels, info, batch_size, *, train, workers=None):
-    """What a user writes by hand: torchvision transforms on PIL images (a random crop with 4 pixels of zero
-    padding and a flip when `train`, then ToTensor and Normalize), batched by a DataLoader, a worker per core."""
-    augment = [transforms.RandomCrop(32, padding=CROP_PADDING), transforms.RandomHorizontalFlip()] if train else []
-    transform = transforms.Compose([*augment, transforms.ToTensor(),
-                                    transforms.Normalize([m / 255 for m in info.mean], [s / 255 for s in info.std])])
-    workers = os.cpu_count() if workers is None else workers
-    return torch.utils.data.DataLoader(InMemoryCIFAR(images, labels, transform), batch_size=batch_size,
-                                       shuffle=train, drop_last=train, num_workers=workers,
-                                       pin_memory=torch.cuda.is_available(), persistent_workers=workers > 0)

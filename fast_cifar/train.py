@@ -37,7 +37,6 @@ from fast_cifar.files import inside, lock_folder
 from fast_cifar.lr_finder import find_lr
 from fast_cifar.model import MODELS, flops_per_image, receptive_fields
 from fast_cifar.optim import check_schedule, make_optimizer, make_scheduler
-from fast_cifar.plots import plot_curves, plot_lr_finder
 from fast_cifar.results import RunRecord, Timer, hardware_use, profiled, save_weights
 from fast_cifar.run_folder import make_run_folder
 
@@ -231,6 +230,7 @@ def run_lr_finder(cfg, model, train_loader, compute, record):
     with record.timed("lr_finder"), contextlib.closing(endless(train_loader)) as batches:
         sweep = find_lr(model, batches, loss_of, optimizer_for, finder)
     record.data["lr_finder"] = sweep.to_dict()
+    from fast_cifar.plots import plot_lr_finder  # matplotlib only when a plot is drawn
     plot_lr_finder(sweep, record.folder / "lr_finder.png")
     if not sweep.stopped_early:
         record.warn(f"warning: the LR finder's loss never rose {100 * finder.rise:g}% above its minimum up to "
@@ -424,6 +424,7 @@ def finish(cfg, record, model, first_epoch):
     if not record.writes:
         return record.data
     save_weights(model, record.folder / "model.pt")  # the result: written with or without checkpoints
+    from fast_cifar.plots import plot_curves  # matplotlib only when a plot is drawn
     plot_curves(record.data["epochs"], record.folder / "loss_accuracy_plots.png")
     record.save(finished=True)
     print(f"results: {record.folder / 'results.json'}")

@@ -265,3 +265,11 @@ def test_an_inconclusive_lr_sweep_falls_back_to_training_lr(synthetic_folder, tm
     warning = ("warning: the LR finder's sweep was inconclusive (a stand-in reason): training uses training.lr "
                "0.0123 instead; sweep more slowly or set training.lr")
     assert warning in record["warnings"] and warning in capsys.readouterr().err
+
+
+def test_a_run_imports_only_what_its_path_needs():
+    # torchvision (plain PyTorch's loader, which pulls in torch._dynamo) and matplotlib (plots, imported when
+    # one is drawn) cost seconds of every start that never uses them.
+    code = "import sys, fast_cifar.train; print(' '.join(sorted(sys.modules)))"
+    loaded = set(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split())
+    assert not loaded & {"torchvision", "matplotlib", "matplotlib.pyplot"}
