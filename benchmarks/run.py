@@ -33,7 +33,7 @@ from fast_cifar.files import write_json, write_text
 from fast_cifar.model import ResNet18
 from fast_cifar.optim import make_optimizer, make_scheduler
 from fast_cifar.plots import plt, save_figure
-from fast_cifar.report import markdown_table
+from fast_cifar.report import markdown_table, source_name
 from fast_cifar.results import Timer, describe_device, versions
 from fast_cifar.train import endless, onednn_is_safe, pick_memory_format, train_step
 from plain_pytorch import make_torchvision_loader  # benchmarks/, beside this script
@@ -212,7 +212,7 @@ def main(argv=None):
 
     info = load_dataset_info(cfg.data)
     train_arrays = read_split(info.path("train"))
-    results = {"mode": mode, "date": datetime.date.today().isoformat(), "data": info.source,
+    results = {"mode": mode, "date": datetime.date.today().isoformat(), "data": source_name(info.source),
                "command": " ".join(["benchmarks/run.py", *(sys.argv[1:] if argv is None else argv)]),
                "device": describe_device(device), "versions": versions(), "onednn": torch.backends.mkldnn.enabled,
                "sizes": sizes | {"workers": workers}}

@@ -4,8 +4,8 @@ import subprocess
 
 from helpers import REPO
 
-# an absolute path into a machine's own folders, or the scratch folder a GPU bundle once lived in
-MACHINE_PATH = re.compile(r"(?<![\w.])/(?:tmp|root|home|work|opt|mnt|var|usr|scratch)/|\.carry/")
+# an absolute path into a machine's own folders, or a folder beside a checkout that only its machine has
+MACHINE_PATH = re.compile(r"(?<![\w.])/(?:tmp|root|home|work|opt|mnt|var|usr|scratch)/|\.carry/|\.\./shared/")
 
 
 def committed(pattern):
