@@ -25,7 +25,7 @@ from fast_cifar.beton import load_dataset_info, read_split
 from fast_cifar.config import as_dict, declare_train_sections, parse_config
 from fast_cifar.errors import UserError, exit_on_user_error
 from fast_cifar.files import atomic_file
-from fast_cifar.model import flops_per_image
+from fast_cifar.model import describe_model, flops_per_image
 from fast_cifar.results import RunRecord, hardware_use
 from fast_cifar.run_folder import make_run_folder
 
@@ -65,9 +65,8 @@ def main(argv=None):
     torch.manual_seed(cfg.training.seed)  # airbench draws its order and crops from torch's generator
     folder, lock = make_run_folder(cfg.output.dir, cfg.output.name, cfg.output.overwrite)
     folder = folder.resolve()  # airbench reads its data from ./cifar10: the run changes folder
-    with RunRecord(folder, as_dict(cfg), torch.device("cuda"), argv) as record, \
+    with RunRecord(folder, as_dict(cfg), torch.device("cuda"), argv, lock=lock) as record, \
             tempfile.TemporaryDirectory() as scratch:
-        record.lock = lock
         record.data["versions"]["airbench"] = importlib.metadata.version("airbench")
         with record.timed("data_setup"):
             info = load_dataset_info(cfg.data.path)
@@ -89,7 +88,7 @@ def main(argv=None):
                          train_seconds=train_seconds, eval_seconds=time.perf_counter() - started)
         steps = math.ceil(info.records["train"] // hyp["batch_size"] * hyp["train_epochs"])
         record.data.update(loader="airbench CifarLoader (on the GPU)", tta="mirror and translate (tta_level 2)",
-                           model={"arch": f"airbench{variant}", "parameters": sum(p.numel() for p in model.parameters())},
+                           model=describe_model(model, f"airbench{variant}"),
                            data={"source": info.source, "train_images_per_epoch": info.records["train"]})
         record.summarize(cfg.output.accuracy_targets)
         try:  # airbench's network is not ours: if the counter cannot trace it, the run still counts

@@ -23,7 +23,7 @@ from fast_cifar.beton import load_dataset_info, read_split
 from fast_cifar.config import as_dict, declare_train_sections, parse_config
 from fast_cifar.data import subset_indices
 from fast_cifar.errors import exit_on_user_error
-from fast_cifar.model import MODELS, flops_per_image
+from fast_cifar.model import MODELS, describe_model, flops_per_image
 from fast_cifar.optim import check_schedule, make_optimizer, make_scheduler
 from fast_cifar.results import RunRecord, hardware_use
 from fast_cifar.run_folder import make_run_folder
@@ -80,8 +80,7 @@ def main(argv=None):
     torch.manual_seed(cfg.training.seed)
     torch.backends.mkldnn.enabled = onednn_is_safe(device)  # a CPU without AVX-512 hangs otherwise (see there)
     folder, lock = make_run_folder(cfg.output.dir, cfg.output.name, cfg.output.overwrite)
-    with RunRecord(folder, as_dict(cfg), device, argv) as record:
-        record.lock = lock
+    with RunRecord(folder, as_dict(cfg), device, argv, lock=lock) as record:
         with record.timed("data_setup"):
             info = load_dataset_info(cfg.data.path)
             train_loader, test_loader = make_loaders(cfg, info)
@@ -91,7 +90,7 @@ def main(argv=None):
         scheduler = make_scheduler(cfg.training, optimizer, cfg.training.lr, len(train_loader))
         record.data.update(loader="torchvision DataLoader + PIL", max_lr=cfg.training.lr,
                            optimizer=type(optimizer).__name__,
-                           model={"arch": cfg.model.arch, "parameters": sum(p.numel() for p in model.parameters())},
+                           model=describe_model(model, cfg.model.arch),
                            data={"source": info.source, "train_images_per_epoch": len(train_loader) * cfg.training.batch_size})
         record.mark_first_step()
         for epoch in range(1, cfg.training.epochs + 1):

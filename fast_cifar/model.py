@@ -91,6 +91,11 @@ class ResNet9(nn.Module):
 MODELS = {"resnet18": ResNet18, "resnet9": ResNet9}
 
 
+def describe_model(model, arch):
+    """What every run's record says of its network: its name and its number of parameters."""
+    return {"arch": arch, "parameters": sum(p.numel() for p in model.parameters())}
+
+
 def receptive_fields(model, image_size=32):
     """Each conv on the main path, in forward order: kernel, stride, output size, jump, receptive field.
 

@@ -84,13 +84,17 @@ class Timer:
 
 
 class RunRecord:
-    def __init__(self, folder, config, device, argv, writes=True):
+    """A run's results.json in the making. `lock`: the run folder's lock file, held open while the run lasts
+    (closed on leaving the `with` block); `started`: when the run began (perf_counter; default now), from
+    which end-to-end times count; `writes`: False on the processes that neither write nor print."""
+
+    def __init__(self, folder, config, device, argv, *, lock=None, started=None, writes=True):
         self.folder = Path(folder) if folder else None
         self.writes = writes  # with several processes, only rank 0 writes and prints
         self.device = device
-        self.started = time.perf_counter()  # the run's start; train.py moves it back to before the data checks
+        self.started = time.perf_counter() if started is None else started
         self.checkpointed_epoch = None  # the epoch checkpoint.pt on disk holds
-        self.lock = None  # the run folder's lock file, held open while the run lasts
+        self.lock = lock
         self.data = {
             "finished": False,
             "command": " ".join([Path(sys.argv[0]).name, *(argv if argv is not None else sys.argv[1:])]),

@@ -35,7 +35,7 @@ from fast_cifar.errors import (INTERRUPTED, Diverged, Interrupted, UserError, Wr
                                interruptible)
 from fast_cifar.files import inside, lock_folder
 from fast_cifar.lr_finder import find_lr
-from fast_cifar.model import MODELS, flops_per_image, receptive_fields
+from fast_cifar.model import MODELS, describe_model, flops_per_image, receptive_fields
 from fast_cifar.optim import check_schedule, make_optimizer, make_scheduler
 from fast_cifar.results import RunRecord, Timer, hardware_use, profiled, save_weights
 from fast_cifar.run_folder import make_run_folder
@@ -58,8 +58,8 @@ def train(cfg, argv=None, world=World()):
             with Timer(compute.device) as data_timer:  # checks the data before anything is written
                 info = load_dataset_info(cfg.data.path)
                 loaders = create_loaders(cfg, info, compute)
-            record, resumed = start_or_resume(cfg, argv, compute.device, world, info)
-            record.started = data_timer.start  # end-to-end times count from before the data checks
+            # end-to-end times count from before the data checks
+            record, resumed = start_or_resume(cfg, argv, compute.device, world, info, data_timer.start)
             record.timings["data_setup"] = data_timer.recorded
             describe_run(record, cfg, compute, info, loaders)
             with record:  # rank 0 holds the run folder's lock until the run ends
@@ -142,7 +142,7 @@ def create_loaders(cfg, info, compute):
     return loaders
 
 
-def start_or_resume(cfg, argv, device, world, info):
+def start_or_resume(cfg, argv, device, world, info, started):
     """The run record, and the checkpoint state to continue from (None for a fresh run).
 
     Rank 0 holds the run folder's lock until the process ends, so two runs never share a folder.
@@ -150,8 +150,7 @@ def start_or_resume(cfg, argv, device, world, info):
     if not cfg.training.resume:
         folder, lock = make_run_folder(cfg.output.dir, cfg.output.name, cfg.output.overwrite) \
             if world.is_main else (None, None)
-        record = RunRecord(folder, as_dict(cfg), device, argv, writes=world.is_main)
-        record.lock = lock
+        record = RunRecord(folder, as_dict(cfg), device, argv, lock=lock, started=started, writes=world.is_main)
         return record, None
     path = checkpoint.find(cfg.training.resume, cfg.output.dir, cfg.output.name)
     lock = lock_folder(path.parent) if world.is_main else None
@@ -159,8 +158,7 @@ def start_or_resume(cfg, argv, device, world, info):
     if state["epoch"] >= cfg.training.epochs:
         raise RunFinished(f"nothing left to do: {path.parent} finished all {cfg.training.epochs} epochs; "
                           f"its results are in {path.parent / 'results.json'}")
-    record = RunRecord(path.parent, as_dict(cfg), device, argv, writes=world.is_main)
-    record.lock = lock
+    record = RunRecord(path.parent, as_dict(cfg), device, argv, lock=lock, started=started, writes=world.is_main)
     saved = state["record"]
     record.data.update({key: saved[key] for key in ("epochs", "lr_finder", "max_lr", "warnings") if key in saved})
     record.data["resumed_after_epoch"] = record.checkpointed_epoch = state["epoch"]
@@ -199,8 +197,8 @@ def first_batch(loader):
 def create_model(cfg, info, compute, record):
     model = MODELS[cfg.model.arch](len(info.classes), cfg.model.width).to(compute.device,
                                                                           memory_format=compute.memory_format)
-    record.data["model"] = {"arch": cfg.model.arch, "parameters": sum(p.numel() for p in model.parameters()),
-                            "receptive_fields": receptive_fields(model), "classes": len(info.classes)}
+    record.data["model"] = {**describe_model(model, cfg.model.arch), "receptive_fields": receptive_fields(model),
+                            "classes": len(info.classes)}
     return model
 
 

@@ -18,8 +18,8 @@ from fast_cifar.model import ResNet18
 
 from helpers import REPO, TINY_RUN, FaultyLoader, error_lines, run_script
 
-SMALL_RUN = ["--model.width", "8", "--training.batch_size", "64", "--training.test_batch_size", "64",
-             "--lr_finder.num_iters", "12", "--data.loader_threads", "2"]
+# The tiny run, wide enough to learn the synthetic classes and with a sweep long enough to find a valley.
+SMALL_RUN = [*TINY_RUN, "--model.width", "8", "--lr_finder.num_iters", "12", "--data.loader_threads", "2"]
 
 
 def test_cli_run_writes_results_plots_and_checkpoint(real_folder, tmp_path):
