@@ -29,6 +29,7 @@ from pathlib import Path
 from fast_cifar.config import as_dict, declare_train_sections, parse_config
 from fast_cifar.errors import UserError, exit_on_user_error
 from fast_cifar.files import writable_folder, write_json, write_text
+from fast_cifar.lr_finder import past_the_valley, valley_start
 from fast_cifar.report import markdown_table, mean_std, read_run, spread
 
 # Settings that act only after the sweep: runs differing in these alone share their seed's sweep.
@@ -40,15 +41,11 @@ def valley(sweep, rise=0.05):
     """The valley's two edges, as find_lr draws them: where the smoothed loss first comes within `rise` of its
     minimum, and the first LR after that at which it rises above (the sweep's end, for sweeps that went on).
     Sweeps that recorded their edges give them; older ones are worked out from the smoothed losses."""
-    lrs, smoothed, best = sweep["lrs"], sweep["smoothed_losses"], math.inf
-    end = len(lrs) - 1
-    for index, loss in enumerate(smoothed):
-        if loss > (1 + rise) * best:
-            end = index
-            break
-        best = min(best, loss)
-    start = next(lr for lr, loss in zip(lrs, smoothed[:end + 1]) if loss <= (1 + rise) * best)
-    return sweep.get("valley_start_lr", start), sweep.get("edge_lr", lrs[end])
+    lrs, smoothed = sweep["lrs"], sweep["smoothed_losses"]
+    end = next((index for index in range(1, len(smoothed))
+                if past_the_valley(smoothed[index], min(smoothed[:index]), rise)), len(lrs) - 1)
+    return (sweep.get("valley_start_lr", valley_start(lrs[:end + 1], smoothed[:end + 1], rise)),
+            sweep.get("edge_lr", lrs[end]))
 
 
 RULES = {

@@ -41,6 +41,17 @@ class LRFinderResult:
 MIN_SWEEP_STEPS = 5  # fewer steps before the edge: the valley was the first steps' noise
 
 
+def past_the_valley(smoothed_loss, lowest, rise):
+    """Whether a step's smoothed loss has left the valley: risen `rise` above the lowest so far, or diverged."""
+    return not math.isfinite(smoothed_loss) or smoothed_loss > (1 + rise) * lowest
+
+
+def valley_start(lrs, smoothed_losses, rise):
+    """The first LR whose smoothed loss came within `rise` of the lowest."""
+    lowest = min(smoothed_losses)
+    return next(lr for lr, loss in zip(lrs, smoothed_losses) if loss <= (1 + rise) * lowest)
+
+
 def sweep_lrs(start_lr, end_lr, num_iters):
     ratio = end_lr / start_lr
     return [start_lr * ratio ** (i / max(num_iters - 1, 1)) for i in range(num_iters)]
@@ -72,7 +83,7 @@ def find_lr(model, batches, loss_of, make_optimizer, settings):
         value = loss.item()  # one sync per step is fine here: the sweep needs the value to decide
         average = smoothing * average + (1 - smoothing) * value
         current = average / (1 - smoothing ** (step + 1))
-        if not math.isfinite(current) or current > (1 + rise) * best:
+        if past_the_valley(current, best, rise):
             edge_lr = lr  # past the valley's edge: this step's loss is not part of the curve
             break
         best = min(best, current)
@@ -84,9 +95,8 @@ def find_lr(model, batches, loss_of, make_optimizer, settings):
         raise UserError("the LR finder diverged on its first step: lower lr_finder.start_lr")
     stopped_early = edge_lr is not None
     edge_lr = edge_lr if stopped_early else lrs[-1]
-    lowest = min(smoothed)
-    min_loss_lr = lrs[smoothed.index(lowest)]
-    valley_start_lr = next(lr for lr, loss in zip(lrs, smoothed) if loss <= (1 + rise) * lowest)
+    min_loss_lr = lrs[smoothed.index(min(smoothed))]
+    valley_start_lr = valley_start(lrs, smoothed, rise)
     anchor_lr = valley_start_lr if settings.anchor == "valley_start" else min_loss_lr
     suggested_lr = anchor_lr * settings.multiplier
     inconclusive = ""
