@@ -34,6 +34,7 @@ def test_write_records_counts_checksums_and_stats(synthetic_folder):
     assert loaded.records == {"train": 512, "test": 200}
 
 
+@pytest.mark.slow
 def test_full_offline_copy_writes_50000_and_10000(real_folder):
     info = load_dataset_info(real_folder)
     assert info.records == {"train": 50000, "test": 10000}
@@ -181,6 +182,7 @@ def test_a_failing_writer_process_ends_the_write_with_one_line(tmp_path, monkeyp
     assert list((tmp_path / "out").iterdir()) == []
 
 
+@pytest.mark.slow
 def test_a_file_size_limit_stops_the_writer_script(tmp_path):
     """End to end: writes fail with EFBIG past 12 MiB, the script ends with one line, exit 4, nothing left."""
     def limit_file_size():
@@ -247,6 +249,7 @@ beton.write_dataset(make_synthetic(4000, 100), sys.argv[1], "synthetic", num_wor
 """
 
 
+@pytest.mark.slow
 def test_kill_9_leaves_no_workers_and_the_next_write_removes_its_temporaries(tmp_path):
     out = tmp_path / "out"
     writer = subprocess.Popen([sys.executable, "-c", KILLABLE_WRITER, str(out)], stderr=subprocess.DEVNULL)

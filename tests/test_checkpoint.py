@@ -16,6 +16,8 @@ from fast_cifar.sources import make_synthetic
 
 from helpers import REPO, TINY_RUN, RunsCode, error_lines
 
+pytestmark = pytest.mark.slow  # every test trains, some several times
+
 
 def run_args(data, out, name):
     # Deterministic mode pins the kernels: the run is repeatable bit for bit.

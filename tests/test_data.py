@@ -51,6 +51,7 @@ def test_train_loader_batches(synthetic_folder):
     assert 0 <= labels.min() and labels.max() < 10
 
 
+@pytest.mark.slow
 def test_test_loader_is_sequential_complete_and_normalized(real_folder):
     info = load_dataset_info(real_folder)
     images, labels = all_batches(loader(info, "test", 1000, torch.bfloat16))
@@ -212,6 +213,7 @@ def test_normalize_keeps_the_layout_it_is_given():
     assert normalize(images.contiguous()).is_contiguous()
 
 
+@pytest.mark.slow
 def test_importing_the_package_keeps_torchs_thread_count():
     # ffcv's import sets torch to one CPU thread; fast_cifar puts the default back.
     code = ("import torch; n = torch.get_num_threads(); import fast_cifar.data; "

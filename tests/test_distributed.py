@@ -5,6 +5,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 import torch
 
 from fast_cifar.beton import load_dataset_info
@@ -39,6 +40,7 @@ def test_a_world_of_one_needs_no_process_group():
     assert from_rank_zero(0.5, world, torch.device("cpu")) == 0.5
 
 
+@pytest.mark.slow
 def test_torchrun_two_processes_rank_zero_alone_writes(synthetic_folder, tmp_path):
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
                str(REPO / "fast_cifar" / "train.py"), "--data.path", str(synthetic_folder), "--data.loader", "device",

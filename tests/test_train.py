@@ -22,6 +22,7 @@ from helpers import REPO, TINY_RUN, FaultyLoader, error_lines, run_script
 SMALL_RUN = [*TINY_RUN, "--model.width", "8", "--lr_finder.num_iters", "12", "--data.loader_threads", "2"]
 
 
+@pytest.mark.slow
 def test_cli_run_writes_results_plots_and_checkpoint(real_folder, tmp_path):
     """A short run on a real subset, through the command line as a user runs it."""
     result = run_script("fast_cifar/train.py", "--config", REPO / "rn18_configs" / "24ep.yaml", *SMALL_RUN,
@@ -140,6 +141,7 @@ def test_the_default_loader_holds_the_data_on_a_gpu_and_uses_ffcv_on_a_cpu():
     assert train.pick_loader("ffcv", torch.device("cuda")) == "ffcv"
 
 
+@pytest.mark.slow
 def test_entry_points_work_from_any_folder(tmp_path):
     """python -m fast_cifar.train and the installed console scripts, run outside the repository."""
     bin_dir = Path(sys.executable).parent
@@ -153,6 +155,7 @@ def test_entry_points_work_from_any_folder(tmp_path):
         assert "--data.path" in stdout
 
 
+@pytest.mark.slow
 def test_a_full_disk_mid_run_is_one_line_and_leaves_no_temporary(synthetic_folder, tmp_path):
     """Writes past 1 MB fail (EFBIG, as ENOSPC on a full disk): the first checkpoint is larger."""
     def limit_file_size():
@@ -169,6 +172,7 @@ def test_a_full_disk_mid_run_is_one_line_and_leaves_no_temporary(synthetic_folde
     assert sorted(path.name for path in (tmp_path / "run").iterdir()) == [".lock"]
 
 
+@pytest.mark.slow
 def test_the_same_seed_gives_the_same_run_on_either_loader(synthetic_folder, tmp_path):
     """Weights, data order, crops, flips and the LR finder all follow from the seed, whichever loader reads."""
     def run(name, seed, loader="ffcv"):
@@ -211,6 +215,7 @@ def test_a_compiled_run_learns_and_the_next_one_reuses_its_graphs(synthetic_fold
     assert records[0]["timings"]["loader_warmup"] < 1.0  # the device loader has nothing to JIT-compile
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fault", ["repeat", "swap"])
 def test_a_loader_that_delivers_other_samples_stops_the_run(synthetic_folder, tmp_path, monkeypatch, capsys, fault):
     def faulty_test_loader(info, split, *args):
@@ -232,6 +237,7 @@ STAGES = {"data set-up": "load_dataset_info", "loader warm-up": "first_batch", "
           "compile": "warm_up", "training": "train_epoch"}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("stage", STAGES)
 def test_a_signal_at_any_stage_stops_the_run_the_same_way(synthetic_folder, tmp_path, monkeypatch, capsys, stage):
     step = getattr(train, STAGES[stage])
@@ -253,6 +259,7 @@ def test_a_signal_at_any_stage_stops_the_run_the_same_way(synthetic_folder, tmp_
         assert train.main([*run, "--output.overwrite", "true"])["finished"]
 
 
+@pytest.mark.slow
 def test_an_inconclusive_lr_sweep_falls_back_to_training_lr(synthetic_folder, tmp_path, monkeypatch, capsys):
     def inconclusive(*args):
         return dataclasses.replace(find_lr(*args), inconclusive="a stand-in reason")
@@ -267,6 +274,7 @@ def test_an_inconclusive_lr_sweep_falls_back_to_training_lr(synthetic_folder, tm
     assert warning in record["warnings"] and warning in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_a_run_imports_only_what_its_path_needs():
     # torchvision (plain PyTorch's loader, which pulls in torch._dynamo) and matplotlib (plots, imported when
     # one is drawn) cost seconds of every start that never uses them.

@@ -2,7 +2,11 @@
 import json
 import signal
 
+import pytest
+
 from helpers import run_script
+
+pytestmark = pytest.mark.slow  # benchmarks/run.py compiles its rows
 
 
 def test_run_writes_every_row_table_and_plots(synthetic_folder, tmp_path):

@@ -7,6 +7,8 @@ from fast_cifar import train
 
 from helpers import TINY_RUN, error_lines, run_main
 
+pytestmark = pytest.mark.slow  # its fixture trains two runs
+
 TINY = [*TINY_RUN, "--training.epochs", "2", "--data.loader", "device"]
 
 

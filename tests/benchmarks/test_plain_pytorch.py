@@ -1,7 +1,11 @@
 """benchmarks/plain_pytorch.py trains what its config names."""
 import json
 
+import pytest
+
 from helpers import REPO, TINY_RUN, run_script
+
+pytestmark = pytest.mark.slow  # it trains
 
 
 def test_it_builds_the_optimizer_its_config_names(synthetic_folder, tmp_path):

@@ -3,6 +3,7 @@ import json
 import os
 import statistics
 
+import pytest
 import yaml
 
 from helpers import REPO, error_lines, run_script
@@ -17,6 +18,7 @@ label_smoothing_0:
 """
 
 
+@pytest.mark.slow
 def test_candidates_over_seeds_then_a_rerun_keeps_them(tmp_path):
     candidates = tmp_path / "candidates.yaml"
     candidates.write_text(CANDIDATES)
@@ -52,6 +54,7 @@ def test_candidates_over_seeds_then_a_rerun_keeps_them(tmp_path):
     assert json.loads((out / "candidates.json").read_text())["summary"] == summary
 
 
+@pytest.mark.slow
 def test_a_failed_run_is_named_and_the_others_are_reported(tmp_path):
     candidates = tmp_path / "candidates.yaml"
     candidates.write_text(CANDIDATES + f"broken:\n  script: {STAND_IN}\n  settings: {{fail: 'batch too large'}}\n")
@@ -88,6 +91,7 @@ gpu_only:
 """
 
 
+@pytest.mark.slow
 def test_peers_a_seed_cap_a_skip_and_ratios(tmp_path):
     candidates = tmp_path / "peers.yaml"
     candidates.write_text(PEERS)
@@ -113,6 +117,7 @@ def test_peers_a_seed_cap_a_skip_and_ratios(tmp_path):
     assert rows["gpu_only"]["runs"] == "0"
 
 
+@pytest.mark.slow
 def test_bad_candidates_are_one_line(tmp_path):
     candidates = tmp_path / "candidates.yaml"
     for text, message in (("typo:\n  config: rn18_configs/no_such.yaml\n",

@@ -2,6 +2,8 @@ import json
 import os
 import signal
 
+import pytest
+
 from helpers import error_lines, run_main, run_script
 
 
@@ -12,6 +14,7 @@ def test_help_documents_every_option():
         assert option in result.stdout
 
 
+@pytest.mark.slow
 def test_writes_a_real_subset_of_the_offline_copy(real_subset_archive, tmp_path):
     result = run_script("scripts/write_datasets.py", "--data.source", real_subset_archive, "--data.path", tmp_path)
     assert result.returncode == 0, result.stderr[-2000:]
