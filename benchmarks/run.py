@@ -33,7 +33,7 @@ from fast_cifar.files import write_json, write_text
 from fast_cifar.model import ResNet18
 from fast_cifar.optim import make_optimizer, make_scheduler
 from fast_cifar.plots import plt, save_figure
-from fast_cifar.report import markdown_table, source_name
+from fast_cifar.report import markdown_table, published_command, source_name
 from fast_cifar.results import Timer, describe_device, versions
 from fast_cifar.train import endless, onednn_is_safe, pick_memory_format, train_step
 from plain_pytorch import make_torchvision_loader  # benchmarks/, beside this script
@@ -184,7 +184,7 @@ def write_table(results, path):
          "-" if row["peak_memory_gib"] is None else f"{row['peak_memory_gib']:.2f}", f"{row['speedup']:.2f}x"]
         for row in results["training"]], left=range(5))
     write_text(path, f"Device: {results['device']['name']} ({results['device']['type']}); data: {results['data']}; "
-                     f"{results['date']}; `{results['command']}`\n\n{loaders}\n{training}")
+                     f"{results['date']}; `{published_command(results['command'])}`\n\n{loaders}\n{training}")
 
 
 def bar_plot(labels, values, title, path):

@@ -5,6 +5,7 @@ becomes figures with `spread` (mean, standard deviation, min, max over seeds); a
 every table is drawn by `markdown_table`.
 """
 import json
+import re
 import statistics
 from pathlib import Path
 
@@ -90,6 +91,23 @@ def source_name(source):
     the machine that made it ("image folder at /data/x/cifar10-jpeg.tar.gz" -> "... at cifar10-jpeg.tar.gz")."""
     kind, _, path = (source or "unknown").rpartition(" at ")
     return f"{kind} at {Path(path).name}" if kind else source or "unknown"
+
+
+# Flags that say where a run read and wrote, not what it ran: left out of every published command.
+WHERE_FLAGS = ("--data.path", "--output.dir", "--output.name", "--output.checkpoint", "--output.profile_epoch",
+               "--bench.data", "--bench.out")
+
+
+def published_command(command):
+    """The run's command without the flags that name the machine's folders."""
+    words, kept = command.split(), []
+    while words:
+        word = words.pop(0)
+        if word in WHERE_FLAGS:
+            words.pop(0) if words else None
+        else:  # a config named by its absolute path (as benchmarks/sweep.py passes it) from the repository
+            kept.append(re.sub(r"^/\S*/(rn18_configs/[^/\s]+)$", r"\1", word))
+    return "python fast_cifar/" + " ".join(kept) if kept and kept[0] == "train.py" else " ".join(kept)
 
 
 def machine(record):

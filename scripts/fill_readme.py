@@ -5,7 +5,6 @@
 --fill.store first copies results.json and the plots into a folder that is committed,
 so the README's links work; the section is rewritten between its two markers.
 """
-import re
 import shutil
 import sys
 from pathlib import Path
@@ -15,27 +14,11 @@ from fastargs import Param, Section
 from fast_cifar.config import parse_config
 from fast_cifar.errors import UserError, exit_on_user_error
 from fast_cifar.files import write_text
-from fast_cifar.report import machine, markdown_table, read_run, source_name
+from fast_cifar.report import machine, markdown_table, published_command, read_run, source_name
 from fast_cifar.results import STAGES
 
 START, END = "<!-- results:start -->", "<!-- results:end -->"
 FILES = ("results.json", "loss_accuracy_plots.png", "lr_finder.png")
-# Flags that say where a run read and wrote, not what it ran: left out of the published command.
-WHERE_FLAGS = ("--data.path", "--output.dir", "--output.name", "--output.checkpoint", "--output.profile_epoch")
-
-
-def published_command(command):
-    """The run's command without the flags that name the machine's folders."""
-    words, kept = command.split(), []
-    while words:
-        word = words.pop(0)
-        if word in WHERE_FLAGS:
-            words.pop(0) if words else None
-        else:  # a config named by its absolute path (as benchmarks/sweep.py passes it) from the repository
-            kept.append(re.sub(r"^/\S*/(rn18_configs/[^/\s]+)$", r"\1", word))
-    return "python fast_cifar/" + " ".join(kept) if kept and kept[0] == "train.py" else " ".join(kept)
-
-
 def declare_sections(config):
     Section("fill", "Where the results come from and go", config_descriptor=config).params(
         store=Param(str, "copy results.json and plots here first (a committed folder)", default=""),
