@@ -107,8 +107,8 @@ def declare_train_sections(config):
     CUDA graphs. A config file states only what it changes."""
     Section("data", "Where the .beton files are and how to load them", config_descriptor=config).params(
         path=Param(str, "folder with train.beton, test.beton and dataset.json", default="data/cifar10"),
-        # auto: on an H100 the device loader ran the recipe in 44 s end to end against FFCV's 122 s (no
-        # JIT, and 2.3x the images/s under CUDA graphs); on a 2-core CPU FFCV's threads were faster.
+        # auto: on an H100 the device loader ran the recipe in 44 s against FFCV's 122 s, data checks to
+        # results.json (no JIT, and 2.3x the images/s under CUDA graphs); on a 2-core CPU the two are level.
         loader=Param(OneOf(["auto", "ffcv", "device"]), "ffcv: FFCV's loader; device: the split in the training "
                      "device's memory (GPU or CPU), augmented there; auto: device on a GPU, ffcv on a CPU",
                      default="auto"),
