@@ -168,6 +168,8 @@ def declare_train_sections(config):
     # start is in benchmarks/README.md, "The LR finder's rule".
     Section("lr_finder", "LR range test run before training to pick the max LR", config_descriptor=config).params(
         enabled=Param(Boolean(), "run it (else use training.lr)", default=True),
+        cache=Param(Boolean(), "reuse the sweep of an earlier run with the same settings, data and seed (kept in "
+                    "output.dir/.lr_finder): the same inputs give the same sweep", default=True),
         start_lr=Param(POSITIVE_FLOAT, "first LR of the sweep", default=1e-4),
         end_lr=Param(POSITIVE_FLOAT, "last LR of the sweep, if the loss has not risen before it (small models "
                      "can stay in the valley up to LR 1)", default=10.0),

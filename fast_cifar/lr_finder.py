@@ -16,8 +16,11 @@ smoothed loss of a few steps is noise, not a valley) or when its suggestion fall
 swept: the result says why (`inconclusive`), and train.py then uses training.lr instead.
 """
 import copy
+import hashlib
+import json
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
 
 from fast_cifar.errors import UserError
 
@@ -36,6 +39,10 @@ class LRFinderResult:
 
     def to_dict(self):
         return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values):
+        return cls(**{field.name: values[field.name] for field in fields(cls) if field.name in values})
 
 
 MIN_SWEEP_STEPS = 5  # fewer steps before the edge: the valley was the first steps' noise
@@ -106,3 +113,21 @@ def find_lr(model, batches, loss_of, make_optimizer, settings):
         inconclusive = f"it suggests {suggested_lr:.2e}, outside the LRs it swept ({start_lr:.2e} to {edge_lr:.2e})"
     return LRFinderResult(lrs, losses, smoothed, min_loss_lr, valley_start_lr, edge_lr, suggested_lr, stopped_early,
                           inconclusive)
+
+
+# --- a sweep once per (settings, data, seed) ------------------------------------------------------------
+
+
+def sweep_cache_key(sweep_inputs):
+    """A name for everything that shapes a sweep: the same inputs give the same sweep, so it can be reused."""
+    return hashlib.sha256(json.dumps(sweep_inputs, sort_keys=True).encode()).hexdigest()[:24]
+
+
+def cached_sweep(folder, key):
+    """The sweep an earlier run stored under `key` in `folder`, or None. A file that is not such a sweep is
+    ignored (and replaced by the next sweep): it is only a cache."""
+    try:
+        stored = json.loads((Path(folder) / f"{key}.json").read_text())
+        return LRFinderResult.from_dict(stored["sweep"]) if stored.get("key") == key else None
+    except (OSError, ValueError, TypeError, KeyError, AttributeError):
+        return None

@@ -33,8 +33,8 @@ from fast_cifar.data import Batches, SampleCheck, Sampling, last_batch_size, mak
 from fast_cifar.distributed import World, from_rank_zero, join, leave, mean_over_ranks
 from fast_cifar.errors import (INTERRUPTED, Diverged, Interrupted, UserError, WrongSamples, exit_on_user_error,
                                interruptible)
-from fast_cifar.files import inside, lock_folder
-from fast_cifar.lr_finder import find_lr
+from fast_cifar.files import inside, lock_folder, write_json
+from fast_cifar.lr_finder import cached_sweep, find_lr, sweep_cache_key
 from fast_cifar.model import MODELS, describe_model, flops_per_image, receptive_fields
 from fast_cifar.optim import check_schedule, make_optimizer, make_scheduler
 from fast_cifar.results import RunRecord, Timer, hardware_use, profiled, save_weights
@@ -225,8 +225,18 @@ def run_lr_finder(cfg, model, train_loader, compute, record):
     def optimizer_for(net):  # the optimizer training starts with: same betas, decay and groups
         return make_optimizer(training, net, finder.start_lr, fused=compute.device.type == "cuda")
 
-    with record.timed("lr_finder"), contextlib.closing(endless(train_loader)) as batches:
-        sweep = find_lr(model, batches, loss_of, optimizer_for, finder)
+    cache, key = Path(cfg.output.dir) / LR_FINDER_CACHE, sweep_cache_key(sweep_inputs(cfg, compute, record))
+    with record.timed("lr_finder"):
+        sweep = cached_sweep(cache, key) if finder.cache else None
+        if sweep is None:
+            with contextlib.closing(endless(train_loader)) as batches:
+                sweep = find_lr(model, batches, loss_of, optimizer_for, finder)
+            if finder.cache:
+                write_json(cache / f"{key}.json", {"key": key, "sweep": sweep.to_dict()})
+        else:
+            record.say(f"LR finder: reusing the sweep of an earlier run with the same settings, data and seed "
+                       f"({cache / key}.json; --lr_finder.cache false sweeps again)")
+            record.data["lr_finder_cached_from"] = str(cache / f"{key}.json")
     record.data["lr_finder"] = sweep.to_dict()
     from fast_cifar.plots import plot_lr_finder  # matplotlib only when a plot is drawn
     plot_lr_finder(sweep, record.folder / "lr_finder.png")
@@ -241,6 +251,23 @@ def run_lr_finder(cfg, model, train_loader, compute, record):
                     f"training.lr {training.lr:g} instead; sweep more slowly or set training.lr")
         return training.lr
     return sweep.suggested_lr
+
+
+LR_FINDER_CACHE = ".lr_finder"  # inside output.dir: one small JSON file per distinct sweep
+
+
+def sweep_inputs(cfg, compute, record):
+    """Everything a sweep depends on: the settings it trains with (not the schedule, the epochs or the
+    LR training runs at), the data's identity, the seed, and the device and versions that compute it."""
+    config = as_dict(cfg)
+    unused = {"training": ("epochs", "lr", "pct_start", "div_factor", "final_div_factor", "anneal_strategy",
+                           "cycle_momentum", "base_momentum", "test_batch_size", "compile", "compile_mode",
+                           "eval_flip_tta", "resume"), "lr_finder": ("cache",), "data": ("path", "test_subset")}
+    settings = {section: {key: value for key, value in config[section].items() if key not in unused.get(section, ())}
+                for section in ("data", "model", "training", "lr_finder")}
+    return {"settings": settings, "data": record.data["data"]["sha256"]["train"], "loader": compute.loader,
+            "precision": compute.precision, "channels_last": compute.channels_last,
+            "device": record.data["device"], "versions": record.data["versions"]}
 
 
 @dataclass

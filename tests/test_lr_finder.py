@@ -1,3 +1,4 @@
+import json
 from types import SimpleNamespace
 
 import pytest
@@ -6,7 +7,7 @@ import torch.nn.functional as F
 
 from fast_cifar.config import declare_train_sections, parse_config
 from fast_cifar.errors import UserError
-from fast_cifar.lr_finder import find_lr, sweep_lrs
+from fast_cifar.lr_finder import cached_sweep, find_lr, sweep_cache_key, sweep_lrs
 
 RECIPE = parse_config(declare_train_sections, []).lr_finder
 
@@ -127,3 +128,15 @@ def test_an_edge_within_the_first_steps_is_inconclusive():
     result = find_lr(model, batches, jump, adam, settings(start_lr=1e-4, end_lr=10.0, num_iters=100))
     assert result.stopped_early and len(result.lrs) == 1
     assert result.inconclusive == "the loss rose 5% above its minimum after 1 steps, within the noise"
+
+
+def test_a_cached_sweep_is_read_back_whole_and_anything_else_is_a_miss(tmp_path):
+    model, batches = problem()
+    sweep = find_lr(model, batches, loss_of, adam, settings(start_lr=1e-5, end_lr=10.0, num_iters=100))
+    (tmp_path / "k.json").write_text(json.dumps({"key": "k", "sweep": sweep.to_dict()}))
+    assert cached_sweep(tmp_path, "k") == sweep
+    assert cached_sweep(tmp_path, "missing") is None
+    for damaged in ('{"key": "k"}', '{"key": "other", "sweep": {}}', "not json", '["k"]', '{"key": "k", "sweep": 3}'):
+        (tmp_path / "k.json").write_text(damaged)
+        assert cached_sweep(tmp_path, "k") is None, damaged
+    assert sweep_cache_key({"a": 1, "b": 2}) == sweep_cache_key({"b": 2, "a": 1}) != sweep_cache_key({"a": 2, "b": 2})

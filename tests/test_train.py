@@ -13,8 +13,10 @@ import pytest
 import torch
 
 from fast_cifar import train
+from fast_cifar.beton import write_dataset
 from fast_cifar.data import make_loader
 from fast_cifar.model import ResNet18
+from fast_cifar.sources import make_synthetic
 
 from helpers import REPO, TINY_RUN, FaultyLoader, error_lines, run_script
 
@@ -281,3 +283,24 @@ def test_a_run_imports_only_what_its_path_needs():
     code = "import sys, fast_cifar.train; print(' '.join(sorted(sys.modules)))"
     loaded = set(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split())
     assert not loaded & {"torchvision", "matplotlib", "matplotlib.pyplot"}
+
+
+@pytest.mark.slow
+def test_a_second_run_reuses_the_first_ones_lr_sweep_and_only_that(synthetic_folder, tmp_path):
+    other_data = tmp_path / "other_data"
+    write_dataset(make_synthetic(512, 200, seed=1), other_data, "synthetic", num_workers=1)
+
+    def run(name, *flags, data=synthetic_folder):
+        return train.main([*TINY_RUN, "--lr_finder.num_iters", "12", "--data.path", str(data),
+                           "--output.dir", str(tmp_path / "runs"), "--output.name", name, *flags])
+
+    first, again = run("first"), run("again")
+    assert "lr_finder_cached_from" not in first and again["lr_finder_cached_from"]
+    assert again["lr_finder"] == first["lr_finder"] and again["epochs"][0]["test_accuracy"] == \
+        first["epochs"][0]["test_accuracy"]
+    assert again["timings"]["lr_finder"] < 0.1 * first["timings"]["lr_finder"]
+    for name, flags, data in (("seed", ["--training.seed", "1"], synthetic_folder),
+                              ("smoothing", ["--training.label_smoothing", "0.2"], synthetic_folder),
+                              ("data", [], other_data), ("off", ["--lr_finder.cache", "false"], synthetic_folder)):
+        assert "lr_finder_cached_from" not in run(name, *flags, data=data), name
+    assert "lr_finder_cached_from" in run("epochs", "--training.epochs", "2")  # the sweep does not depend on them
