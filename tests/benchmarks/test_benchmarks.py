@@ -31,3 +31,11 @@ def test_run_writes_every_row_table_and_plots(synthetic_folder, tmp_path):
     for plot in ("loaders.png", "training.png"):
         assert (tmp_path / plot).read_bytes()[:4] == b"\x89PNG"
 
+
+
+def test_import_time_writes_each_modules_seconds(tmp_path):
+    result = run_script("benchmarks/import_time.py", "--out", tmp_path, "--runs", 1)
+    assert result.returncode == 0, result.stderr[-3000:]
+    record = json.loads((tmp_path / "imports.json").read_text())
+    assert set(record["median_seconds"]) == {"torch", "ffcv", "fast_cifar.data", "fast_cifar.train"}
+    assert all(seconds > 0 for seconds in record["median_seconds"].values())
