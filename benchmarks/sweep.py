@@ -249,7 +249,8 @@ def main(argv=None):
             raise UserError(f"--only names unknown candidates: {', '.join(sorted(unknown))}")
         candidates = {name: spec for name, spec in candidates.items() if name in args.only.split(",")}
     out = writable_folder(Path(args.out))
-    skipped = {name: why for name, spec in candidates.items() if (why := skip_reason(spec))}
+    # --report-only runs nothing, so it skips nothing: runs a GPU made are reported on any machine
+    skipped = {} if args.report_only else {name: why for name, spec in candidates.items() if (why := skip_reason(spec))}
     for name, why in skipped.items():
         print(f"skipping {name}: {why}", flush=True)
     folders = {(name, seed): out / "runs" / name / f"seed{seed}" for seed in range(args.seeds)

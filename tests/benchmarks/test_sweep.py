@@ -1,6 +1,7 @@
 """benchmarks/sweep.py's bookkeeping, with a stand-in for train.py (stand_in_train.py), and its bad input."""
 import json
 import os
+import shutil
 import statistics
 
 import pytest
@@ -115,6 +116,13 @@ def test_peers_a_seed_cap_a_skip_and_ratios(tmp_path):
         for reference in seconds:
             assert rows[name][f"end to end / {reference}'s"] == f"{seconds[name] / seconds[reference]:.2f}x"
     assert rows["gpu_only"]["runs"] == "0"
+
+    # a GPU machine's finished run of gpu_only, reported where no GPU is: --report-only skips nothing
+    shutil.copytree(out / "runs" / "kit" / "seed0", out / "runs" / "gpu_only" / "seed0")
+    result = run_script("benchmarks/sweep.py", "--candidates", candidates, "--seeds", 2, "--out", out, "--report-only")
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads((out / "peers.json").read_text())
+    assert report["summary"]["gpu_only"]["runs"] == 1 and report["not_run"] == {}
 
 
 @pytest.mark.slow
