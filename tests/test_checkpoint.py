@@ -70,8 +70,7 @@ def test_interrupted_run_resumes_to_the_same_weights(synthetic_folder, tmp_path)
 
 
 def test_resume_refuses_other_settings(synthetic_folder, tmp_path, capsys):
-    args = run_args(synthetic_folder, tmp_path, "run")
-    args[args.index("--training.epochs") + 1] = "1"
+    args = one_epoch(synthetic_folder, tmp_path, "run")
     train.main(args)
     with pytest.raises(SystemExit) as exit:
         train.main(args + ["--training.resume", str(tmp_path / "run"), "--training.weight_decay", "0.1"])
@@ -111,9 +110,7 @@ def test_a_checkpoint_that_would_run_code_is_refused(synthetic_folder, tmp_path,
 
 
 def one_epoch(data, out, name):
-    args = run_args(data, out, name)
-    args[args.index("--training.epochs") + 1] = "1"
-    return args
+    return run_args(data, out, name) + ["--training.epochs", "1"]  # the last value of a flag wins
 
 
 def test_resume_refuses_another_data_set(synthetic_folder, tmp_path, capsys):

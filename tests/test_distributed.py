@@ -53,8 +53,9 @@ def test_torchrun_two_processes_rank_zero_alone_writes(synthetic_folder, tmp_pat
                             env=os.environ | {"OMP_NUM_THREADS": "1", "TMPDIR": str(scratch)})
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.count("Maximum Test Accuracy") == 1  # only rank 0 prints
-    folders = list((tmp_path / "runs").iterdir())
+    folders = [path for path in (tmp_path / "runs").iterdir() if not path.name.startswith(".")]
     assert len(folders) == 1  # only rank 0 made a run folder
+    assert len(list((tmp_path / "runs" / ".lr_finder").iterdir())) == 1  # and swept once
     record = json.loads((folders[0] / "results.json").read_text())
     assert record["finished"] and record["data"]["processes"] == 2
     assert record["data"]["train_images_per_epoch"] == 512  # 8 steps of a global batch of 64 (32 per rank)
