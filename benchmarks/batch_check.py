@@ -20,33 +20,23 @@ Writes batch_check.json (with the device, versions and command) and prints a tab
 cannot happen (no streams, no asynchronous copies): the script runs the same steps, as a dry run.
 """
 import argparse
+import dataclasses
 import sys
 from pathlib import Path
 
 import torch
 
 from fast_cifar.beton import load_dataset_info
-from fast_cifar.data import Batches, EpochLoader, SampleCheck, Sampling, image_pipeline, label_pipeline, make_loader
+from fast_cifar.data import Batches, SampleCheck, Sampling, make_loader
 from fast_cifar.errors import exit_on_user_error
 from fast_cifar.files import writable_folder, write_json
 from fast_cifar.model import ResNet18
 from fast_cifar.report import markdown_table
 from fast_cifar.results import Timer, describe_device, versions
 from fast_cifar.train import evaluate
-from ffcv.loader import OrderOption
 
 EPOCH = 1
 SEED = 0
-
-
-def ffcv_loader(info, split, batches, non_blocking, threads):
-    """make_loader's FFCV loader for `split`, with the asynchronous transfer when `non_blocking`."""
-    train = split == "train"
-    return EpochLoader(info.path(split), batches.device, batch_size=batches.size, num_workers=threads,
-                       order=OrderOption.RANDOM if train else OrderOption.SEQUENTIAL, drop_last=train, seed=SEED,
-                       pipelines={"image": image_pipeline(info, batches, augment=train, seed=SEED,
-                                                          non_blocking=non_blocking),
-                                  "label": label_pipeline(batches.device, non_blocking=non_blocking)})
 
 
 def fingerprints(images):
@@ -93,8 +83,9 @@ def count_faults(info, device, args):
         reference = make_loader(info, split, batches, Sampling(split == "train", seed=SEED), "device")
         reference.next_epoch = EPOCH
         expected = [(fingerprints(images), labels.clone()) for images, labels in reference]
-        for transfer, non_blocking in (("async", True), ("waiting", False)):
-            loader = ffcv_loader(info, split, batches, non_blocking, args.threads)
+        for transfer, async_copy in (("async", True), ("waiting", False)):
+            loader = make_loader(info, split, dataclasses.replace(batches, async_copy=async_copy),
+                                 Sampling(split == "train", seed=SEED), "ffcv", args.threads)
             counts = classify(slow_pass(loader, args.sleep_ms), expected)
             rows.append({"split": split, "transfer": transfer, **counts})
             print(f"{split:5} {transfer:7} {counts}", flush=True)

@@ -23,11 +23,10 @@ from pathlib import Path
 import torch
 from fastargs import Param, Section
 from fastargs.validation import OneOf
-from ffcv.loader import Loader, OrderOption
 
 from fast_cifar.config import NON_NEGATIVE_INT, declare_train_sections, parse_config
 from fast_cifar.beton import load_dataset_info, read_split
-from fast_cifar.data import Batches, Sampling, image_pipeline, label_pipeline, make_loader
+from fast_cifar.data import Batches, Sampling, make_loader
 from fast_cifar.errors import exit_on_user_error
 from fast_cifar.files import write_json, write_text
 from fast_cifar.model import ResNet18
@@ -103,25 +102,15 @@ class Loaders:
             stream = self._stream("torchvision", lambda: endless(make_torchvision_loader(
                 *self.arrays, self.info, self.batch_size, train=True, workers=self.workers)))
             return to_device(stream, self.device, dtype, channels_last)
-        if kind == "ffcv_async_copy":
-            return self._stream(kind, lambda: endless(ffcv_async_copy_loader(
-                self.info, self.batch_size, self.device, self.workers)))
-        batches = Batches(self.batch_size, self.device, dtype, channels_last)
+        # ffcv_async_copy: FFCV's loader with FFCV's asynchronous transfer, kept to price the wait
+        batches = Batches(self.batch_size, self.device, dtype, channels_last, async_copy=kind == "ffcv_async_copy")
+        loader = "ffcv" if kind == "ffcv_async_copy" else kind
         return self._stream((kind, dtype, channels_last), lambda: endless(make_loader(
-            self.info, "train", batches, Sampling(train=True), kind, self.workers)))
+            self.info, "train", batches, Sampling(train=True), loader, self.workers)))
 
     def close(self):
         for stream in self.streams.values():
             stream.close()
-
-
-def ffcv_async_copy_loader(info, batch_size, device, workers):
-    """FFCV's loader with FFCV's default asynchronous transfer, which the kit's waiting one replaced (it can
-    read a pinned buffer already refilled with a later batch): kept to price the wait. The same on a CPU."""
-    pipelines = {"image": image_pipeline(info, Batches(batch_size, device), augment=True, non_blocking=True),
-                 "label": label_pipeline(device, non_blocking=True)}
-    return Loader(str(info.path("train")), batch_size=batch_size, num_workers=workers, order=OrderOption.RANDOM,
-                  drop_last=True, pipelines=pipelines)
 
 
 def measure_loader(loaders, kind, images, device):
@@ -130,7 +119,7 @@ def measure_loader(loaders, kind, images, device):
     with Timer(device) as timer:
         while seen < images:
             seen += len(next(batches)[1])
-    key = kind if kind in ("torchvision", "ffcv_async_copy") else (kind, torch.float32, True)
+    key = kind if kind == "torchvision" else (kind, torch.float32, True)
     return {"loader": kind, "first_batch_seconds": loaders.first_batch_seconds[key],
             "images_per_second": round(seen / timer.seconds, 1)}
 

@@ -26,7 +26,7 @@ def sequential_loader(info, augment, pipeline=None):
     """The train pipeline (augment=True) or the test one, or `pipeline`, over the test split in file order."""
     pipeline = pipeline or image_pipeline(info, Batches(100, CPU), augment)
     return Loader(str(info.path("test")), batch_size=100, num_workers=2, order=OrderOption.SEQUENTIAL,
-                  drop_last=False, pipelines={"image": pipeline, "label": label_pipeline(CPU)})
+                  drop_last=False, pipelines={"image": pipeline, "label": label_pipeline(Batches(100, CPU))})
 
 
 def loader(info, split, size=64, dtype=torch.float32, kind="ffcv", **sampling):
