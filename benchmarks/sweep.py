@@ -1,27 +1,22 @@
-"""Run configs x changes x seeds, each as its own process, and summarize them side by side.
+"""Run candidates x seeds, each run its own process, and summarize them side by side.
 
     python benchmarks/sweep.py --out runs/seeds --seeds 5                        # the recipe over 5 seeds
-    python benchmarks/sweep.py --out runs/frontier --configs rn18_configs/{8,12,16,24,32,40}ep.yaml --seeds 2
+    python benchmarks/sweep.py --out runs/study --configs rn18_configs/{8,12,16,24,32,40}ep.yaml --seeds 2
     python benchmarks/sweep.py --out runs/peers --candidates benchmarks/peers.yaml --seeds 3
     python benchmarks/sweep.py --out runs/seeds --seeds 2 --training.epochs 2    # other flags go to each run
 
-A candidate is a config file and the settings it changes: each of --configs is one
-(named by its file), or --candidates names them in a YAML file (name: {config, settings,
-why}, and optionally script: a program taking train.py's flags instead of train.py;
-seeds: at most this many; needs: cuda, skipped with the reason printed elsewhere;
-reference: true, every row's time is also given as a ratio to this one's). Flags after
-the options go to every run before its candidate's settings, so
-`--config rn18_configs/cpu_small.yaml` runs every candidate at that scale.
-Every (candidate, seed) runs into OUT/runs/<candidate>/seed<s>, up to --jobs at a
-time (side by side on one GPU their timings are not clean: compare accuracy then),
-seeds in order across candidates so a sweep cut short still covers each candidate.
-A run that fails is reported with its error line and does not stop the others.
-Run it again to finish or extend a sweep: finished runs are kept, a run cut off resumes
-from its checkpoint (or starts again without one); --report-only only rewrites the report.
-Writes NAME.json, NAME.md and NAME.png, NAME being the candidates file's (or "sweep"):
-per candidate, the model, its size and FLOPs, mean ± std, min and max of the last-epoch
-test accuracy, with TTA, max LR, start-up, training and end-to-end seconds, training
-images/s; the PNG plots last-epoch accuracy against end-to-end seconds, a point per run.
+A candidate is a config file and the settings it changes: each of --configs is one, or --candidates
+names them in a YAML file: name: {config, settings, why; optionally script (a program taking train.py's
+flags), seeds (at most this many), needs: cuda (skipped elsewhere, with the reason), reference: true
+(every row's time is also given as a ratio to its)}. Flags after the options go to every run before its
+candidate's settings. Each (candidate, seed) runs into OUT/runs/<candidate>/seed<s>, up to --jobs at a
+time (side by side their timings are not clean: compare accuracy then), seeds in order across candidates,
+so a sweep cut short still covers each candidate. A failed run is reported with its error line and does
+not stop the others. Run it again to finish or extend a sweep: finished runs are kept, one cut off
+resumes from its checkpoint. Writes NAME.json, NAME.md (per candidate: model, size, FLOPs, last-epoch
+accuracy as mean ± std and range, with TTA, max LR, start-up, training and end-to-end seconds, images/s;
+then each run's start-up by stage) and NAME.png (accuracy against end-to-end seconds, a point per run),
+NAME being the candidates file's name, or "sweep".
 """
 import argparse
 import os
@@ -53,37 +48,32 @@ def read_candidates(path):
         raise UserError(f"cannot read candidates file {path}: {error}") from None
     if not isinstance(raw, dict) or not raw:
         raise UserError(f"{path} must map candidate names to {{config: ..., settings: {{...}}}}")
-    candidates = {}
     for name, spec in raw.items():
-        spec = spec or {}
         inside(".", str(name), "a candidate's name")  # it names a folder
         for key in ("config", "script"):
-            if spec.get(key) and not (REPO / spec[key]).is_file():
+            if (spec or {}).get(key) and not (REPO / spec[key]).is_file():
                 raise UserError(f"candidate '{name}': {key} file not found: {spec[key]}")
-        if not spec.get("config") and not spec.get("script"):
+        if not (spec or {}).get("config") and not (spec or {}).get("script"):
             raise UserError(f"candidate '{name}' names neither a config nor a script")
-        candidates[str(name)] = candidate_from(spec)
-    return candidates
+    return {str(name): candidate_from(spec or {}) for name, spec in raw.items()}
 
 
 def candidate_from(spec):
     """Every key a candidate has, with its default where the spec leaves it out."""
-    return {"config": spec.get("config"), "script": spec.get("script"), "settings": dict(spec.get("settings") or {}),
-            "why": spec.get("why", ""), "seeds": spec.get("seeds"), "needs": spec.get("needs"),
-            "reference": bool(spec.get("reference"))}
+    return {"config": None, "script": None, "why": "", "seeds": None, "needs": None, "reference": False,
+            **spec, "settings": dict(spec.get("settings") or {})}
 
 
 def configs_as_candidates(configs):
+    """Each config file a candidate, named by its file; paths as reports show them, relative to the repository."""
+    candidates = {}
     for config in configs:
-        if not Path(config).is_file() and not (REPO / config).is_file():
+        path = Path(config).resolve() if Path(config).is_file() else REPO / config
+        if not path.is_file():
             raise UserError(f"config file not found: {config}")
-    return {Path(config).stem: candidate_from({"config": in_repository(config)}) for config in configs}
-
-
-def in_repository(config):
-    """A config's path as reports show it: relative to the repository when it lies inside it."""
-    path = Path(config).resolve() if Path(config).is_file() else REPO / config
-    return str(path.relative_to(REPO)) if path.is_relative_to(REPO) else str(path)
+        config = str(path.relative_to(REPO)) if path.is_relative_to(REPO) else str(path)
+        candidates[path.stem] = candidate_from({"config": config})
+    return candidates
 
 
 def command_for(candidate, seed, folder, run_flags):
@@ -154,28 +144,38 @@ def run_all(pending, jobs, stop_starting_after, env=None):
 def describe_model(record):
     """Model, parameters (M), GFLOP per training image and epochs, from one run's record."""
     model, flops = record.get("model", {}), (record.get("hardware_use") or {}).get("flops_per_image")
-    return [model.get("arch", "resnet18"), f"{model['parameters'] / 1e6:.2f}" if "parameters" in model else "",
-            f"{flops / 1e9:.2f}" if flops else "", record["epochs"][-1]["epoch"]]
+    return {"arch": model.get("arch", "resnet18"),
+            "parameters_m": f"{model['parameters'] / 1e6:.2f}" if "parameters" in model else "",
+            "gflop_per_image": f"{flops / 1e9:.2f}" if flops else "", "epochs": record["epochs"][-1]["epoch"]}
 
 
-def report(candidates, records, header_line, problems):
+def summarize(candidates, records, commands):
+    """{candidate: its settings, model, figures over its runs, and each run's figures}."""
+    return {name: {"runs": len(records.get(name, [])), "figures": figures(records.get(name, [])),
+                   "model": describe_model(records[name][0]) if records.get(name) else None,
+                   "per_run": [{"seed": r["config"]["training"]["seed"], **{k: read(r) for k, read in FIGURES.items()}}
+                               for r in records.get(name, [])],
+                   "command": " ".join(commands[name, 0]) if (name, 0) in commands else None,
+                   **{key: spec[key] for key in ("config", "script", "settings", "why", "reference")}}
+            for name, spec in candidates.items()}
+
+
+def report(summary, header_line, problems):
     """The sweep's table: one row per candidate; then the runs that did not finish, and why."""
-    references = [name for name, spec in candidates.items() if spec["reference"] and records.get(name)]
-    seconds = {name: figures(runs)["end to end (s)"] for name, runs in records.items()}
+    references = [name for name, row in summary.items() if row["reference"] and row["runs"]]
+    seconds = {name: row["figures"]["end to end (s)"] for name, row in summary.items()}
     rows = []
-    for name, candidate in candidates.items():
-        found = figures(records.get(name, []))
-        last = found["last-epoch test accuracy (%)"]
-        settings = ", ".join(f"{key}={value}" for key, value in candidate["settings"].items())
-        ratios = [f"{seconds[name]['mean'] / seconds[ref]['mean']:.2f}x" if seconds.get(name) else ""
-                  for ref in references]
-        runs = records.get(name)
-        rows.append([name, *(describe_model(runs[0]) if runs else ["", "", "", ""]), last["n"] if last else 0,
-                     mean_std(last), f"{last['min']:.2f} – {last['max']:.2f}" if last else "",
-                     mean_std(found["with TTA (%)"]), f"{found['max LR']['mean']:.2e}" if found["max LR"] else "",
-                     mean_std(found["start-up (s)"], 1), mean_std(found["training (s)"], 1),
-                     mean_std(found["end to end (s)"], 1), mean_std(found["training images/s"], 0), *ratios,
-                     f"`{candidate['script'] or TRAIN}`" + (f" `{candidate['config']}`" if candidate["config"] else "")
+    for name, row in summary.items():
+        found, last = row["figures"], row["figures"]["last-epoch test accuracy (%)"]
+        settings = ", ".join(f"{key}={value}" for key, value in row["settings"].items())
+        rows.append([name, *(row["model"] or dict.fromkeys(range(4), "")).values(), row["runs"], mean_std(last),
+                     f"{last['min']:.2f} – {last['max']:.2f}" if last else "", mean_std(found["with TTA (%)"]),
+                     f"{found['max LR']['mean']:.2e}" if found["max LR"] else "",
+                     *(mean_std(found[key], 1) for key in ("start-up (s)", "training (s)", "end to end (s)")),
+                     mean_std(found["training images/s"], 0),
+                     *(f"{seconds[name]['mean'] / seconds[ref]['mean']:.2f}x" if seconds[name] else ""
+                       for ref in references),
+                     f"`{row['script'] or TRAIN}`" + (f" `{row['config']}`" if row["config"] else "")
                      + (f" with {settings}" if settings else "")])
     header = ["candidate", "model", "params (M)", "GFLOP/image", "epochs", "runs", "last epoch (%)", "min – max",
               "with TTA (%)", "max LR", "start-up (s)", "training (s)", "end to end (s)", "images/s",
@@ -188,17 +188,14 @@ def report(candidates, records, header_line, problems):
 def startup_table(records):
     """Each run's start-up, stage by stage, in the order the runs ran: with --fresh-compile-cache a config's
     first run is cold and the next ones warm."""
-    rows = []
+    columns, rows = ("interpreter_and_imports", *STARTUP_STAGES, "total"), []
     for name, runs in records.items():
         for record in runs:
             startup, cache = record["timings"].get("startup", {}), record.get("compile_cache", {})
             rows.append([name, record["config"]["training"]["seed"],
-                         *(f"{startup[key]:.1f}" if startup.get(key) is not None else "" for key in STARTUP_COLUMNS),
+                         *(f"{startup[key]:.1f}" if startup.get(key) is not None else "" for key in columns),
                          f"{cache['inductor_hits']} / {cache['inductor_misses']}" if cache else ""])
-    return markdown_table(["candidate", "seed", *STARTUP_COLUMNS, "compiled graphs from cache / built"], rows)
-
-
-STARTUP_COLUMNS = ("interpreter_and_imports", *STARTUP_STAGES, "total")
+    return markdown_table(["candidate", "seed", *columns, "compiled graphs from cache / built"], rows)
 
 
 def plot(records, path):
@@ -277,28 +274,20 @@ def main(argv=None):
     first = next(iter(records.values()))[0]
     problems = {**{name: f"skipped: {why}" for name, why in skipped.items()},
                 **{label: f"failed: {line}" for label, line in failed.items()}}
-    summary = {name: {"runs": len(records.get(name, [])), "figures": figures(records.get(name, [])),
-                      "model": dict(zip(("arch", "parameters_m", "gflop_per_image", "epochs"),
-                                        describe_model(records[name][0]))) if records.get(name) else None,
-                      "per_run": [{"seed": r["config"]["training"]["seed"], **{k: read(r) for k, read in FIGURES.items()}}
-                                  for r in records.get(name, [])],
-                      "command": " ".join(commands[name, 0]) if (name, 0) in commands else None,
-                      **{key: spec[key] for key in ("config", "script", "settings", "why", "reference")}}
-               for name, spec in candidates.items()}
+    summary, data = summarize(candidates, records, commands), source_name(first.get("data", {}).get("source"))
     stem = Path(args.candidates).stem if args.candidates else "sweep"
     write_json(out / f"{stem}.json", {
         "summary": summary, "not_run": problems, "seeds": args.seeds, "jobs": args.jobs, "run_flags": train_flags,
-        "device": first["device"], "versions": first["versions"], "data": source_name(first.get("data", {}).get("source")),
+        "device": first["device"], "versions": first["versions"], "data": data,
         "command": " ".join(["python benchmarks/sweep.py", *(sys.argv[1:] if argv is None else argv)])})
-    header = f"{machine(first)}; data: {source_name(first.get('data', {}).get('source'))}"
-    table = report(candidates, records, header, problems)
-    write_text(out / f"{stem}.md", table + "\nStart-up, process start to the first training step (s):\n\n"
-               + startup_table(records))
+    table = report(summary, f"{machine(first)}; data: {data}", problems)
+    write_text(out / f"{stem}.md", f"{table}\nStart-up, process start to the first training step (s):\n\n"
+                                   f"{startup_table(records)}")
     plot(records, out / f"{stem}.png")
-    print(table)
-    print(f"wrote {out}/{stem}.json, {stem}.md, {stem}.png")
+    print(f"{table}\nwrote {out}/{stem}.json, {stem}.md, {stem}.png")
     if failed:
         raise UserError(f"{len(failed)} runs failed ({', '.join(failed)}): see their logs under {out / 'runs'}")
+
 
 if __name__ == "__main__":
     main()

@@ -95,7 +95,7 @@ def source_name(source):
 
 # Flags that say where a run read and wrote, not what it ran: left out of every published command.
 WHERE_FLAGS = ("--data.path", "--output.dir", "--output.name", "--output.checkpoint", "--output.profile_epoch",
-               "--bench.data", "--bench.out")
+               "--out")
 
 
 def published_command(command):

@@ -7,7 +7,7 @@
 #                                   counted with its asynchronous copy and with the kit's waiting one, and one
 #                                   set of weights evaluated through both loaders (about a minute)
 #   bash scripts/gpu_run.sh train   the 24-epoch recipe, FFCV loader then the device loader, epoch 2 profiled
-#   bash scripts/gpu_run.sh bench   benchmarks/run.py in GPU mode
+#   bash scripts/gpu_run.sh bench   benchmarks/run.py: the loaders, then the training rows (speed candidates)
 #   bash scripts/gpu_run.sh seeds   benchmarks/sweep.py over benchmarks/recipe_candidates.yaml (the recipe, the
 #                                   finder anchored on the valley's start, the SGD reference), SEEDS seeds (5), JOBS side by
 #                                   side (3), none started after START_UNTIL s (300), all stopped at
@@ -51,7 +51,7 @@ train)
             --output.dir "$RESULTS" --output.name "24ep_$loader" --output.checkpoint false --output.profile_epoch 2 "$@"
     done ;;
 bench)
-    "$PYTHON" benchmarks/run.py --bench.mode "${BENCH_MODE:-gpu}" --bench.data "$DATA" --bench.out "$RESULTS" "$@" ;;
+    "$PYTHON" benchmarks/run.py --out "$RESULTS" --data.path "$DATA" "$@" ;;
 seeds)
     timeout --signal=TERM "${SECONDS_LIMIT:-480}" "$PYTHON" benchmarks/sweep.py --out "$RESULTS" \
         --candidates "${CANDIDATES:-benchmarks/recipe_candidates.yaml}" \

@@ -4,6 +4,7 @@ import json
 import pytest
 
 from fast_cifar import train
+from fast_cifar.results import STAGES
 
 from helpers import TINY_RUN, error_lines, run_main
 
@@ -28,14 +29,15 @@ def test_compare_writes_table_json_and_plots(two_runs, tmp_path):
     comparison = json.loads((tmp_path / "comparison.json").read_text())
     assert comparison["differing_config"] == {"training.optimizer": ["adam", "adamw"],
                                               "training.weight_decay": [0.0001, 0.05]}
-    first, second = comparison["runs"]
+    figures = comparison["figures"]
     adamw = json.loads((two_runs / "adamw" / "results.json").read_text())
-    assert second["last_test_accuracy"] == adamw["epochs"][-1]["test_accuracy"]
-    assert second["training_time_ratio"] == round(adamw["timings"]["training"] / first["seconds"]["training"], 3)
-    assert first["training_time_ratio"] == 1.0 and comparison["notes"] == []
+    assert figures["last-epoch test accuracy (%)"][1] == 100 * adamw["epochs"][-1]["test_accuracy"]
+    first_training = figures[f"{STAGES['training']} (s)"][0]
+    assert figures["training time / the first run's"] == [1.0, adamw["timings"]["training"] / first_training]
+    assert comparison["notes"] == []
     table = (tmp_path / "comparison.md").read_text()
-    for row in ("| `training.optimizer` | adam | adamw |", "| test accuracy, last epoch |", "| max LR |",
-                "| time to 90%: training / end to end (s) |", "| training time vs the first run | 1.00x |"):
+    for row in ("| `training.optimizer` | adam | adamw |", "| last-epoch test accuracy (%) |", "| max LR |",
+                "| time to 90%: training / end to end (s) |", "| training time / the first run's | 1.00 |"):
         assert row in table, row
     for plot in ("accuracy.png", "loss.png"):
         assert (tmp_path / plot).read_bytes()[:4] == b"\x89PNG"

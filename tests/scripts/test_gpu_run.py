@@ -16,8 +16,8 @@ JOBS = {
     "batch_check": ({}, ["--width", "4", "--threads", "2"]),
     "train": ({}, TINY_RUN),
     # benchmarks/run.py's training rows are tested in tests/benchmarks/test_benchmarks.py: the loader rows here
-    "bench": ({"BENCH_MODE": "cpu"}, ["--bench.rows", "loaders", "--bench.loader_batch_size", "64",
-                                      "--bench.loader_images", "128", "--bench.workers", "2"]),
+    "bench": ({}, ["--rows", "loaders", "--training.batch_size", "64", "--loader_images", "128",
+                   "--data.loader_threads", "2"]),
     # the device loader, the default on a GPU, spares each run FFCV's JIT compilation
     "seeds": ({"SEEDS": "1", "JOBS": "2"}, [*TINY_RUN, "--data.loader", "device"]),
     "study": ({"SEEDS": "1", "CONFIGS": "rn18_configs/8ep.yaml"}, [*TINY_RUN, "--data.loader", "device"]),
