@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 
 from fast_cifar.files import atomic_file, write_json, write_text
+from fast_cifar.report import markdown_table
 
 PACKAGES = ("torch", "torchvision", "ffcv", "numpy", "numba", "fastargs")
 
@@ -225,8 +226,9 @@ def cpu_model():
 
 
 @contextlib.contextmanager
-def profiled(enabled, path, device):
-    """torch.profiler over the block, its top operators (by device time on a GPU) written to `path`."""
+def profiled(enabled, folder, device):
+    """torch.profiler over the block: its top operators written to profile.txt and its top 20 kernels by GPU
+    time (by their own CPU time on a CPU) to kernels.md, where the time goes, kernel by kernel."""
     if not enabled:
         yield
         return
@@ -235,8 +237,25 @@ def profiled(enabled, path, device):
         activities.append(torch.profiler.ProfilerActivity.CUDA)
     with torch.profiler.profile(activities=activities) as profiler:
         yield
+    events = profiler.key_averages()
     sort_by = "cuda_time_total" if device.type == "cuda" else "cpu_time_total"
-    write_text(path, profiler.key_averages().table(sort_by=sort_by, row_limit=40) + "\n")
+    write_text(folder / "profile.txt", events.table(sort_by=sort_by, row_limit=40) + "\n")
+    write_text(folder / "kernels.md", top_kernels(events, device))
+
+
+def top_kernels(events, device, count=20):
+    """The `count` costliest GPU kernels by their total GPU time, as a Markdown table with each one's share;
+    on a CPU, the costliest operators by their own CPU time."""
+    on_gpu = device.type == "cuda"
+    own_time = (lambda e: e.self_device_time_total) if on_gpu else (lambda e: e.self_cpu_time_total)
+    kernels = [e for e in events if (e.device_type == torch.autograd.DeviceType.CUDA) == on_gpu and own_time(e) > 0]
+    total = sum(map(own_time, kernels)) or 1
+    rows = [[rank, f"`{e.key[:90]}`", e.count, f"{own_time(e) / 1e3:.2f}", f"{100 * own_time(e) / total:.1f}"]
+            for rank, e in enumerate(sorted(kernels, key=own_time, reverse=True)[:count], start=1)]
+    what = "GPU kernels, by GPU time" if on_gpu else "CPU operators, by their own CPU time (no GPU)"
+    header = ["", "kernel" if on_gpu else "operator", "calls", "total (ms)", "share (%)"]
+    return f"Top {count} {what}, over one profiled epoch ({total / 1e3:.1f} ms in all):\n\n" + \
+        markdown_table(header, rows, left=(1,))
 
 
 def save_weights(model, path):

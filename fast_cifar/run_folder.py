@@ -8,7 +8,8 @@ from fast_cifar.files import inside, lock_folder, writable_folder
 
 
 # What a run writes into its folder; `--output.overwrite true` clears these first.
-RUN_FILES = ("results.json", "checkpoint.pt", "model.pt", "loss_accuracy_plots.png", "lr_finder.png", "profile.txt")
+RUN_FILES = ("results.json", "checkpoint.pt", "model.pt", "loss_accuracy_plots.png", "lr_finder.png", "profile.txt",
+             "kernels.md")
 
 
 def make_run_folder(parent, name="", overwrite=False):

@@ -347,9 +347,8 @@ def fit(cfg, record, learner, loaders, first_epoch, world):
         loaders.train.next_epoch = epoch  # order and augmentations follow from (seed, epoch)
         progress = f"epoch {epoch}/{epochs}" if world.is_main else None
         profiling = epoch == output.profile_epoch and record.writes
-        profile_path = record.folder / "profile.txt" if profiling else None
         try:
-            with profiled(profiling, profile_path, record.device), Timer(record.device) as train_timer:
+            with profiled(profiling, record.folder, record.device), Timer(record.device) as train_timer:
                 train_loss, train_accuracy, train_checked = train_epoch(learner, loaders.train, label_smoothing,
                                                                         progress, world)
             with Timer(record.device) as eval_timer:

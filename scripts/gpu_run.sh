@@ -7,6 +7,8 @@
 #                                   counted with its asynchronous copy and with the kit's waiting one, and one
 #                                   set of weights evaluated through both loaders (about a minute)
 #   bash scripts/gpu_run.sh train   the 24-epoch recipe, FFCV loader then the device loader, epoch 2 profiled
+#   bash scripts/gpu_run.sh profile the 24-epoch recipe on the device loader, epoch 2 under torch.profiler: its
+#                                   top 20 kernels by GPU time in profile/kernels.md (about a minute)
 #   bash scripts/gpu_run.sh bench   benchmarks/run.py: the loaders, then the training rows (speed candidates)
 #   bash scripts/gpu_run.sh seeds   benchmarks/sweep.py over benchmarks/recipe_candidates.yaml (the recipe, the
 #                                   finder anchored on the valley's start, the SGD reference), SEEDS seeds (5), JOBS side by
@@ -50,6 +52,10 @@ train)
         "$PYTHON" fast_cifar/train.py --config rn18_configs/24ep.yaml --data.path "$DATA" --data.loader "$loader" \
             --output.dir "$RESULTS" --output.name "24ep_$loader" --output.checkpoint false --output.profile_epoch 2 "$@"
     done ;;
+profile)
+    "$PYTHON" fast_cifar/train.py --config rn18_configs/24ep.yaml --data.path "$DATA" --data.loader device \
+        --output.dir "$RESULTS" --output.name profile --output.checkpoint false --output.profile_epoch 2 "$@"
+    cat "$RESULTS/profile/kernels.md" ;;
 bench)
     "$PYTHON" benchmarks/run.py --out "$RESULTS" --data.path "$DATA" "$@" ;;
 seeds)
@@ -68,7 +74,7 @@ peers)
         ${ONLY:+--only "$ONLY"} --data.path "$DATA" --output.checkpoint false "$@" \
         || echo "sweep.py stopped early or a peer failed (exit $?): the finished runs are kept; run the job again to go on" ;;
 *)
-    echo "unknown job '$JOB': batch_check, train, bench, seeds, study or peers" >&2; exit 2 ;;
+    echo "unknown job '$JOB': batch_check, train, profile, bench, seeds, study or peers" >&2; exit 2 ;;
 esac
 tar czf "$OUT/$JOB.tar.gz" --exclude="*.pt" --exclude=".lock" -C "$(dirname "$RESULTS")" "$(basename "$RESULTS")"
 ls -la "$OUT"

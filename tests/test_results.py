@@ -4,7 +4,7 @@ import time
 import torch
 
 from fast_cifar.plots import plot_curves
-from fast_cifar.results import RunRecord, Timer, bf16_peak_tflops
+from fast_cifar.results import RunRecord, Timer, bf16_peak_tflops, profiled
 
 CPU = torch.device("cpu")
 
@@ -50,3 +50,18 @@ def test_bf16_peaks_match_whole_part_names():
     assert bf16_peak_tflops("NVIDIA L40") is None  # not an L4: no peak on record
     assert bf16_peak_tflops("NVIDIA H100 PCIe") == 756.0 and bf16_peak_tflops("NVIDIA H100 80GB HBM3") == 989.4
     assert bf16_peak_tflops("NVIDIA A100-SXM4-80GB") == 312.0 and bf16_peak_tflops("NVIDIA GH200 480GB") == 989.4
+
+
+def test_the_profile_ranks_the_costliest_operations(tmp_path):
+    big, small = torch.randn(256, 256), torch.randn(8, 8)
+    with profiled(True, tmp_path, CPU):
+        for _ in range(20):
+            big @ big
+        for _ in range(200):  # many calls, far less time: ranked by time, not calls
+            small.relu()
+    rows = [line.split("|")[1:-1] for line in (tmp_path / "kernels.md").read_text().splitlines()
+            if line.startswith("| ") and line.split("|")[1].strip().isdigit()]
+    names, shares = [row[1].strip() for row in rows], [float(row[-1]) for row in rows]
+    assert names[0] in ("`aten::mm`", "`aten::matmul`") and "aten::relu" in " ".join(names)
+    assert shares == sorted(shares, reverse=True) and 99.5 < sum(shares) <= 100.5
+    assert "aten::mm" in (tmp_path / "profile.txt").read_text()

@@ -71,6 +71,7 @@ def test_cli_run_writes_results_plots_and_checkpoint(real_folder, tmp_path):
 
     assert [e["profiled"] for e in epochs] == [False, True]
     assert "aten::convolution_backward" in (folder / "profile.txt").read_text()
+    assert "aten::convolution_backward" in (folder / "kernels.md").read_text()  # tests/test_results.py: the table
     for plot in ("loss_accuracy_plots.png", "lr_finder.png"):
         assert (folder / plot).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     ResNet18(width=8).load_state_dict(torch.load(folder / "model.pt"))

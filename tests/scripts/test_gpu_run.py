@@ -15,6 +15,7 @@ from helpers import REPO, TINY_RUN
 JOBS = {
     "batch_check": ({}, ["--width", "4", "--threads", "2"]),
     "train": ({}, TINY_RUN),
+    "profile": ({}, [*TINY_RUN, "--training.epochs", "2"]),
     # benchmarks/run.py's training rows are tested in tests/benchmarks/test_benchmarks.py: the loader rows here
     "bench": ({}, ["--rows", "loaders", "--training.batch_size", "64", "--loader_images", "128",
                    "--data.loader_threads", "2"]),
@@ -46,7 +47,8 @@ def test_every_job_runs_and_packs_its_results(job, synthetic_folder, tmp_path):
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     with tarfile.open(tmp_path / "out" / f"{job}.tar.gz") as archive:
         names = archive.getnames()
-    expected = {"batch_check": "batch_check.json", "train": "24ep_device/results.json", "bench": "results.json", "seeds": "recipe_candidates.json",
+    expected = {"batch_check": "batch_check.json", "train": "24ep_device/results.json",
+                "profile": "profile/kernels.md", "bench": "results.json", "seeds": "recipe_candidates.json",
                 "study": "sweep.json", "peers": "peers.json"}[job]
     assert f"{job}/{expected}" in names, names
     assert not [name for name in names if name.endswith(".pt")]  # weights stay behind: the archive must travel
