@@ -1,8 +1,9 @@
-"""Each training image's crop and flip: one draw, two executors.
+"""Each training image's crop, flip and cutout: one draw, two executors.
 
 The draw: a sample's random crop (a shift of up to `CROP_PADDING` pixels each way, the gap filled with
-the data set's mean colour) and horizontal flip are a function of (seed, epoch, sample index) alone,
-`draw_crops`, hashed with splitmix64, so no random state, thread or batch composition can change them.
+the data set's mean colour), horizontal flip and cutout square (optional, filled with the mean colour too)
+are a function of (seed, epoch, sample index) alone, `draw_crops`, hashed with splitmix64, so no random
+state, thread or batch composition can change them.
 The executors: `CropAndFlip`, an FFCV operation on the loader's CPU threads (numba), and `crop_and_flip`,
 one gather on the device for `DeviceLoader`. Both ask `draw_crops` for the same numbers, and both loaders
 visit the samples in the same order, so a seed gives bit-identical batches on either loader.
@@ -18,6 +19,7 @@ from ffcv.pipeline.operation import Operation
 CROP_PADDING = 4
 SHIFTS = 2 * CROP_PADDING + 1  # -4..4 on each axis
 CHOICES = 2 * SHIFTS * SHIFTS  # 162: every shift on both axes, mirrored or not
+FIRST_FLIP_KEY = 2**63  # hashed in place of the epoch for an alternating flip's first choice: no epoch's key
 
 # splitmix64's constants (Steele, Lea and Flood, 2014): the golden-ratio increment and the two multipliers
 # of its finalizer, under which each output bit depends on every input bit.
@@ -40,32 +42,62 @@ def sample_hashes(seed, epoch, indices):
     return splitmix64(key ^ np.asarray(indices).astype(np.uint64))
 
 
+@dataclasses.dataclass(frozen=True)
+class Augmentation:
+    """What the draw adds to the random crop: `flip` "random" (each epoch a new coin) or "alternating" (a
+    random first choice per image, mirrored in every other epoch after it, so each image is seen both ways
+    every two epochs: airbench's variant), and a `cutout` square of that many pixels a side (0: none)."""
+    flip: str = "random"
+    cutout: int = 0
+
+
 @dataclasses.dataclass
 class Crops:
-    """Per sample: the shift (`dy`, `dx`, in -CROP_PADDING..CROP_PADDING) and whether it is mirrored."""
+    """Per sample: the shift (`dy`, `dx`, in -CROP_PADDING..CROP_PADDING), whether it is mirrored, and the
+    top-left corner (`cy`, `cx`) of its cutout square of side `cutout` (0: none), in output pixels."""
     dy: np.ndarray
     dx: np.ndarray
     flip: np.ndarray
+    cy: np.ndarray
+    cx: np.ndarray
+    cutout: int = 0
 
 
-def draw_crops(seed, epoch, indices):
-    """Each sample's crop and flip, uniform over the 162 choices and independent between samples and epochs.
+def draw_crops(seed, epoch, indices, augmentation=Augmentation(), size=32):
+    """Each sample's crop, flip and cutout, uniform over their choices and independent between samples and
+    epochs.
 
-    The choice is the hash's low 32 bits mapped onto 0..161 by a multiply and shift (uniform to within
-    162 / 2**32, where a modulo would favour some choices), then split into flip, dy and dx.
+    The hash's low 32 bits, mapped onto 0..161 by a multiply and shift (uniform to within 162 / 2**32,
+    where a modulo would favour some choices), give flip, dy and dx; its high 32 bits, two 16-bit halves
+    mapped the same way, give the cutout's corner, so that the square lies inside the image. An
+    alternating flip is the first bit of an epoch-independent hash, inverted in odd epochs.
     """
-    low_bits = sample_hashes(seed, epoch, indices) & np.uint64(0xFFFFFFFF)
-    choice = ((low_bits * np.uint64(CHOICES)) >> np.uint64(32)).astype(np.int64)
+    hashes = sample_hashes(seed, epoch, indices)
+    choice = multiply_shift(hashes & np.uint64(0xFFFFFFFF), CHOICES, 32)
     shift = choice % (SHIFTS * SHIFTS)
-    return Crops(dy=shift // SHIFTS - CROP_PADDING, dx=shift % SHIFTS - CROP_PADDING, flip=choice >= SHIFTS * SHIFTS)
+    flip = choice >= SHIFTS * SHIFTS
+    if augmentation.flip == "alternating":
+        first = (sample_hashes(seed, FIRST_FLIP_KEY, indices) >> np.uint64(63)).astype(bool)
+        flip = first ^ bool(epoch % 2)
+    corners = size - augmentation.cutout + 1
+    cy = multiply_shift((hashes >> np.uint64(32)) & np.uint64(0xFFFF), corners, 16)
+    cx = multiply_shift(hashes >> np.uint64(48), corners, 16)
+    return Crops(dy=shift // SHIFTS - CROP_PADDING, dx=shift % SHIFTS - CROP_PADDING, flip=flip, cy=cy, cx=cx,
+                 cutout=augmentation.cutout)
+
+
+def multiply_shift(bits, choices, width):
+    """`width`-bit values mapped onto 0..choices-1, as evenly as `width` bits allow."""
+    return ((bits * np.uint64(choices)) >> np.uint64(width)).astype(np.int64)
 
 
 # --- the executors --------------------------------------------------------------------------------------
 
 
 @numba.njit(parallel=True, nogil=True, cache=True)
-def _crop_and_flip_images(images, out, dy, dx, flip, fill):
-    """Output pixel (r, c) is input pixel (r + dy, c' + dx), c' = c or its mirror, or `fill` outside the image."""
+def _crop_and_flip_images(images, out, dy, dx, flip, cy, cx, cutout, fill):
+    """Output pixel (r, c) is input pixel (r + dy, c' + dx), c' = c or its mirror, or `fill` outside the image
+    and inside the cutout square."""
     count, height, width, channels = images.shape
     for i in numba.prange(count):
         for r in range(height):
@@ -73,6 +105,8 @@ def _crop_and_flip_images(images, out, dy, dx, flip, fill):
             for c in range(width):
                 source_col = (width - 1 - c if flip[i] else c) + dx[i]
                 inside = 0 <= source_row < height and 0 <= source_col < width
+                if cy[i] <= r < cy[i] + cutout and cx[i] <= c < cx[i] + cutout:
+                    inside = False
                 for k in range(channels):
                     out[i, r, c, k] = images[i, source_row, source_col, k] if inside else fill[k]
 
@@ -86,16 +120,16 @@ class CropAndFlip(Operation):
     cannot see; `EpochLoader` sets `epoch` before each pass. The kernel is numba's, cached on disk.
     """
 
-    def __init__(self, fill, seed):
+    def __init__(self, fill, seed, augmentation=Augmentation()):
         super().__init__()
-        self.fill, self.seed = np.array(fill, dtype=np.uint8), seed
+        self.fill, self.seed, self.augmentation = np.array(fill, dtype=np.uint8), seed, augmentation
         self.epoch = 0
 
     def generate_code(self):
         def crop_and_flip_batch(images, out, indices):
-            crops = draw_crops(self.seed, self.epoch, indices)
+            c = draw_crops(self.seed, self.epoch, indices, self.augmentation, images.shape[1])
             out = out[:len(images)]
-            _crop_and_flip_images(images, out, crops.dy, crops.dx, crops.flip, self.fill)
+            _crop_and_flip_images(images, out, c.dy, c.dx, c.flip, c.cy, c.cx, c.cutout, self.fill)
             return out
 
         crop_and_flip_batch.with_indices = True
@@ -106,9 +140,9 @@ class CropAndFlip(Operation):
                 AllocationQuery(previous_state.shape, previous_state.dtype))
 
 
-def crop_and_flip(padded, index, crops):
+def crop_and_flip(padded, index, crops, fill):
     """The device executor: images `index` of a batch padded by CROP_PADDING, cropped and flipped by `crops`
-    (device tensors), as one gather.
+    (device tensors), as one gather, then the cutout squares set to `fill`.
 
     Output pixel (r, c) is padded pixel (pad + dy + r, pad + dx + c), or column (pad + dx + 31 - c) when
     flipped: what `CropAndFlip` computes, since padding with the fill colour is what falls outside the image.
@@ -117,7 +151,12 @@ def crop_and_flip(padded, index, crops):
     steps = torch.arange(size, device=padded.device)
     rows = (CROP_PADDING + crops.dy)[:, None] + steps
     cols = (CROP_PADDING + crops.dx)[:, None] + torch.where(crops.flip[:, None], size - 1 - steps, steps)
-    return padded[index[:, None, None], rows[:, :, None], cols[:, None, :]]
+    images = padded[index[:, None, None], rows[:, :, None], cols[:, None, :]]
+    if not crops.cutout:
+        return images
+    in_rows = (steps >= crops.cy[:, None]) & (steps < crops.cy[:, None] + crops.cutout)
+    in_cols = (steps >= crops.cx[:, None]) & (steps < crops.cx[:, None] + crops.cutout)
+    return torch.where((in_rows[:, :, None] & in_cols[:, None, :])[..., None], fill, images)
 
 
 def pad_with(images, fill):

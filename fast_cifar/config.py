@@ -53,19 +53,21 @@ class FloatList(Checker):
 class Integer(Checker):
     """Whole numbers only: fastargs' `int` turns 1.7 into 1 and `true` into 1 without a word."""
 
-    def __init__(self, min=None):
-        self.min = min
+    def __init__(self, min=None, max=None):
+        self.min, self.max = min, max
 
     def check(self, value):
         if isinstance(value, str) and re.fullmatch(r"\s*[+-]?\d+\s*", value):
             value = int(value)
         if isinstance(value, bool) or not isinstance(value, int):
             raise ValueError(value)
-        if self.min is not None and value < self.min:
+        if (self.min is not None and value < self.min) or (self.max is not None and value > self.max):
             raise ValueError(value)
         return value
 
     def help(self):
+        if self.max is not None:
+            return f"an integer from {self.min} to {self.max}"
         return "an integer" + (f" >= {self.min}" if self.min is not None else "")
 
 
@@ -116,6 +118,14 @@ def declare_train_sections(config):
         train_subset=Param(NON_NEGATIVE_INT, "train on a fixed random subset of N images (0: all)", default=0),
         test_subset=Param(NON_NEGATIVE_INT, "evaluate on a fixed random subset of N images (0: all)", default=0),
     )
+    # Both off the recipe's defaults until the frontier study (benchmarks/frontier_candidates.yaml) measures
+    # them on ResNet-18: airbench's ablations show each cutting epochs for its own network.
+    Section("augment", "What the training images go through besides the random crop", config_descriptor=config).params(
+        flip=Param(OneOf(["random", "alternating"]), "random: a new coin per image each epoch; alternating: a "
+                   "random first choice, then mirrored in every other epoch", default="random"),
+        cutout=Param(Integer(min=0, max=32), "side in pixels of a square set to the mean colour, placed at random "
+                     "inside each training image (0: none)", default=0),
+    )
     Section("model", "The network, for 32x32 images", config_descriptor=config).params(
         arch=Param(OneOf(["resnet18", "resnet9"]), "resnet18: the recipe's; resnet9: the DAWNBench speedrun "
                    "network (benchmarks/peers.yaml trains it)", default="resnet18"),
@@ -134,7 +144,11 @@ def declare_train_sections(config):
         # AdamW multiplies its decay by the LR, hence a value far above SGD's usual 5e-4.
         weight_decay=Param(NON_NEGATIVE_FLOAT, "weight decay (L2 for adam and sgd, decoupled for adamw)",
                            default=0.2),
-        decay_norm_and_bias=Param(Boolean(), "also decay BatchNorm weights and biases", default=False),
+        decay_norm_and_bias=Param(Boolean(), "also decay BatchNorm weights and biases, and other biases",
+                                  default=False),
+        # airbench trains BatchNorm's biases at a far higher LR than its weights: the frontier study tries it.
+        norm_lr_multiplier=Param(POSITIVE_FLOAT, "the LR of BatchNorm's weights and biases, as a multiple of the "
+                                 "max LR the schedule gives the other parameters", default=1.0),
         beta2=Param(Number(min=0, max=0.9999), "Adam's second-moment decay", default=0.999),
         nesterov=Param(Boolean(), "Nesterov momentum (sgd)", default=False),
         # One-cycle: the LR warms up from max/25 over the first quarter of the steps, then anneals
@@ -157,6 +171,9 @@ def declare_train_sections(config):
                            default="reduce-overhead"),
         eval_flip_tta=Param(Boolean(), "also report the last epoch's test accuracy averaged over a "
                             "horizontal flip (apart: the headline is the plain last-epoch accuracy)", default=True),
+        eval_multicrop_tta=Param(Boolean(), "also report the last epoch's test accuracy averaged over six views: "
+                                 "the image and its mirror, each also moved a pixel up-left and down-right",
+                                 default=False),
         device=Param(OneOf(["auto", "cpu", "cuda"]), "auto: the GPU when there is one", default="auto"),
         seed=Param(Integer(min=0), "seed for weights, data order and augmentation", default=0),
         deterministic=Param(Boolean(), "deterministic kernels only: on a CPU two runs with the same seed give "

@@ -29,7 +29,7 @@ from ffcv.transforms import Squeeze, ToDevice, ToTensor, ToTorchImage
 from torch.utils.data import DistributedSampler
 
 from fast_cifar import TORCH_THREADS
-from fast_cifar.augment import CropAndFlip, Crops, crop_and_flip, draw_crops, pad_with
+from fast_cifar.augment import Augmentation, CropAndFlip, Crops, crop_and_flip, draw_crops, pad_with
 from fast_cifar.beton import read_labels, read_split
 from fast_cifar.errors import WrongSamples
 
@@ -81,16 +81,18 @@ class Batches:
 
 @dataclasses.dataclass(frozen=True)
 class Sampling:
-    """Which images, in what order: shuffled and augmented from `seed` when `train`, else in file order;
-    a fixed random `subset` (0: all); `shard` = (rank, number of ranks), each rank reading its own part."""
+    """Which images, in what order: shuffled and augmented from `seed` when `train` (a random crop, and the
+    flip and cutout of `augmentation`), else in file order; a fixed random `subset` (0: all); `shard` =
+    (rank, number of ranks), each rank reading its own part."""
     train: bool
     seed: int = 0
     subset: int = 0
     shard: tuple = (0, 1)
+    augmentation: Augmentation = Augmentation()
 
 
-def image_pipeline(info, batches, augment, seed=0):
-    """FFCV's image pipeline: decode, crop and flip (`augment`), then uint8 to the device and `Normalize` there.
+def image_pipeline(info, batches, sampling):
+    """FFCV's image pipeline: decode, crop, flip and cutout (when `sampling.train`), then uint8 to the device and `Normalize` there.
 
     The transfer waits for its copy (unless `batches.async_copy`): FFCV writes each batch into one of a
     few pinned host buffers and only makes the GPU, not its own CPU threads, wait before reusing one,
@@ -98,8 +100,8 @@ def image_pipeline(info, batches, augment, seed=0):
     a later batch. The wait runs in FFCV's loader thread, not in the training loop.
     """
     pipeline = [SimpleRGBImageDecoder()]
-    if augment:
-        pipeline.append(CropAndFlip(info.fill, seed))  # the mean colour fills the gap: zero once normalized
+    if sampling.train:  # the mean colour fills the gap and the cutout: zero once normalized
+        pipeline.append(CropAndFlip(info.fill, sampling.seed, sampling.augmentation))
     return pipeline + [ToTensor(), ToDevice(batches.device, batches.async_copy),
                        ToTorchImage(channels_last=batches.channels_last),
                        Normalize(info.mean, info.std, batches.dtype, batches.device)]
@@ -159,7 +161,7 @@ def make_loader(info, split, batches, sampling, kind="ffcv", threads=-1):
         seed=sampling.seed,
         indices=indices,
         distributed=train and ranks > 1,  # FFCV shards with torch's DistributedSampler
-        pipelines={"image": image_pipeline(info, batches, augment=train, seed=sampling.seed),
+        pipelines={"image": image_pipeline(info, batches, sampling),
                    "label": label_pipeline(batches)},
     )
 
@@ -234,12 +236,14 @@ class DeviceLoader:
         device, train = batches.device, sampling.train
         images, labels = read_split(info.path(split), indices)
         images = torch.from_numpy(images).to(device)
+        self.fill = torch.tensor(info.fill, dtype=torch.uint8, device=device)
         if train:  # pad once with the mean colour, as `CropAndFlip` fills the gap per batch
-            images = pad_with(images, torch.tensor(info.fill, dtype=torch.uint8, device=device))
+            images = pad_with(images, self.fill)
         self.images, self.labels, self.split_labels = images, torch.from_numpy(labels).to(device), labels
         # the sample indices FFCV would see: the draws hash them, not their place in this subset
         self.sample_ids = np.arange(info.records[split]) if indices is None else indices
         self.batch_size, self.device, self.train, self.seed = batches.size, device, train, sampling.seed
+        self.augmentation = sampling.augmentation
         self.channels_last = batches.channels_last
         self.shard = sampling.shard  # every rank draws the same order and takes its part of it
         self.normalize = Normalize(info.mean, info.std, batches.dtype, device)
@@ -264,13 +268,14 @@ class DeviceLoader:
         positions = self.positions(epoch)[:len(self) * self.batch_size]
         plan = [positions]
         if self.train:
-            crops = draw_crops(self.seed, epoch, self.sample_ids[positions])
-            plan += [crops.dy, crops.dx, crops.flip]
+            crops = draw_crops(self.seed, epoch, self.sample_ids[positions], self.augmentation)
+            plan += [crops.dy, crops.dx, crops.flip, crops.cy, crops.cx]
         plan = torch.from_numpy(np.stack(plan).astype(np.int64)).to(self.device)  # one copy per epoch
         for start in range(0, len(positions), self.batch_size):
             batch = plan[:, start:start + self.batch_size]
             if self.train:
-                images = crop_and_flip(self.images, batch[0], Crops(dy=batch[1], dx=batch[2], flip=batch[3].bool()))
+                crops = Crops(*batch[1:3], batch[3].bool(), *batch[4:6], self.augmentation.cutout)
+                images = crop_and_flip(self.images, batch[0], crops, self.fill)
             else:
                 images = self.images[batch[0]]
             images = images.permute(0, 3, 1, 2)  # NHWC storage is NCHW channels-last

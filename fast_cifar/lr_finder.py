@@ -81,7 +81,7 @@ def find_lr(model, batches, loss_of, make_optimizer, settings):
     edge_lr = None
     for step, (lr, (images, labels)) in enumerate(zip(sweep_lrs(start_lr, end_lr, num_iters), batches)):
         for group in optimizer.param_groups:
-            group["lr"] = lr
+            group["lr"] = lr * group.get("lr_scale", 1.0)
         loss = loss_of(model, images, labels)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()

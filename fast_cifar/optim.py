@@ -14,22 +14,26 @@ from fast_cifar.errors import UserError
 NORMALIZATION_LAYERS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.GroupNorm, nn.LayerNorm)
 
 
-def parameter_groups(model, weight_decay, decay_norm_and_bias):
-    """All parameters in one group, or, without decay on normalization weights and biases, two."""
-    if decay_norm_and_bias or weight_decay == 0:
-        return [{"params": list(model.parameters()), "weight_decay": weight_decay}]
-    no_decay = {id(p) for module in model.modules() if isinstance(module, NORMALIZATION_LAYERS)
-                for p in module.parameters(recurse=False)}
-    no_decay |= {id(p) for name, p in model.named_parameters() if name.endswith("bias")}
+def parameter_groups(model, training):
+    """The parameters in groups by their decay and LR: normalization weights and biases apart from the rest
+    (no decay unless `decay_norm_and_bias`, their LR scaled by `norm_lr_multiplier`), other biases without
+    decay unless `decay_norm_and_bias`. Each group's `lr_scale` multiplies every LR the schedule sets."""
+    norm = {id(p) for module in model.modules() if isinstance(module, NORMALIZATION_LAYERS)
+            for p in module.parameters(recurse=False)}
+    bias = {id(p) for name, p in model.named_parameters() if name.endswith("bias")} - norm
+    decay, free = training.weight_decay, 0.0 if not training.decay_norm_and_bias else training.weight_decay
     params = list(model.parameters())
-    return [{"params": [p for p in params if id(p) not in no_decay], "weight_decay": weight_decay},
-            {"params": [p for p in params if id(p) in no_decay], "weight_decay": 0.0}]
+    groups = [{"params": [p for p in params if id(p) not in norm | bias], "weight_decay": decay, "lr_scale": 1.0},
+              {"params": [p for p in params if id(p) in bias], "weight_decay": free, "lr_scale": 1.0},
+              {"params": [p for p in params if id(p) in norm], "weight_decay": free,
+               "lr_scale": training.norm_lr_multiplier}]
+    return [group for group in groups if group["params"]]
 
 
 def make_optimizer(training, model, lr, fused=False):
     """Adam (L2 decay), AdamW (decoupled decay) or SGD, as the one-cycle schedule will start it; `fused`
     (CUDA only): one kernel updates every parameter."""
-    groups = parameter_groups(model, training.weight_decay, training.decay_norm_and_bias)
+    groups = [{**group, "lr": lr * group["lr_scale"]} for group in parameter_groups(model, training)]
     if training.optimizer == "sgd":
         return torch.optim.SGD(groups, lr=lr, momentum=training.max_momentum, nesterov=training.nesterov,
                                fused=fused)
@@ -38,9 +42,10 @@ def make_optimizer(training, model, lr, fused=False):
 
 
 def make_scheduler(training, optimizer, max_lr, steps_per_epoch):
+    """The one-cycle schedule; `max_lr` is the peak of the main group, each group's `lr_scale` times it."""
     return torch.optim.lr_scheduler.OneCycleLR(
-        optimizer, max_lr, epochs=training.epochs, steps_per_epoch=steps_per_epoch,
-        pct_start=training.pct_start, anneal_strategy=training.anneal_strategy,
+        optimizer, [max_lr * group["lr_scale"] for group in optimizer.param_groups], epochs=training.epochs,
+        steps_per_epoch=steps_per_epoch, pct_start=training.pct_start, anneal_strategy=training.anneal_strategy,
         div_factor=training.div_factor, final_div_factor=training.final_div_factor,
         cycle_momentum=training.cycle_momentum, base_momentum=training.base_momentum,
         max_momentum=training.max_momentum)

@@ -27,9 +27,10 @@ FIGURES = {
 
 
 def tta_accuracy(epoch):
-    """The test accuracy with the run's own test-time augmentation (train.py: a flip; airbench: flips and
-    translations), or None without one."""
-    value = epoch.get("test_accuracy_tta", epoch.get("test_accuracy_flip_tta"))
+    """The test accuracy with the run's own test-time augmentation (airbench's: flips and translations;
+    train.py's: the same with eval_multicrop_tta, else a flip), or None without one."""
+    value = next((epoch[key] for key in ("test_accuracy_tta", "test_accuracy_multicrop_tta", "test_accuracy_flip_tta")
+                  if key in epoch), None)
     return None if value is None else 100 * value
 
 

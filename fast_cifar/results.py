@@ -158,7 +158,7 @@ class RunRecord:
         # The honest headline: picking the best epoch by the test set flatters the result.
         last = epochs[-1]
         self.data["last"] = {key: last[key] for key in ("epoch", "test_accuracy", "test_accuracy_flip_tta",
-                                                        "test_accuracy_tta")
+                                                        "test_accuracy_multicrop_tta", "test_accuracy_tta")
                              if key in last}
         return self.data["best"]
 

@@ -27,6 +27,7 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from fast_cifar import checkpoint
+from fast_cifar.augment import Augmentation
 from fast_cifar.beton import load_dataset_info
 from fast_cifar.config import as_dict, check_train_settings, declare_train_sections, parse_config
 from fast_cifar.data import Batches, SampleCheck, Sampling, last_batch_size, make_loader, split_size
@@ -128,10 +129,11 @@ def create_loaders(cfg, info, compute):
     if training.batch_size % world.size:
         raise UserError(f"training.batch_size {training.batch_size} does not split over {world.size} processes")
     kind, shard = compute.loader, (world.rank, world.size)
+    augmentation = Augmentation(cfg.augment.flip, cfg.augment.cutout)
 
     def loader(split, batch_size, train, subset):
         return make_loader(info, split, Batches(batch_size, compute.device, compute.dtype, compute.channels_last),
-                           Sampling(train, training.seed, subset, shard), kind, data.loader_threads)
+                           Sampling(train, training.seed, subset, shard, augmentation), kind, data.loader_threads)
 
     loaders = Loaders(loader("train", training.batch_size // world.size, True, data.train_subset),
                       loader("test", training.test_batch_size, False, data.test_subset))
@@ -262,9 +264,9 @@ def sweep_inputs(cfg, compute, record):
     config = as_dict(cfg)
     unused = {"training": ("epochs", "lr", "pct_start", "div_factor", "final_div_factor", "anneal_strategy",
                            "cycle_momentum", "base_momentum", "test_batch_size", "compile", "compile_mode",
-                           "eval_flip_tta", "resume"), "lr_finder": ("cache",), "data": ("path", "test_subset")}
+                           "eval_flip_tta", "eval_multicrop_tta", "resume"), "lr_finder": ("cache",), "data": ("path", "test_subset")}
     settings = {section: {key: value for key, value in config[section].items() if key not in unused.get(section, ())}
-                for section in ("data", "model", "training", "lr_finder")}
+                for section in ("data", "augment", "model", "training", "lr_finder")}
     return {"settings": settings, "data": record.data["data"]["sha256"]["train"], "loader": compute.loader,
             "precision": compute.precision, "channels_last": compute.channels_last,
             "device": record.data["device"], "versions": record.data["versions"]}
@@ -352,9 +354,9 @@ def fit(cfg, record, learner, loaders, first_epoch, world):
                 train_loss, train_accuracy, train_checked = train_epoch(learner, loaders.train, label_smoothing,
                                                                         progress, world)
             with Timer(record.device) as eval_timer:
-                # The flipped pass doubles an evaluation's forwards, and only the last epoch's is reported.
+                # TTA multiplies an evaluation's forwards, and only the last epoch's is reported.
                 test_metrics = evaluate(learner.evaluator, loaders.test, learner.dtype, label_smoothing,
-                                        training.eval_flip_tta and epoch == epochs, world)
+                                        last_epoch_tta(training) if epoch == epochs else (), world)
         except Diverged as error:
             raise Diverged(f"{error} in epoch {epoch}; {last_good(record)}") from None
         except WrongSamples as error:
@@ -397,27 +399,52 @@ def train_epoch(learner, loader, label_smoothing, description, world=World()):
 
 
 @torch.no_grad()
-def evaluate(model, loader, dtype, label_smoothing, flip_tta=False, world=World()):
-    """Test loss and accuracy, plus accuracy over the image and its mirror when `flip_tta`, and how many
-    test samples `SampleCheck` found to be the split, each once."""
+def evaluate(model, loader, dtype, label_smoothing, tta=(), world=World()):
+    """Test loss and accuracy, how many test samples `SampleCheck` found to be the split, each once, and the
+    accuracy under each test-time augmentation named in `tta`: "flip" (the image and its mirror) and
+    "multicrop" (those two, each also moved one pixel up-left and one down-right: six views, their logits
+    averaged, as airbench's level 2)."""
     model.eval()
     check = SampleCheck(loader)
-    loss_sum = correct = correct_tta = 0
+    loss_sum = correct = 0
+    correct_tta = dict.fromkeys(tta, 0)
     for images, labels in loader:
         check.add(labels)
         logits = forward(model, images, dtype)
         loss_sum += F.cross_entropy(logits, labels, label_smoothing=label_smoothing, reduction="sum")
         correct += (logits.argmax(1) == labels).sum()
-        if flip_tta:
-            logits = logits + forward(model, images.flip(3), dtype)
-            correct_tta += (logits.argmax(1) == labels).sum()
+        if tta:
+            mirrored = logits + forward(model, same_layout(images.flip(3), images), dtype)
+            for name in tta:
+                views = mirrored if name == "flip" else mirrored + translated_logits(model, images, dtype)
+                correct_tta[name] += (views.argmax(1) == labels).sum()
     checked = check.verify("test")
-    correct_tta = torch.as_tensor(correct_tta, device=correct.device)
-    loss, accuracy, accuracy_tta = mean_over_ranks([loss_sum, correct, correct_tta], checked, world)
-    metrics = {"test_loss": loss, "test_accuracy": accuracy, "test_samples_checked": checked}
-    if flip_tta:
-        metrics["test_accuracy_flip_tta"] = accuracy_tta
-    return metrics
+    sums = [loss_sum, correct, *(torch.as_tensor(value, device=correct.device) for value in correct_tta.values())]
+    loss, accuracy, *accuracies = mean_over_ranks(sums, checked, world)
+    return {"test_loss": loss, "test_accuracy": accuracy, "test_samples_checked": checked,
+            **{f"test_accuracy_{name}_tta": value for name, value in zip(tta, accuracies)}}
+
+
+def translated_logits(model, images, dtype):
+    """The summed logits of the image and its mirror, each moved one pixel up-left and one down-right; the
+    pixels moved in are zeros, the mean colour once normalized, as the training crop fills them."""
+    logits = 0
+    for view in (images, images.flip(3)):
+        padded = F.pad(view, (1, 1, 1, 1))
+        for moved in (padded[..., :-2, :-2], padded[..., 2:, 2:]):
+            logits = logits + forward(model, same_layout(moved, images), dtype)
+    return logits
+
+
+def same_layout(view, images):
+    """`view` in `images`'s memory layout, so a compiled evaluator sees the strides it was compiled for."""
+    channels_last = images.is_contiguous(memory_format=torch.channels_last)
+    return view.contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+
+
+def last_epoch_tta(training):
+    return tuple(name for name, wanted in (("flip", training.eval_flip_tta),
+                                           ("multicrop", training.eval_multicrop_tta)) if wanted)
 
 
 EXPLOSION_FACTOR = 4  # a loss this many times a uniform guess's means training has blown up

@@ -1,10 +1,10 @@
-"""The crop-and-flip draw: uniform over its 162 choices, independent between neighbours and epochs; and its
-two executors, FFCV's and the device's, agree pixel for pixel."""
+"""The crop, flip and cutout draw: uniform over its choices, independent between neighbours and epochs; the
+alternating flip alternates; and the two executors, FFCV's and the device's, agree pixel for pixel."""
 import numpy as np
 import torch
 
-from fast_cifar.augment import CHOICES, CROP_PADDING, SHIFTS, Crops, crop_and_flip, draw_crops, pad_with, \
-    _crop_and_flip_images
+from fast_cifar.augment import CHOICES, CROP_PADDING, SHIFTS, Augmentation, Crops, crop_and_flip, draw_crops, \
+    pad_with, _crop_and_flip_images
 
 
 def chi_square(observed):
@@ -63,20 +63,43 @@ def test_each_epoch_draws_anew_and_each_seed_its_own():
     assert all(np.array_equal(getattr(first, key), getattr(again, key)) for key in ("dy", "dx", "flip"))
 
 
-def test_the_two_executors_crop_and_flip_alike():
+def test_the_cutout_corner_is_uniform_and_keeps_the_square_inside():
+    crops = draw_crops(seed=0, epoch=2, indices=np.arange(25 * 2000), augmentation=Augmentation(cutout=8))
+    for corner in (crops.cy, crops.cx):
+        counts = np.bincount(corner)
+        assert len(counts) == 32 - 8 + 1 and not far_above_chance(*chi_square(counts))
+    # independent of the crop's shift, which the same hash's other bits give
+    assert not far_above_chance(*independence_statistic(pair_table(crops.dy, crops.cy % SHIFTS - CROP_PADDING)))
+
+
+def test_an_alternating_flip_mirrors_each_image_every_other_epoch():
+    indices, alternating = np.arange(10_000), Augmentation(flip="alternating")
+    flips = [draw_crops(0, epoch, indices, alternating).flip for epoch in range(1, 5)]
+    assert all(np.array_equal(flips[e], ~flips[e + 1]) for e in range(3))
+    assert abs(flips[0].mean() - 0.5) < 0.02  # a random first choice, not one side for all
+    assert abs(np.mean(flips[0] == draw_crops(1, 1, indices, alternating).flip) - 0.5) < 0.02  # each seed its own
+    # the shifts are the random flip's: alternating changes only the flip
+    assert np.array_equal(draw_crops(0, 3, indices).dy, draw_crops(0, 3, indices, alternating).dy)
+
+
+def test_the_two_executors_crop_flip_and_cut_out_alike():
     images = np.random.default_rng(0).integers(0, 256, (300, 32, 32, 3), dtype=np.uint8)
     fill = np.array([120, 121, 122], dtype=np.uint8)
-    crops = draw_crops(seed=5, epoch=0, indices=np.arange(300))
+    for augmentation in (Augmentation(), Augmentation(flip="alternating", cutout=12)):
+        crops = draw_crops(seed=5, epoch=1, indices=np.arange(300), augmentation=augmentation)
+        by_ffcv = np.empty_like(images)
+        _crop_and_flip_images(images, by_ffcv, crops.dy, crops.dx, crops.flip, crops.cy, crops.cx, crops.cutout,
+                              fill)
+        padded = pad_with(torch.from_numpy(images), torch.from_numpy(fill))
+        on_device = crop_and_flip(padded, torch.arange(300), Crops(
+            *(torch.from_numpy(getattr(crops, key)) for key in ("dy", "dx", "flip", "cy", "cx")), crops.cutout),
+            torch.from_numpy(fill))
+        assert torch.equal(on_device, torch.from_numpy(by_ffcv))
 
-    by_ffcv = np.empty_like(images)
-    _crop_and_flip_images(images, by_ffcv, crops.dy, crops.dx, crops.flip, fill)
-    padded = pad_with(torch.from_numpy(images), torch.from_numpy(fill))
-    on_device = crop_and_flip(padded, torch.arange(300), Crops(*(torch.from_numpy(x) for x in
-                                                                  (crops.dy, crops.dx, crops.flip))))
-    assert torch.equal(on_device, torch.from_numpy(by_ffcv))
-
-    # and it is the crop it says: image 0 shifted by (dy, dx) and mirrored where drawn
-    dy, dx, flip = int(crops.dy[0]), int(crops.dx[0]), bool(crops.flip[0])
+    # and it is the crop it says: image 0 shifted by (dy, dx), mirrored where drawn, its square filled
+    dy, dx, flip, cy, cx = (int(getattr(crops, key)[0]) for key in ("dy", "dx", "flip", "cy", "cx"))
     expected = np.pad(images[0], ((4, 4), (4, 4), (0, 0)))[4 + dy:36 + dy, 4 + dx:36 + dx]
     expected[np.pad(np.zeros((32, 32), bool), 4, constant_values=True)[4 + dy:36 + dy, 4 + dx:36 + dx]] = fill
-    assert np.array_equal(by_ffcv[0], expected[:, ::-1] if flip else expected)
+    expected = expected[:, ::-1].copy() if flip else expected
+    expected[cy:cy + 12, cx:cx + 12] = fill
+    assert np.array_equal(by_ffcv[0], expected)

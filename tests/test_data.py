@@ -12,6 +12,7 @@ from ffcv.transforms import NormalizeImage, ToDevice, ToTensor, ToTorchImage
 
 from fast_cifar.augment import CROP_PADDING
 from fast_cifar.beton import load_dataset_info
+from fast_cifar.augment import Augmentation
 from fast_cifar.data import (Batches, Normalize, SampleCheck, Sampling, image_pipeline, label_pipeline,
                               last_batch_size, make_loader, shard_size, shuffled_positions, subset_indices)
 from fast_cifar.errors import WrongSamples
@@ -24,7 +25,7 @@ CPU = torch.device("cpu")
 
 def sequential_loader(info, augment, pipeline=None):
     """The train pipeline (augment=True) or the test one, or `pipeline`, over the test split in file order."""
-    pipeline = pipeline or image_pipeline(info, Batches(100, CPU), augment)
+    pipeline = pipeline or image_pipeline(info, Batches(100, CPU), Sampling(train=augment))
     return Loader(str(info.path("test")), batch_size=100, num_workers=2, order=OrderOption.SEQUENTIAL,
                   drop_last=False, pipelines={"image": pipeline, "label": label_pipeline(Batches(100, CPU))})
 
@@ -165,11 +166,14 @@ def test_device_loader_test_batches_equal_ffcv(synthetic_folder):
     assert next(iter(device))[0].is_contiguous(memory_format=torch.channels_last)
 
 
-@pytest.mark.parametrize("subset", [0, 300])
-def test_both_loaders_give_the_same_training_batches(synthetic_folder, subset):
-    # One order (FFCV's) and one draw of crops and flips: a seed gives bit-identical batches on either loader.
+@pytest.mark.parametrize("subset, augmentation", [(0, Augmentation()), (300, Augmentation()),
+                                                  (0, Augmentation(flip="alternating", cutout=12))])
+def test_both_loaders_give_the_same_training_batches(synthetic_folder, subset, augmentation):
+    # One order (FFCV's) and one draw of crops, flips and cutouts: a seed gives bit-identical batches on
+    # either loader.
     info = load_dataset_info(synthetic_folder)
-    ffcv, device = (loader(info, "train", 100, seed=7, subset=subset, kind=kind) for kind in ("ffcv", "device"))
+    ffcv, device = (loader(info, "train", 100, seed=7, subset=subset, kind=kind, augmentation=augmentation)
+                    for kind in ("ffcv", "device"))
     assert len(ffcv) == len(device) == (subset or 512) // 100
     for epoch in (1, 2):
         ffcv.next_epoch = device.next_epoch = epoch

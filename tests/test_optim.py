@@ -17,13 +17,26 @@ def training(*argv):
 
 def test_no_decay_on_batchnorm_and_biases():
     model = ResNet18(width=8)
-    decayed, undecayed = parameter_groups(model, 5e-4, decay_norm_and_bias=False)
-    assert decayed["weight_decay"] == 5e-4 and undecayed["weight_decay"] == 0.0
+    decayed, biases, norms = parameter_groups(model, training("--training.weight_decay", 5e-4))
+    assert decayed["weight_decay"] == 5e-4 and biases["weight_decay"] == norms["weight_decay"] == 0.0
     convs = [m.weight for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
-    norms = [p for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d) for p in m.parameters()]
+    norm_params = [p for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d) for p in m.parameters()]
     assert {id(p) for p in decayed["params"]} == {id(p) for p in convs} | {id(model.classifier.weight)}
-    assert {id(p) for p in undecayed["params"]} == {id(p) for p in norms} | {id(model.classifier.bias)}
-    assert len(parameter_groups(model, 5e-4, decay_norm_and_bias=True)) == 1
+    assert {id(p) for p in biases["params"]} == {id(model.classifier.bias)}
+    assert {id(p) for p in norms["params"]} == {id(p) for p in norm_params}
+    every = parameter_groups(model, training("--training.decay_norm_and_bias", "true"))
+    assert {group["weight_decay"] for group in every} == {training().weight_decay}
+
+
+def test_batchnorm_follows_its_own_multiple_of_the_schedule():
+    cfg = training("--training.norm_lr_multiplier", 8, "--training.epochs", 1)
+    optimizer = make_optimizer(cfg, ResNet18(width=8), lr=0.5)
+    scheduler = make_scheduler(cfg, optimizer, max_lr=0.5, steps_per_epoch=10)
+    for _ in range(4):
+        optimizer.step()
+        scheduler.step()
+        main, _, norms = optimizer.param_groups
+        assert norms["lr"] == pytest.approx(8 * main["lr"])
 
 
 @pytest.mark.parametrize("name, kind", [("adam", torch.optim.Adam), ("adamw", torch.optim.AdamW),

@@ -177,14 +177,16 @@ def test_a_full_disk_mid_run_is_one_line_and_leaves_no_temporary(synthetic_folde
 
 @pytest.mark.slow
 def test_the_same_seed_gives_the_same_run_on_either_loader(synthetic_folder, tmp_path):
-    """Weights, data order, crops, flips and the LR finder all follow from the seed, whichever loader reads."""
+    """Weights, data order, crops, flips, cutouts and the LR finder all follow from the seed, whichever loader
+    reads; with every ingredient of the frontier study on, which must keep it so."""
     def run(name, seed, loader="ffcv"):
         record = train.main([*SMALL_RUN, "--data.path", str(synthetic_folder), "--training.epochs", "1",
-                             "--data.loader", loader,
+                             "--data.loader", loader, "--augment.cutout", "8", "--augment.flip", "alternating",
+                             "--training.norm_lr_multiplier", "4", "--training.eval_multicrop_tta", "true",
                              "--lr_finder.num_iters", "6", "--training.compile", "false", "--training.seed", str(seed),
                              "--training.deterministic", "true", "--output.checkpoint", "false",
                              "--output.dir", str(tmp_path), "--output.name", name])
-        metrics = ("train_loss", "train_accuracy", "test_loss", "test_accuracy")
+        metrics = ("train_loss", "train_accuracy", "test_loss", "test_accuracy", "test_accuracy_multicrop_tta")
         return record["lr_finder"]["losses"], [[epoch[key] for key in metrics] for epoch in record["epochs"]]
 
     first = run("first", seed=0)
@@ -305,3 +307,19 @@ def test_a_second_run_reuses_the_first_ones_lr_sweep_and_only_that(synthetic_fol
                               ("data", [], other_data), ("off", ["--lr_finder.cache", "false"], synthetic_folder)):
         assert "lr_finder_cached_from" not in run(name, *flags, data=data), name
     assert "lr_finder_cached_from" in run("epochs", "--training.epochs", "2")  # the sweep does not depend on them
+
+
+def test_multicrop_tta_adds_the_four_translated_views():
+    images = torch.arange(2 * 3 * 4 * 4, dtype=torch.float32).reshape(2, 3, 4, 4)
+    pixels = torch.nn.Flatten()  # a "model" whose logits are its input's pixels
+
+    def moved(x, down_right):  # one pixel diagonally, zeros moving in
+        y = torch.zeros_like(x)
+        if down_right:
+            y[..., 1:, 1:] = x[..., :-1, :-1]
+        else:
+            y[..., :-1, :-1] = x[..., 1:, 1:]
+        return y
+
+    expected = sum(moved(view, way).flatten(1) for view in (images, images.flip(3)) for way in (True, False))
+    assert torch.equal(train.translated_logits(pixels, images, torch.float32), expected)
