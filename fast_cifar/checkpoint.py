@@ -40,11 +40,13 @@ def set_rng_states(states):
 
 
 def save(folder, epoch, learner, record_data):
-    """checkpoint.pt: after `epoch`, the learner's model, optimizer and schedule, the run record so far (its
-    max LR among it) and every random generator's state."""
+    """checkpoint.pt: after `epoch`, the learner's model (and its average), optimizer and schedule, the run
+    record so far (its max LR among it) and every random generator's state."""
     state = {"epoch": epoch, "max_lr": record_data["max_lr"], "model": learner.model.state_dict(),
              "optimizer": learner.optimizer.state_dict(), "scheduler": learner.scheduler.state_dict(),
              "record": record_data, "rng": rng_states()}
+    if learner.average:
+        state["average"] = learner.average.module.state_dict()
     with atomic_file(Path(folder) / CHECKPOINT) as file:
         torch.save(state, file)
 
@@ -98,8 +100,10 @@ def load(path, config, dataset_sha256):
     return state
 
 
-def restore(state, model, optimizer, scheduler):
+def restore(state, model, optimizer, scheduler, average=None):
     model.load_state_dict(state["model"])
+    if average:
+        average.module.load_state_dict(state["average"])
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
     set_rng_states(state["rng"])

@@ -6,6 +6,8 @@ With `cycle_momentum` it moves Adam's beta1 (SGD's momentum) the other way, from
 max_momentum down to base_momentum at the peak LR and back: so training starts
 at beta1 = max_momentum, and the LR finder sweeps with that same optimizer.
 """
+import copy
+
 import torch
 from torch import nn
 
@@ -59,3 +61,23 @@ def check_schedule(training, steps_per_epoch):
         raise UserError(f"the run is too short for its one-cycle schedule: {total} steps in all, "
                         f"{warm_up:g} of them warming up (training.pct_start {training.pct_start}); "
                         f"each phase needs 2 or more: train longer, on more images or with a smaller batch")
+
+
+class WeightAverage:
+    """An exponential moving average of a model's weights and BatchNorm statistics, kept in `module`, a copy
+    of the model that is evaluated and saved in its place. Each `update(decay)` moves every average a
+    fraction 1 - decay towards the model's value (decay 0: a copy), in a few foreach kernels, with no
+    host synchronization. Integer buffers (BatchNorm's batch counts) are copied."""
+
+    def __init__(self, model):
+        self.module = copy.deepcopy(model)
+        pairs = list(zip([*self.module.parameters(), *self.module.buffers()], [*model.parameters(), *model.buffers()]))
+        self.floats = [list(pair) for pair in zip(*(p for p in pairs if p[0].is_floating_point()))]
+        self.counts = [list(pair) for pair in zip(*(p for p in pairs if not p[0].is_floating_point()))]
+
+    @torch.no_grad()
+    def update(self, decay):
+        averages, values = self.floats
+        torch._foreach_lerp_(averages, values, 1.0 - decay)
+        if self.counts:
+            torch._foreach_copy_(*self.counts)

@@ -37,7 +37,7 @@ from fast_cifar.errors import (INTERRUPTED, Diverged, Interrupted, UserError, Wr
 from fast_cifar.files import inside, lock_folder, write_json
 from fast_cifar.lr_finder import cached_sweep, find_lr, sweep_cache_key
 from fast_cifar.model import MODELS, describe_model, flops_per_image, receptive_fields
-from fast_cifar.optim import check_schedule, make_optimizer, make_scheduler
+from fast_cifar.optim import WeightAverage, check_schedule, make_optimizer, make_scheduler
 from fast_cifar.results import RunRecord, Timer, hardware_use, profiled, save_weights
 from fast_cifar.run_folder import make_run_folder
 
@@ -73,7 +73,7 @@ def train(cfg, argv=None, world=World()):
                 compile_learner(learner, loaders, warm_batches, cfg.training.compile, record)
                 first_epoch = resumed["epoch"] + 1 if resumed else 1
                 fit(cfg, record, learner, loaders, first_epoch, world)
-                return finish(cfg, record, model, first_epoch)
+                return finish(cfg, record, learner.result, first_epoch)
     except RunFinished as finished:
         if world.is_main:
             print(finished)
@@ -264,7 +264,7 @@ def sweep_inputs(cfg, compute, record):
     config = as_dict(cfg)
     unused = {"training": ("epochs", "lr", "pct_start", "div_factor", "final_div_factor", "anneal_strategy",
                            "cycle_momentum", "base_momentum", "test_batch_size", "compile", "compile_mode",
-                           "eval_flip_tta", "eval_multicrop_tta", "resume"), "lr_finder": ("cache",), "data": ("path", "test_subset")}
+                           "eval_flip_tta", "eval_multicrop_tta", "ema_decay", "ema_start_epoch", "resume"), "lr_finder": ("cache",), "data": ("path", "test_subset")}
     settings = {section: {key: value for key, value in config[section].items() if key not in unused.get(section, ())}
                 for section in ("data", "augment", "model", "training", "lr_finder")}
     return {"settings": settings, "data": record.data["data"]["sha256"]["train"], "loader": compute.loader,
@@ -277,30 +277,41 @@ class Learner:
     """What training updates, in one place. `model`, `trainer` and `evaluator` are three handles on one
     set of weights: `model` is the plain module (checkpoints, the LR finder), `trainer` runs training
     steps (compiled, and wrapped in DistributedDataParallel across processes), `evaluator` runs
-    evaluation (compiled, never synchronizing processes)."""
+    evaluation (compiled, never synchronizing processes). With training.ema_decay, `average` holds the
+    moving average of the weights, and `evaluator` runs it instead: the averaged model is the result."""
     model: torch.nn.Module
     trainer: torch.nn.Module
     evaluator: torch.nn.Module
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LRScheduler
     dtype: torch.dtype
+    average: WeightAverage = None
+    average_decay: float = 0.0  # this epoch's: 0 (a copy each step) before training.ema_start_epoch
+
+    @property
+    def result(self):
+        """The model a run evaluates and saves."""
+        return self.average.module if self.average else self.model
 
 
 def create_learner(training, model, max_lr, steps_per_epoch, resumed, compute):
     """Optimizer, one-cycle schedule and the compiled handles on the model; a resumed run's state restored."""
     optimizer = make_optimizer(training, model, max_lr, fused=compute.device.type == "cuda")
     scheduler = make_scheduler(training, optimizer, max_lr, steps_per_epoch)
+    average = WeightAverage(model) if training.ema_decay else None
     if resumed:
-        checkpoint.restore(resumed, model, optimizer, scheduler)
+        checkpoint.restore(resumed, model, optimizer, scheduler, average)
 
     def compiled(net):
         return torch.compile(net, mode=training.compile_mode) if training.compile else net
 
     trainer = evaluator = compiled(model)
+    if average:
+        evaluator = compiled(average.module)
     if compute.world.size > 1:  # gradients sync through DDP; evaluation syncs nothing, so ranks never wait
         device_ids = None if compute.device.type == "cpu" else [compute.device.index]
         trainer = compiled(DistributedDataParallel(model, device_ids=device_ids))
-    return Learner(model, trainer, evaluator, optimizer, scheduler, compute.dtype)
+    return Learner(model, trainer, evaluator, optimizer, scheduler, compute.dtype, average)
 
 
 def compile_learner(learner, loaders, warm_batches, compiled, record):
@@ -347,6 +358,7 @@ def fit(cfg, record, learner, loaders, first_epoch, world):
     record.mark_first_step()
     for epoch in range(first_epoch, epochs + 1):
         loaders.train.next_epoch = epoch  # order and augmentations follow from (seed, epoch)
+        learner.average_decay = training.ema_decay if epoch >= training.ema_start_epoch else 0.0
         progress = f"epoch {epoch}/{epochs}" if world.is_main else None
         profiling = epoch == output.profile_epoch and record.writes
         try:
@@ -389,6 +401,8 @@ def train_epoch(learner, loader, label_smoothing, description, world=World()):
         check.add(labels)
         loss, logits = train_step(model, optimizer, images, labels, dtype, label_smoothing)
         scheduler.step()
+        if learner.average:
+            learner.average.update(learner.average_decay)
         loss_sum += loss * len(labels)
         correct += (logits.argmax(1) == labels).sum()
         first_bad_step = torch.where((first_bad_step < 0) & ~torch.isfinite(loss), step, first_bad_step)

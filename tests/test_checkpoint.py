@@ -52,15 +52,21 @@ def weights(folder):
 
 
 def test_interrupted_run_resumes_to_the_same_weights(synthetic_folder, tmp_path):
-    train.main(run_args(synthetic_folder, tmp_path, "whole"))
+    # With a moving average of the weights from epoch 2, which the checkpoint must carry too.
+    average = ["--training.ema_decay", "0.8", "--training.ema_start_epoch", "2"]
+    train.main(run_args(synthetic_folder, tmp_path, "whole") + average)
+    saved = torch.load(tmp_path / "whole" / "checkpoint.pt")
+    result = weights(tmp_path / "whole")  # model.pt is the average, the model evaluated, not the last weights
+    assert all(torch.equal(result[key], saved["average"][key]) for key in result)
+    assert not all(torch.equal(result[key], saved["model"][key]) for key in result)
 
-    code, stderr = interrupt_after_first_epoch(run_args(synthetic_folder, tmp_path, "cut"), tmp_path / "cut")
+    code, stderr = interrupt_after_first_epoch(run_args(synthetic_folder, tmp_path, "cut") + average, tmp_path / "cut")
     assert code == 130
     assert "resume after epoch 1 with --training.resume" in error_lines(stderr)[-1]
     assert not (tmp_path / "cut" / "model.pt").exists()
     assert len(json.loads((tmp_path / "cut" / "results.json").read_text())["epochs"]) == 1
 
-    record = train.main(run_args(synthetic_folder, tmp_path, "cut") + ["--training.resume", "auto"])
+    record = train.main(run_args(synthetic_folder, tmp_path, "cut") + average + ["--training.resume", "auto"])
     whole = json.loads((tmp_path / "whole" / "results.json").read_text())
     assert [e["epoch"] for e in record["epochs"]] == [1, 2, 3] and record["resumed_after_epoch"] == 1
     assert [e["lr"] for e in record["epochs"]] == [e["lr"] for e in whole["epochs"]]  # one continuous schedule

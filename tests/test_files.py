@@ -35,7 +35,7 @@ def write_checkpoint(folder, size):
     model = model_of(size)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
     scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, 0.1, total_steps=10)
-    checkpoint.save(folder, 1, SimpleNamespace(model=model, optimizer=optimizer, scheduler=scheduler),
+    checkpoint.save(folder, 1, SimpleNamespace(model=model, optimizer=optimizer, scheduler=scheduler, average=None),
                     {"size": size, "max_lr": 0.1})
 
 

@@ -3,7 +3,7 @@ import torch
 
 from fast_cifar.config import declare_train_sections, parse_config
 from fast_cifar.model import ResNet18
-from fast_cifar.optim import make_optimizer, make_scheduler, parameter_groups
+from fast_cifar.optim import WeightAverage, make_optimizer, make_scheduler, parameter_groups
 
 from helpers import REPO
 
@@ -72,3 +72,19 @@ def test_momentum_stays_fixed_without_cycling():
         optimizer.step()
         scheduler.step()
     assert optimizer.param_groups[0]["betas"][0] == 0.9
+
+
+def test_the_weight_average_moves_towards_the_model_without_touching_it():
+    model = ResNet18(width=4)
+    average = WeightAverage(model)
+    start = {key: value.clone() for key, value in model.state_dict().items()}
+    with torch.no_grad():
+        for tensor in model.state_dict().values():
+            tensor.add_(1)  # weights, BatchNorm statistics and batch counts alike
+    average.update(0.75)
+    for key, value in average.module.state_dict().items():
+        expected = start[key] + 1 if not value.is_floating_point() else start[key] + 0.25  # counts are copied
+        assert torch.allclose(value, expected), key
+    assert all(torch.equal(value, start[key] + 1) for key, value in model.state_dict().items())
+    average.update(0.0)  # before training.ema_start_epoch: a copy
+    assert all(torch.equal(value, model.state_dict()[key]) for key, value in average.module.state_dict().items())
