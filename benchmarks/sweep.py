@@ -15,10 +15,12 @@ so a sweep cut short still covers each candidate. A failed run is reported with 
 not stop the others. Run it again to finish or extend a sweep: finished runs are kept, one cut off
 resumes from its checkpoint. Writes NAME.json, NAME.md (per candidate: model, size, FLOPs, last-epoch
 accuracy as mean ± std and range, with TTA, max LR, start-up, training and end-to-end seconds, images/s;
-then each run's start-up by stage) and NAME.png (accuracy against end-to-end seconds, a point per run),
+then each run's start-up by stage) and NAME.png (accuracy against training and against end-to-end seconds,
+a point per run, and with --peers another sweep's candidates as stars on the same axes),
 NAME being the candidates file's name, or "sweep".
 """
 import argparse
+import json
 import os
 import shutil
 import signal
@@ -198,16 +200,35 @@ def startup_table(records):
     return markdown_table(["candidate", "seed", *columns, "compiled graphs from cache / built"], rows)
 
 
-def plot(records, path):
-    figure, axis = plt.subplots(figsize=(7, 4.5))
-    for name, runs in records.items():
-        axis.plot([FIGURES["end to end (s)"](r) for r in runs],
-                  [FIGURES["last-epoch test accuracy (%)"](r) for r in runs], "o", alpha=0.8, label=name)
-    axis.set(xlabel="end to end, process start to results (s)", ylabel="test accuracy at the last epoch (%)",
-             title="Accuracy against time: a point per run")
-    axis.grid(alpha=0.3)
-    axis.legend(fontsize="small")
+def plot(records, path, peers=None):
+    """Last-epoch accuracy against training seconds and against end-to-end seconds, a point per run; and
+    each candidate of `peers` (another sweep's summary: peers.json) as a labelled star at its means."""
+    accuracy = "last-epoch test accuracy (%)"
+    figure, axes = plt.subplots(1, 2, figsize=(13, 5), sharey=True)
+    for axis, seconds in zip(axes, ("training (s)", "end to end (s)")):
+        for name, runs in records.items():
+            axis.plot([FIGURES[seconds](r) for r in runs], [FIGURES[accuracy](r) for r in runs], "o", alpha=0.8,
+                      label=name)
+        for name, row in (peers or {}).items():
+            if row["runs"] and row["figures"][seconds]:
+                point = row["figures"][seconds]["mean"], row["figures"][accuracy]["mean"]
+                axis.plot(*point, "k*", markersize=9)
+                axis.annotate(name, point, textcoords="offset points", xytext=(4, 4), fontsize="small")
+        axis.set(xlabel=f"{seconds.removesuffix(' (s)')}, seconds", title=f"Accuracy against {seconds[:-4]} time")
+        axis.grid(alpha=0.3)
+    axes[0].set_ylabel("test accuracy at the last epoch (%)")
+    axes[1].legend(fontsize="x-small", loc="lower right")
     save_figure(figure, path)
+
+
+def read_peers(path):
+    """Another sweep's candidates, less those whose runs were withdrawn (runs/<name>/WITHDRAWN.md says why)."""
+    try:
+        summary = json.loads(Path(path).read_text())["summary"]
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise UserError(f"--peers {path}: not a sweep's JSON ({type(error).__name__}: {error})") from None
+    return {name: row for name, row in summary.items()
+            if not (Path(path).parent / "runs" / name / "WITHDRAWN.md").exists()}
 
 
 def parse(argv):
@@ -223,6 +244,7 @@ def parse(argv):
     parser.add_argument("--stop-starting-after", type=float, default=0,
                         help="seconds after which no new run starts (0: no limit)")
     parser.add_argument("--report-only", action="store_true", help="rewrite the report; run nothing")
+    parser.add_argument("--peers", help="another sweep's JSON (peers.json): its candidates drawn as stars on the plot")
     parser.add_argument("--fresh-compile-cache", action="store_true",
                         help="torch.compile's caches in OUT/compile_cache, emptied first: with --jobs 1, each "
                              "config's first run starts cold and the next ones find its compiled graphs")
@@ -237,6 +259,7 @@ def parse(argv):
 @exit_on_user_error
 def main(argv=None):
     args, train_flags = parse(sys.argv[1:] if argv is None else argv)
+    peers = read_peers(args.peers) if args.peers else None  # read before any run: a typo costs no runs
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so `finally` stops the runs in flight
     candidates = read_candidates(args.candidates) if args.candidates else \
         configs_as_candidates(args.configs or ["rn18_configs/24ep.yaml"])
@@ -283,7 +306,7 @@ def main(argv=None):
     table = report(summary, f"{machine(first)}; data: {data}", problems)
     write_text(out / f"{stem}.md", f"{table}\nStart-up, process start to the first training step (s):\n\n"
                                    f"{startup_table(records)}")
-    plot(records, out / f"{stem}.png")
+    plot(records, out / f"{stem}.png", peers)
     print(f"{table}\nwrote {out}/{stem}.json, {stem}.md, {stem}.png")
     if failed:
         raise UserError(f"{len(failed)} runs failed ({', '.join(failed)}): see their logs under {out / 'runs'}")

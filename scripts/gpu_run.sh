@@ -21,6 +21,10 @@
 #                                   plain PyTorch, ResNet-9, airbench94 and 96), SEEDS (3) seeds, one run at a
 #                                   time for clean timings, none started after START_UNTIL s (420), all stopped
 #                                   at SECONDS_LIMIT s (560): run it again to go on; ONLY=name,... picks some
+#   bash scripts/gpu_run.sh frontier  benchmarks/sweep.py over benchmarks/frontier_candidates.yaml, PART=1 (the
+#                                   reference and one ingredient each, 16 epochs), 2 (all of them, 8 to 40
+#                                   epochs) or 3 (64 and 80 epochs), each under 8 minutes, SEEDS (1) seeds, into
+#                                   one folder; then SEEDS=3 ONLY=winner,... confirms; peers as stars on the plot
 # Unpack here with: tar xzf <job>.tar.gz -C benchmarks/results/   Extra arguments go to train.py
 # (bench: to benchmarks/run.py). Where ffcv is installed already, it installs nothing from gpu_bundle/wheels
 # and uses what is there: so a CPU machine can dry-run every job at a tiny size (PYTHON=.venv/bin/python, DATA=a written
@@ -73,8 +77,20 @@ peers)
         --candidates benchmarks/peers.yaml --seeds "${SEEDS:-3}" --stop-starting-after "${START_UNTIL:-420}" \
         ${ONLY:+--only "$ONLY"} --data.path "$DATA" --output.checkpoint false "$@" \
         || echo "sweep.py stopped early or a peer failed (exit $?): the finished runs are kept; run the job again to go on" ;;
+frontier)
+    case "${PART:-1}" in
+    1) part=reference,recipe_24,recipe_16,cutout_16,alternating_16,ema_16,norm_lr_16,batch1024_16 ;;
+    2) part=all_8,all_12,all_16,all_24,all_40 ;;
+    3) part=all_64,all_80,reference_80 ;;
+    *) echo "PART must be 1, 2 or 3, not '$PART'" >&2; exit 2 ;;
+    esac
+    timeout --signal=TERM "${SECONDS_LIMIT:-470}" "$PYTHON" benchmarks/sweep.py --out "$RESULTS" \
+        --candidates benchmarks/frontier_candidates.yaml --seeds "${SEEDS:-1}" --only "${ONLY:-$part}" \
+        --stop-starting-after "${START_UNTIL:-400}" --peers benchmarks/results/peers_h200/peers.json \
+        --data.path "$DATA" --output.checkpoint false "$@" \
+        || echo "sweep.py stopped early or a run failed (exit $?): the finished runs are kept; run the job again to go on" ;;
 *)
-    echo "unknown job '$JOB': batch_check, train, profile, bench, seeds, study or peers" >&2; exit 2 ;;
+    echo "unknown job '$JOB': batch_check, train, profile, bench, seeds, study, peers or frontier" >&2; exit 2 ;;
 esac
 tar czf "$OUT/$JOB.tar.gz" --exclude="*.pt" --exclude=".lock" -C "$(dirname "$RESULTS")" "$(basename "$RESULTS")"
 ls -la "$OUT"

@@ -25,6 +25,12 @@ MAY_CHANGE = {
                                 "training.decay_norm_and_bias", "training.anneal_strategy",
                                 "training.cycle_momentum", "training.max_momentum", "training.label_smoothing",
                                 "lr_finder.enabled"},
+    "26ep_resnet18_reference.yaml": {"augment.cutout", "training.epochs", "training.batch_size",
+                                     "training.optimizer", "training.nesterov", "training.lr",
+                                     "training.weight_decay", "training.decay_norm_and_bias", "training.pct_start",
+                                     "training.div_factor", "training.anneal_strategy", "training.cycle_momentum",
+                                     "training.max_momentum", "training.label_smoothing",
+                                     "training.eval_multicrop_tta", "lr_finder.enabled"},
 }
 
 

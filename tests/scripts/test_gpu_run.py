@@ -22,6 +22,9 @@ JOBS = {
     # the device loader, the default on a GPU, spares each run FFCV's JIT compilation
     "seeds": ({"SEEDS": "1", "JOBS": "2"}, [*TINY_RUN, "--data.loader", "device"]),
     "study": ({"SEEDS": "1", "CONFIGS": "rn18_configs/8ep.yaml"}, [*TINY_RUN, "--data.loader", "device"]),
+    # the reference and every ingredient at once: the flags win over a config, a candidate's settings over them
+    "frontier": ({"SEEDS": "1", "ONLY": "reference,all_8"},
+                 [*TINY_RUN, "--data.loader", "device", "--training.epochs", "2"]),
     # the recipe's two rows are the train job's runs: the peers' own scripts and settings here
     "peers": ({"SEEDS": "1", "ONLY": "plain_pytorch,resnet9,airbench94,airbench96"},
               [*TINY_RUN, "--data.loader", "device", "--training.epochs", "2", "--training.batch_size", "32"]),  # ResNet-9 warms up 2+ steps
@@ -49,7 +52,7 @@ def test_every_job_runs_and_packs_its_results(job, synthetic_folder, tmp_path):
         names = archive.getnames()
     expected = {"batch_check": "batch_check.json", "train": "24ep_device/results.json",
                 "profile": "profile/kernels.md", "bench": "results.json", "seeds": "recipe_candidates.json",
-                "study": "sweep.json", "peers": "peers.json"}[job]
+                "study": "sweep.json", "peers": "peers.json", "frontier": "frontier_candidates.png"}[job]
     assert f"{job}/{expected}" in names, names
     assert not [name for name in names if name.endswith(".pt")]  # weights stay behind: the archive must travel
     results = tmp_path / "results" / job
@@ -68,6 +71,11 @@ def test_every_job_runs_and_packs_its_results(job, synthetic_folder, tmp_path):
             (split, transfer) for split in ("train", "test") for transfer in ("async", "waiting")}
         assert all(row["correct"] == row["expected"] == row["batches"] > 0 for row in check["rows"])
         assert check["evaluation"]["equal"] and check["device"]["type"] == "cpu"
+    if job == "frontier":  # both ran to their own epochs, with their ingredients, and the TTA apart
+        for name, epochs in (("reference", 2), ("all_8", 8)):
+            record = json.loads((results / "runs" / name / "seed0" / "results.json").read_text())
+            assert record["finished"] and len(record["epochs"]) == epochs
+            assert "test_accuracy_multicrop_tta" in record["last"] and record["config"]["augment"]["cutout"] == 12
     if job == "study":  # the flags given win over the config's 8 epochs
         record = json.loads((results / "runs" / "8ep" / "seed0" / "results.json").read_text())
         assert record["finished"] and len(record["epochs"]) == 1
