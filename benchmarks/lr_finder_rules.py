@@ -33,7 +33,8 @@ from fast_cifar.lr_finder import past_the_valley, valley_start
 from fast_cifar.report import markdown_table, mean_std, read_run, spread
 
 # Settings that act only after the sweep: runs differing in these alone share their seed's sweep.
-AFTER_THE_SWEEP = {"training": ("epochs", "lr", "pct_start", "seed", "resume"), "output": None,
+AFTER_THE_SWEEP = {"training": ("epochs", "lr", "pct_start", "seed", "resume", "ema_decay", "ema_start_epoch",
+                                "eval_flip_tta", "eval_multicrop_tta"), "output": None,
                    "lr_finder": ("enabled", "anchor", "multiplier", "divisor"), "data": ("path",)}
 
 
