@@ -4,17 +4,16 @@ The draw: a sample's random crop (a shift of up to `CROP_PADDING` pixels each wa
 the data set's mean colour), horizontal flip and cutout square (optional, filled with the mean colour too)
 are a function of (seed, epoch, sample index) alone, `draw_crops`, hashed with splitmix64, so no random
 state, thread or batch composition can change them.
-The executors: `CropAndFlip`, an FFCV operation on the loader's CPU threads (numba), and `crop_and_flip`,
-one gather on the device for `DeviceLoader`. Both ask `draw_crops` for the same numbers, and both loaders
-visit the samples in the same order, so a seed gives bit-identical batches on either loader.
+The executors: `crop_and_flip_images`, a numba kernel that ffcv_pipeline.py's `CropAndFlip` runs on
+FFCV's CPU threads, and `crop_and_flip`, one gather on the device for `DeviceLoader`. Both ask
+`draw_crops` for the same numbers, and both loaders visit the samples in the same order, so a seed gives
+bit-identical batches on either loader.
 """
 import dataclasses
 
 import numba
 import numpy as np
 import torch
-from ffcv.pipeline.allocation_query import AllocationQuery
-from ffcv.pipeline.operation import Operation
 
 CROP_PADDING = 4
 SHIFTS = 2 * CROP_PADDING + 1  # -4..4 on each axis
@@ -95,7 +94,7 @@ def multiply_shift(bits, choices, width):
 
 
 @numba.njit(parallel=True, nogil=True, cache=True)
-def _crop_and_flip_images(images, out, dy, dx, flip, cy, cx, cutout, fill):
+def crop_and_flip_images(images, out, dy, dx, flip, cy, cx, cutout, fill):
     """Output pixel (r, c) is input pixel (r + dy, c' + dx), c' = c or its mirror, or `fill` outside the image
     and inside the cutout square."""
     count, height, width, channels = images.shape
@@ -111,41 +110,13 @@ def _crop_and_flip_images(images, out, dy, dx, flip, cy, cx, cutout, fill):
                     out[i, r, c, k] = images[i, source_row, source_col, k] if inside else fill[k]
 
 
-class CropAndFlip(Operation):
-    """The FFCV executor: crops and flips a decoded uint8 NHWC batch as `draw_crops` says.
-
-    Why not FFCV's RandomTranslate and RandomHorizontalFlip: they draw from numba's per-thread
-    random states, which the loader's seed never sets. Why a Python step around a numba kernel
-    rather than a step inside FFCV's compiled stage: the draw needs the epoch, which compiled FFCV code
-    cannot see; `EpochLoader` sets `epoch` before each pass. The kernel is numba's, cached on disk.
-    """
-
-    def __init__(self, fill, seed, augmentation=Augmentation()):
-        super().__init__()
-        self.fill, self.seed, self.augmentation = np.array(fill, dtype=np.uint8), seed, augmentation
-        self.epoch = 0
-
-    def generate_code(self):
-        def crop_and_flip_batch(images, out, indices):
-            c = draw_crops(self.seed, self.epoch, indices, self.augmentation, images.shape[1])
-            out = out[:len(images)]
-            _crop_and_flip_images(images, out, c.dy, c.dx, c.flip, c.cy, c.cx, c.cutout, self.fill)
-            return out
-
-        crop_and_flip_batch.with_indices = True
-        return crop_and_flip_batch
-
-    def declare_state_and_memory(self, previous_state):
-        return (dataclasses.replace(previous_state, jit_mode=False),
-                AllocationQuery(previous_state.shape, previous_state.dtype))
-
-
 def crop_and_flip(padded, index, crops, fill):
     """The device executor: images `index` of a batch padded by CROP_PADDING, cropped and flipped by `crops`
     (device tensors), as one gather, then the cutout squares set to `fill`.
 
     Output pixel (r, c) is padded pixel (pad + dy + r, pad + dx + c), or column (pad + dx + 31 - c) when
-    flipped: what `CropAndFlip` computes, since padding with the fill colour is what falls outside the image.
+    flipped: what `crop_and_flip_images` computes, since padding with the fill colour is what falls outside
+    the image.
     """
     size = padded.shape[1] - 2 * CROP_PADDING
     steps = torch.arange(size, device=padded.device)

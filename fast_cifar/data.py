@@ -2,14 +2,13 @@
 
 Two loaders make the same kind of batch (`--data.loader`; auto picks device on a GPU, ffcv on a CPU):
 
-ffcv: FFCV's Loader (`EpochLoader`). Per batch, on the CPU, in numba threads:
-    decode raw uint8 HWC -> random crop (pad 4, crop back to 32x32) and random flip, drawn from
-    (seed, epoch, sample index) (`augment.CropAndFlip`)
-then, as torch ops:
-    to tensor -> to the device, waiting for the copy -> channels-last NCHW view -> normalize into the
-    compute dtype (`Normalize`).
+ffcv: FFCV's Loader as ffcv_pipeline.py builds it (`EpochLoader`). Per batch, on the CPU, in numba
+    threads: decode raw uint8 HWC -> random crop (pad 4, crop back to 32x32), flip and cutout, drawn
+    from (seed, epoch, sample index) (`augment.draw_crops`); then, as torch ops: to tensor -> to the
+    device, waiting for the copy -> channels-last NCHW view -> normalize into the compute dtype
+    (`Normalize`). Imported only when used: ffcv's import takes seconds.
 device: `DeviceLoader` reads the split once into device memory as uint8 and does the
-    same crop, flip and normalization there, batched, with no per-step host work.
+    same crop, flip, cutout and normalization there, batched, with no per-step host work.
 
 Both visit the samples in the same order and draw the same crops and flips: a seed gives the same
 batches on either. `SampleCheck` proves, every epoch, that a loader delivered its order's samples.
@@ -18,39 +17,25 @@ benchmarks/ measures against, is benchmarks/plain_pytorch.py's.)
 """
 import dataclasses
 
-import numba
 import numpy as np
 import torch
-from ffcv.fields.decoders import IntDecoder, SimpleRGBImageDecoder
-from ffcv.loader import Loader, OrderOption
-from ffcv.pipeline.operation import Operation
-from ffcv.transforms import Squeeze, ToDevice, ToTensor, ToTorchImage
-
 from torch.utils.data import DistributedSampler
 
-from fast_cifar import TORCH_THREADS
-from fast_cifar.augment import Augmentation, CropAndFlip, Crops, crop_and_flip, draw_crops, pad_with
-from fast_cifar.beton import read_labels, read_split
+from fast_cifar.augment import Augmentation, Crops, crop_and_flip, draw_crops, pad_with
+from fast_cifar.beton import read_split
 from fast_cifar.errors import WrongSamples
 
-torch.set_num_threads(TORCH_THREADS)  # importing ffcv set it to 1: see fast_cifar/__init__.py
 
-
-class Normalize(Operation):
+class Normalize:
     """uint8 pixels to (x - mean) / std in the compute dtype, as one lookup per pixel: the last step of
-    FFCV's pipelines (after the transfer, so uint8 travels, 4x fewer bytes) and of `DeviceLoader`'s.
-
-    Why not FFCV's own NormalizeImage: on a GPU it needs cupy, it writes float16 or float32 only,
-    never bf16, and as a compiled step it cannot follow `CropAndFlip` (FFCV 1.0.2's stage grouping
-    loops forever on a compiled step after a Python one). This one runs on any device and writes
-    the compute dtype directly.
+    FFCV's pipelines (ffcv_pipeline.py's `NormalizeStep`: after the transfer, so uint8 travels, 4x fewer
+    bytes) and of `DeviceLoader`'s. It runs on any device and writes the compute dtype directly.
 
     The table holds the 256 possible values of each channel, computed in float64,
     so the result is exact and matches FFCV's own NormalizeImage bit for bit.
     """
 
     def __init__(self, mean, std, dtype, device):
-        super().__init__()
         table = (torch.arange(256, dtype=torch.float64)[:, None] - torch.tensor(mean, dtype=torch.float64)) \
             / torch.tensor(std, dtype=torch.float64)
         self.table = table.to(device=device, dtype=dtype)  # (256, 3)
@@ -61,12 +46,6 @@ class Normalize(Operation):
         normalized = self.table[images.permute(0, 2, 3, 1).long(), self.channels].permute(0, 3, 1, 2)
         return normalized if images.is_contiguous(memory_format=torch.channels_last) else normalized.contiguous()
 
-    def generate_code(self):
-        return lambda images, _: self(images)
-
-    def declare_state_and_memory(self, previous_state):
-        return dataclasses.replace(previous_state, jit_mode=False, dtype=self.table.dtype), None
-
 
 @dataclasses.dataclass(frozen=True)
 class Batches:
@@ -75,7 +54,7 @@ class Batches:
     device: torch.device
     dtype: torch.dtype = torch.float32
     channels_last: bool = True
-    async_copy: bool = False  # FFCV's own asynchronous transfer, unsafe on a fast GPU (see image_pipeline):
+    async_copy: bool = False  # FFCV's own asynchronous transfer, unsafe on a fast GPU (ffcv_pipeline.py):
     #                           only for the benchmarks that show the fault and price the wait that replaced it
 
 
@@ -89,27 +68,6 @@ class Sampling:
     subset: int = 0
     shard: tuple = (0, 1)
     augmentation: Augmentation = Augmentation()
-
-
-def image_pipeline(info, batches, sampling):
-    """FFCV's image pipeline: decode, crop, flip and cutout (when `sampling.train`), then uint8 to the device and `Normalize` there.
-
-    The transfer waits for its copy (unless `batches.async_copy`): FFCV writes each batch into one of a
-    few pinned host buffers and only makes the GPU, not its own CPU threads, wait before reusing one,
-    so with a GPU running batches behind, an asynchronous copy can read a buffer already refilled with
-    a later batch. The wait runs in FFCV's loader thread, not in the training loop.
-    """
-    pipeline = [SimpleRGBImageDecoder()]
-    if sampling.train:  # the mean colour fills the gap and the cutout: zero once normalized
-        pipeline.append(CropAndFlip(info.fill, sampling.seed, sampling.augmentation))
-    return pipeline + [ToTensor(), ToDevice(batches.device, batches.async_copy),
-                       ToTorchImage(channels_last=batches.channels_last),
-                       Normalize(info.mean, info.std, batches.dtype, batches.device)]
-
-
-def label_pipeline(batches):
-    """Labels as int64 on the device; the transfer waits for its copy, as in `image_pipeline`."""
-    return [IntDecoder(), ToTensor(), ToDevice(batches.device, batches.async_copy), Squeeze(1)]
 
 
 def subset_indices(records, subset):
@@ -139,7 +97,8 @@ def shuffled_positions(count, seed, epoch, shard=(0, 1)):
 
 def make_loader(info, split, batches, sampling, kind="ffcv", threads=-1):
     """A loader over one split: shuffled, augmented, last partial batch dropped when `sampling.train`.
-    `kind` is "ffcv" (`EpochLoader`, `threads` of them; -1: all cores) or "device" (`DeviceLoader`).
+    `kind` is "ffcv" (ffcv_pipeline.py's `EpochLoader`, `threads` of them; -1: all cores) or "device"
+    (`DeviceLoader`).
 
     With several ranks each reads its own shard: a fixed rank-strided slice of the
     test split, and a new slice of each epoch's shuffled order of the train split.
@@ -151,19 +110,8 @@ def make_loader(info, split, batches, sampling, kind="ffcv", threads=-1):
         sampling = dataclasses.replace(sampling, shard=(0, 1))  # the test shard is taken here, once
     if kind == "device":
         return DeviceLoader(info, split, batches, sampling, indices)
-    return EpochLoader(
-        info.path(split),
-        batches.device,
-        batch_size=batches.size,
-        num_workers=min(threads, numba.config.NUMBA_NUM_THREADS),  # numba refuses more threads than cores
-        order=OrderOption.RANDOM if train else OrderOption.SEQUENTIAL,
-        drop_last=train,
-        seed=sampling.seed,
-        indices=indices,
-        distributed=train and ranks > 1,  # FFCV shards with torch's DistributedSampler
-        pipelines={"image": image_pipeline(info, batches, sampling),
-                   "label": label_pipeline(batches)},
-    )
+    from fast_cifar.ffcv_pipeline import make_ffcv_loader  # ffcv's import costs seconds: only when used
+    return make_ffcv_loader(info, split, batches, sampling, indices, threads)
 
 
 def shard_size(loader):
@@ -175,26 +123,6 @@ def shard_size(loader):
 def last_batch_size(loader):
     """The size of an epoch's last batch: evaluation compiles for it as well as for full batches."""
     return shard_size(loader) - (len(loader) - 1) * loader.batch_size
-
-
-class EpochLoader(Loader):
-    """FFCV's Loader, plus two things it does not do by itself: it tells `CropAndFlip` which epoch each
-    pass serves, and it says which labels that pass should deliver (`expected_labels`, for `SampleCheck`)."""
-
-    def __init__(self, path, device, **loader_args):
-        super().__init__(str(path), **loader_args)
-        self.device, self.split_labels = device, read_labels(path)
-        self.augmentations = [operation for spec in self.pipeline_specs.values() for operation in spec.transforms
-                              if isinstance(operation, CropAndFlip)]
-
-    def expected_labels(self):
-        """The labels of the next pass, in the order FFCV will read its samples."""
-        return self.split_labels[self.next_traversal_order()[:len(self) * self.batch_size]]
-
-    def __iter__(self):
-        for augmentation in self.augmentations:
-            augmentation.epoch = self.next_epoch
-        return super().__iter__()
 
 
 class SampleCheck:

@@ -3,8 +3,8 @@ alternating flip alternates; and the two executors, FFCV's and the device's, agr
 import numpy as np
 import torch
 
-from fast_cifar.augment import CHOICES, CROP_PADDING, SHIFTS, Augmentation, Crops, crop_and_flip, draw_crops, \
-    pad_with, _crop_and_flip_images
+from fast_cifar.augment import CHOICES, CROP_PADDING, SHIFTS, Augmentation, Crops, crop_and_flip, \
+    crop_and_flip_images, draw_crops, pad_with
 
 
 def chi_square(observed):
@@ -88,7 +88,7 @@ def test_the_two_executors_crop_flip_and_cut_out_alike():
     for augmentation in (Augmentation(), Augmentation(flip="alternating", cutout=12)):
         crops = draw_crops(seed=5, epoch=1, indices=np.arange(300), augmentation=augmentation)
         by_ffcv = np.empty_like(images)
-        _crop_and_flip_images(images, by_ffcv, crops.dy, crops.dx, crops.flip, crops.cy, crops.cx, crops.cutout,
+        crop_and_flip_images(images, by_ffcv, crops.dy, crops.dx, crops.flip, crops.cy, crops.cx, crops.cutout,
                               fill)
         padded = pad_with(torch.from_numpy(images), torch.from_numpy(fill))
         on_device = crop_and_flip(padded, torch.arange(300), Crops(

@@ -15,7 +15,7 @@ from ffcv.types import HeaderType
 from ffcv.writer import DatasetWriter
 
 from fast_cifar import beton
-from fast_cifar.beton import INFO_FILE, channel_stats, load_dataset_info, read_split, write_dataset
+from fast_cifar.beton import INFO_FILE, channel_stats, load_dataset_info, read_beton, read_split, write_dataset
 from fast_cifar.errors import UserError
 from fast_cifar.files import atomic_path, remove_stale_temporaries, sha256
 from fast_cifar.sources import Split, make_synthetic
@@ -50,6 +50,18 @@ def test_read_split_returns_the_written_pixels(synthetic_folder):
     assert np.array_equal(images, expected.images) and np.array_equal(labels, expected.labels)
     subset = np.array([3, 7, 150])
     assert np.array_equal(read_split(synthetic_folder / "test.beton", subset)[0], expected.images[subset])
+
+
+def test_the_numpy_reader_reads_what_ffcvs_reader_reads(synthetic_folder):
+    from ffcv.reader import Reader
+
+    for split in ("train", "test"):
+        path = synthetic_folder / f"{split}.beton"
+        ours, theirs = read_beton(path), Reader(str(path))
+        assert ours.num_samples == theirs.num_samples and ours.allocated == len(theirs.alloc_table)
+        assert ours.metadata.dtype.itemsize == theirs.metadata.dtype.itemsize
+        for index, name in enumerate(theirs.field_names):
+            assert np.array_equal(ours.metadata[name], theirs.metadata[f"f{index}"]), name
 
 
 def test_channel_stats_match_numpy():

@@ -10,11 +10,11 @@ import pytest
 from ffcv.fields.decoders import SimpleRGBImageDecoder
 from ffcv.transforms import NormalizeImage, ToDevice, ToTensor, ToTorchImage
 
-from fast_cifar.augment import CROP_PADDING
+from fast_cifar.augment import CROP_PADDING, Augmentation
 from fast_cifar.beton import load_dataset_info
-from fast_cifar.augment import Augmentation
-from fast_cifar.data import (Batches, Normalize, SampleCheck, Sampling, image_pipeline, label_pipeline,
-                              last_batch_size, make_loader, shard_size, shuffled_positions, subset_indices)
+from fast_cifar.data import (Batches, Normalize, SampleCheck, Sampling, last_batch_size, make_loader, shard_size,
+                              shuffled_positions, subset_indices)
+from fast_cifar.ffcv_pipeline import image_pipeline, label_pipeline
 from fast_cifar.errors import WrongSamples
 from fast_cifar.sources import make_synthetic
 
@@ -220,7 +220,7 @@ def test_normalize_keeps_the_layout_it_is_given():
 @pytest.mark.slow
 def test_importing_the_package_keeps_torchs_thread_count():
     # ffcv's import sets torch to one CPU thread; fast_cifar puts the default back.
-    code = ("import torch; n = torch.get_num_threads(); import fast_cifar.data; "
+    code = ("import torch; n = torch.get_num_threads(); import fast_cifar.ffcv_pipeline; "
             "assert torch.get_num_threads() == n, (n, torch.get_num_threads())")
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
 
