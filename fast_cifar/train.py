@@ -594,6 +594,8 @@ def train_step(model, optimizer, images, labels, dtype, label_smoothing=0.0):
 
 def endless(loader):
     """Batches from epoch after epoch; closing this generator stops the epoch in progress."""
+    if len(loader) == 0:  # else it would pass over empty epochs forever
+        raise UserError(f"the loader holds no full batch of {loader.batch_size} images: use a smaller batch")
     while True:
         yield from loader
 

@@ -1,10 +1,14 @@
 """The benchmark commands at a tiny size, so they cannot rot (they measure nothing here)."""
+import importlib
 import json
 import signal
 
 import pytest
 
-from helpers import run_script
+from fast_cifar.beton import write_dataset
+from fast_cifar.sources import make_synthetic
+
+from helpers import REPO, run_script
 
 pytestmark = pytest.mark.slow  # benchmarks/run.py compiles its rows
 
@@ -44,3 +48,26 @@ def test_import_time_writes_each_modules_seconds(tmp_path):
     record = json.loads((tmp_path / "imports.json").read_text())
     assert set(record["median_seconds"]) == {"torch", "ffcv", "fast_cifar.data", "fast_cifar.train"}
     assert all(seconds > 0 for seconds in record["median_seconds"].values())
+
+
+def test_the_speed_candidates_run(tmp_path, monkeypatch):
+    # The foreach optimizer and batch 1024 rows, uncompiled so that a CPU runs them in seconds (what they
+    # measure is the GPU's: scripts/gpu_run.sh bench), on a set with a full batch of 1024.
+    write_dataset(make_synthetic(1024, 100), tmp_path / "data", "synthetic", num_workers=2)
+    monkeypatch.syspath_prepend(str(REPO / "benchmarks"))
+    run = importlib.import_module("run")
+    speed_rows = ["fused=False", "batch_size=1024"]
+    for name in speed_rows:
+        monkeypatch.setitem(run.TRAINING_ROWS, name, run.TRAINING_ROWS[name] | {"compile": "off"})
+    args = ["--out", str(tmp_path / "out"), "--rows", ",".join(speed_rows), "--warmup_steps", "1", "--timed_steps",
+            "1", "--model.width", "4", "--training.batch_size", "16", "--data.loader_threads", "2"]
+    results = run.main([*args, "--data.path", str(tmp_path / "data")])
+    rows = {row["name"]: row for row in results["training"]}
+    assert rows["fused=False"]["fused"] is False and rows["fused=False"]["batch_size"] == 16
+    assert rows["batch_size=1024"]["batch_size"] == 1024 and rows["batch_size=1024"]["images_per_second"] > 0
+
+    # a batch larger than the split is one line, not an endless pass over empty epochs
+    write_dataset(make_synthetic(512, 100), tmp_path / "small", "synthetic", num_workers=2)
+    with pytest.raises(SystemExit) as stopped:
+        run.main([*args, "--data.path", str(tmp_path / "small")])
+    assert stopped.value.code == 2
