@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import torch
+
 REPO = Path(__file__).resolve().parents[1]
 # train.py's flags for a run of seconds on the CPU: tiny width, one epoch, no compile, a short LR finder.
 TINY_RUN = ["--model.width", "4", "--training.batch_size", "64", "--training.test_batch_size", "100",
@@ -39,6 +41,12 @@ def run_main(script, *args):
         except SystemExit as exit:
             code = exit.code if isinstance(exit.code, int) else 1
     return subprocess.CompletedProcess([script, *args], code, stdout.getvalue(), stderr.getvalue())
+
+
+def all_batches(loader):
+    """Every batch of one pass, concatenated: (images, labels)."""
+    images, labels = zip(*[(x.clone(), y.clone()) for x, y in loader])
+    return torch.cat(images), torch.cat(labels)
 
 
 class RunsCode:

@@ -1,44 +1,25 @@
-import itertools
-import subprocess
-import sys
-
+"""data.py: both loaders (FFCV's through make_loader, the device loader), the order, normalization and the
+epoch's sample check. FFCV's pipeline on its own: test_ffcv_pipeline.py."""
 import numpy as np
-import torch
-from ffcv.loader import Loader, OrderOption
-
 import pytest
-from ffcv.fields.decoders import SimpleRGBImageDecoder
-from ffcv.transforms import NormalizeImage, ToDevice, ToTensor, ToTorchImage
+import torch
 
-from fast_cifar.augment import CROP_PADDING, Augmentation
+from fast_cifar.augment import Augmentation
 from fast_cifar.beton import load_dataset_info
 from fast_cifar.data import (Batches, Normalize, SampleCheck, Sampling, last_batch_size, make_loader, shard_size,
                               shuffled_positions, subset_indices)
-from fast_cifar.ffcv_pipeline import image_pipeline, label_pipeline
 from fast_cifar.errors import WrongSamples
 from fast_cifar.sources import make_synthetic
 
-from helpers import FaultyLoader
+from helpers import FaultyLoader, all_batches
 
 CPU = torch.device("cpu")
-
-
-def sequential_loader(info, augment, pipeline=None):
-    """The train pipeline (augment=True) or the test one, or `pipeline`, over the test split in file order."""
-    pipeline = pipeline or image_pipeline(info, Batches(100, CPU), Sampling(train=augment))
-    return Loader(str(info.path("test")), batch_size=100, num_workers=2, order=OrderOption.SEQUENTIAL,
-                  drop_last=False, pipelines={"image": pipeline, "label": label_pipeline(Batches(100, CPU))})
 
 
 def loader(info, split, size=64, dtype=torch.float32, kind="ffcv", **sampling):
     """make_loader on the CPU, training (shuffled, augmented) on the train split."""
     return make_loader(info, split, Batches(size, CPU, dtype), Sampling(train=split == "train", **sampling), kind,
                        threads=2)
-
-
-def all_batches(loader):
-    images, labels = zip(*[(x.clone(), y.clone()) for x, y in loader])
-    return torch.cat(images), torch.cat(labels)
 
 
 def test_train_loader_batches(synthetic_folder):
@@ -72,36 +53,6 @@ def test_subset_is_fixed_random_and_sorted():
     assert subset_indices(1000, 0) is None and subset_indices(50, 100) is None
 
 
-def find_transform(augmented, plain, fill):
-    """The (flip, dy, dx) under which `augmented` is `plain` translated and mirrored, or None."""
-    size = plain.shape[-1]
-    for flip, dy, dx in itertools.product((False, True), *[range(-CROP_PADDING, CROP_PADDING + 1)] * 2):
-        candidate = augmented.flip(-1) if flip else augmented
-        expected = fill.expand_as(plain).clone()
-        rows, cols = slice(max(0, -dy), min(size, size - dy)), slice(max(0, -dx), min(size, size - dx))
-        source_rows, source_cols = slice(max(0, dy), min(size, size + dy)), slice(max(0, dx), min(size, size + dx))
-        expected[:, rows, cols] = plain[:, source_rows, source_cols]
-        if torch.allclose(candidate, expected, atol=1e-5):
-            return flip, dy, dx
-    return None
-
-
-def test_augmentation_is_a_random_translate_and_flip(synthetic_folder):
-    info = load_dataset_info(synthetic_folder)
-    plain, labels = all_batches(sequential_loader(info, augment=False))
-    augmented, augmented_labels = all_batches(sequential_loader(info, augment=True))
-    assert torch.equal(labels, augmented_labels)
-    # the padding colour is the data set's mean, rounded to a pixel value, then normalized
-    mean, std = torch.tensor(info.mean), torch.tensor(info.std)
-    fill = ((mean.round() - mean) / std).view(3, 1, 1)
-    transforms = [find_transform(a, p, fill) for a, p in zip(augmented, plain)]
-    assert None not in transforms  # every image is exactly one of the 162 crops and flips
-    flips = np.mean([t[0] for t in transforms])
-    shifted = np.mean([(t[1], t[2]) != (0, 0) for t in transforms])
-    assert 0.3 < flips < 0.7 and shifted > 0.8
-    assert len({t[1:] for t in transforms}) > 20  # many different offsets
-
-
 def in_sample_order(loader, epoch, seed):
     """One epoch of a shuffled loader, put back in sample order (FFCV draws the order from seed + epoch)."""
     loader.next_epoch = epoch
@@ -120,29 +71,6 @@ def test_crops_and_flips_follow_from_the_seed_and_change_every_epoch(synthetic_f
     changed = (epoch_0 != epoch_1).flatten(1).any(1).float().mean()
     assert changed > 0.8  # nearly every image is cropped or flipped anew
     assert not torch.equal(in_sample_order(other, 0, 4), epoch_0)
-
-
-def test_normalize_matches_ffcvs_normalize_image(synthetic_folder):
-    # Normalize runs after the transfer, on the device, in the compute dtype; FFCV's NormalizeImage, on
-    # the CPU before it, gives the same float32 values.
-    info = load_dataset_info(synthetic_folder)
-    ours, labels = all_batches(sequential_loader(info, False))
-    ffcv_pipeline = [SimpleRGBImageDecoder(), NormalizeImage(np.array(info.mean), np.array(info.std), np.float32),
-                     ToTensor(), ToDevice(CPU), ToTorchImage()]
-    theirs, their_labels = all_batches(sequential_loader(info, False, ffcv_pipeline))
-    assert torch.equal(ours, theirs) and torch.equal(labels, their_labels)
-    assert next(iter(sequential_loader(info, False)))[0].is_contiguous(memory_format=torch.channels_last)
-
-
-def test_the_transfer_waits_for_its_copy(synthetic_folder):
-    # FFCV refills its pinned host buffers without waiting for the GPU: an asynchronous copy out of one
-    # can read a later batch. Every transfer in the kit's pipelines must wait for its copy.
-    info = load_dataset_info(synthetic_folder)
-    for train in (True, False):
-        loader = make_loader(info, "train" if train else "test", Batches(64, CPU), Sampling(train), "ffcv", 2)
-        transfers = [op for spec in loader.pipeline_specs.values() for op in spec.transforms
-                     if isinstance(op, ToDevice)]
-        assert len(transfers) == 2 and not any(op.non_blocking for op in transfers)
 
 
 def test_loaders_report_their_last_batch(synthetic_folder):
@@ -215,14 +143,6 @@ def test_normalize_keeps_the_layout_it_is_given():
     out = normalize(images)
     assert out.is_contiguous(memory_format=torch.channels_last) and torch.equal(out, expected.float())
     assert normalize(images.contiguous()).is_contiguous()
-
-
-@pytest.mark.slow
-def test_importing_the_package_keeps_torchs_thread_count():
-    # ffcv's import sets torch to one CPU thread; fast_cifar puts the default back.
-    code = ("import torch; n = torch.get_num_threads(); import fast_cifar.ffcv_pipeline; "
-            "assert torch.get_num_threads() == n, (n, torch.get_num_threads())")
-    assert subprocess.run([sys.executable, "-c", code]).returncode == 0
 
 
 # --- the check every epoch makes --------------------------------------------------------------------
