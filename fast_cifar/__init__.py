@@ -1,15 +1,16 @@
 """fast_cifar: train ResNet-18 on CIFAR-10 as fast as the hardware allows, and see where the time goes.
 
 One file per concern: sources.py and beton.py (data set to .beton), data.py (the
-loaders; ffcv_pipeline.py, FFCV's), augment.py (crop, flip, cutout), model.py (ResNet-18, ResNet-9), lr_finder.py, optim.py (optimizer and
-schedule), train.py (the run), results.py (the run's record), run_folder.py (its
-folder), checkpoint.py (resuming), distributed.py (torchrun), config.py (every setting).
+loaders; ffcv_pipeline.py, FFCV's), augment.py (crop, flip, cutout), model.py
+(ResNet-18, ResNet-9), lr_finder.py, optim.py (optimizer, schedule, weight average),
+train.py (the run), results.py (the run's record), run_folder.py (its folder),
+checkpoint.py (resuming), distributed.py (torchrun), config.py (every setting).
 """
 import torch as _torch
 
 # Importing ffcv sets torch's CPU thread count to 1 (its loaders later set it to their worker count).
-# The count is kept here, before any ffcv import, and ffcv_pipeline.py puts it back after its own, so that a run
-# that never builds an FFCV loader (--data.loader device) keeps all its threads. Tools that never touch
+# The count is kept here, before any ffcv import, and ffcv_pipeline.py puts it back after its own, so
+# that a run that never builds an FFCV loader (--data.loader device) keeps all its threads. Tools that never touch
 # ffcv (sweep.py, compare.py) do not pay for importing it.
 TORCH_THREADS = _torch.get_num_threads()
 

@@ -215,7 +215,8 @@ def declare_train_sections(config):
         overwrite=Param(Boolean(), "replace the results of an earlier run in the same folder", default=False),
         checkpoint=Param(Boolean(), "checkpoint.pt after every epoch, to resume from (model.pt, the result, "
                          "is written either way)", default=True),
-        profile_epoch=Param(NON_NEGATIVE_INT, "profile this epoch's training into profile.txt and kernels.md (0: none)", default=0),
+        profile_epoch=Param(NON_NEGATIVE_INT, "profile this epoch's training into profile.txt and kernels.md "
+                            "(0: none)", default=0),
     )
 
 

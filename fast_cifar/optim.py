@@ -23,7 +23,8 @@ def parameter_groups(model, training):
     norm = {id(p) for module in model.modules() if isinstance(module, NORMALIZATION_LAYERS)
             for p in module.parameters(recurse=False)}
     bias = {id(p) for name, p in model.named_parameters() if name.endswith("bias")} - norm
-    decay, free = training.weight_decay, 0.0 if not training.decay_norm_and_bias else training.weight_decay
+    decay = training.weight_decay
+    free = decay if training.decay_norm_and_bias else 0.0  # the decay of normalization parameters and biases
     params = list(model.parameters())
     groups = [{"params": [p for p in params if id(p) not in norm | bias], "weight_decay": decay, "lr_scale": 1.0},
               {"params": [p for p in params if id(p) in bias], "weight_decay": free, "lr_scale": 1.0},

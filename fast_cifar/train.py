@@ -264,7 +264,8 @@ def sweep_inputs(cfg, compute, record):
     config = as_dict(cfg)
     unused = {"training": ("epochs", "lr", "pct_start", "div_factor", "final_div_factor", "anneal_strategy",
                            "cycle_momentum", "base_momentum", "test_batch_size", "compile", "compile_mode",
-                           "eval_flip_tta", "eval_multicrop_tta", "ema_decay", "ema_start_epoch", "resume"), "lr_finder": ("cache",), "data": ("path", "test_subset")}
+                           "eval_flip_tta", "eval_multicrop_tta", "ema_decay", "ema_start_epoch", "resume"),
+              "lr_finder": ("cache",), "data": ("path", "test_subset")}
     settings = {section: {key: value for key, value in config[section].items() if key not in unused.get(section, ())}
                 for section in ("data", "augment", "model", "training", "lr_finder")}
     return {"settings": settings, "data": record.data["data"]["sha256"]["train"], "loader": compute.loader,
@@ -417,7 +418,7 @@ def evaluate(model, loader, dtype, label_smoothing, tta=(), world=World()):
     """Test loss and accuracy, how many test samples `SampleCheck` found to be the split, each once, and the
     accuracy under each test-time augmentation named in `tta`: "flip" (the image and its mirror) and
     "multicrop" (those two, each also moved one pixel up-left and one down-right: six views, their logits
-    averaged, as airbench's level 2)."""
+    summed, which ranks the classes as their mean does; after airbench's level 2)."""
     model.eval()
     check = SampleCheck(loader)
     loss_sum = correct = 0

@@ -38,7 +38,8 @@ def test_run_writes_every_row_table_and_plots(synthetic_folder, tmp_path):
 
 
 def test_run_refuses_an_unknown_row(synthetic_folder, tmp_path):
-    result = run_script("benchmarks/run.py", "--out", tmp_path, "--data.path", synthetic_folder, "--rows", "recipe,turbo")
+    result = run_script("benchmarks/run.py", "--out", tmp_path, "--data.path", synthetic_folder,
+                        "--rows", "recipe,turbo")
     assert result.returncode == 2 and "unknown rows: turbo" in result.stderr
 
 
