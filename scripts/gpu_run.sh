@@ -23,8 +23,9 @@
 #                                   at SECONDS_LIMIT s (560): run it again to go on; ONLY=name,... picks some
 #   bash scripts/gpu_run.sh frontier  benchmarks/sweep.py over benchmarks/frontier_candidates.yaml, PART=1 (the
 #                                   reference and one ingredient each, 16 epochs), 2 (all of them, 8 to 40
-#                                   epochs) or 3 (64 and 80 epochs), each under 8 minutes, SEEDS (1) seeds, into
-#                                   one folder; then SEEDS=3 ONLY=winner,... confirms; peers as stars on the plot
+#                                   epochs) or 3 (64 and 80 epochs), each sized for under 8 minutes (an
+#                                   estimate), SEEDS (1) seeds, into one folder; then SEEDS=3 ONLY=winner,...
+#                                   confirms; the peers as stars on the plot
 # Unpack here with: tar xzf <job>.tar.gz -C benchmarks/results/   Extra arguments go to train.py
 # (bench: to benchmarks/run.py). Where ffcv is installed already, it installs nothing from gpu_bundle/wheels
 # and uses what is there: so a CPU machine can dry-run every job at a tiny size (PYTHON=.venv/bin/python, DATA=a written
