@@ -1,20 +1,17 @@
-"""airbench94 or airbench96 (Keller Jordan's, `pip install airbench==0.1.8`) on this kit's images,
-recorded as fast_cifar/train.py records its runs.
+"""airbench94 or airbench96 (Keller Jordan's, `pip install airbench==0.1.8`) on this kit's images, recorded
+as fast_cifar/train.py records its runs. CUDA only.
 
     python benchmarks/airbench_peer.py --airbench.variant 94 --data.path data/cifar10 --output.name airbench94
 
-airbench's loader reads a tensor file: this writes one from the .beton files (the images
-the recipe trains on) into a temporary folder, runs the package as its README does
-(`warmup94()`, then `train94()`: its own epochs, batch size, optimizer and schedule),
-and reports the test accuracy without and with its test-time augmentation (mirror and
-translate, its `tta_level` 2). Everything counts in the end-to-end time, the warm-up
-included. airbench runs on a CUDA GPU only.
+airbench reads a tensor file: this writes one from the .beton files into a temporary folder, then runs the
+package as its README does (`warmup94()`, then `train94()`: its own epochs, batch, optimizer and schedule,
+all counted in the end-to-end time) and reports the test accuracy without and with its test-time
+augmentation (mirror and translate, `tta_level` 2).
 """
 import importlib.metadata
 import math
 import os
 import tempfile
-import time
 from pathlib import Path
 
 import torch
@@ -26,7 +23,7 @@ from fast_cifar.config import as_dict, declare_train_sections, parse_config
 from fast_cifar.errors import UserError, exit_on_user_error
 from fast_cifar.files import atomic_file
 from fast_cifar.model import describe_model, flops_per_image
-from fast_cifar.results import RunRecord, hardware_use
+from fast_cifar.results import RunRecord, Timer, hardware_use
 from fast_cifar.run_folder import make_run_folder
 
 
@@ -76,16 +73,14 @@ def main(argv=None):
         with record.timed("warmup"):  # cuDNN's autotuning, on one epoch of a throwaway net, as airbench's README does
             getattr(airbench, f"warmup{variant}")()
         record.mark_first_step()
-        started = time.perf_counter()
-        model = getattr(airbench, f"train{variant}")(verbose=False)
-        torch.cuda.synchronize()
-        train_seconds = time.perf_counter() - started
-        started = time.perf_counter()
-        test_loader = airbench.CifarLoader("cifar10", train=False, batch_size=2000)
-        accuracy, accuracy_tta = (airbench.evaluate(model, test_loader, tta_level=level) for level in (0, 2))
-        hyp = library.hyp["opt"]
+        with Timer(record.device) as training:
+            model = getattr(airbench, f"train{variant}")(verbose=False)
+        with Timer(record.device) as evaluation:
+            test_loader = airbench.CifarLoader("cifar10", train=False, batch_size=2000)
+            accuracy, accuracy_tta = (airbench.evaluate(model, test_loader, tta_level=level) for level in (0, 2))
+        train_seconds, hyp = training.seconds, library.hyp["opt"]
         record.add_epoch(epoch=hyp["train_epochs"], test_accuracy=accuracy, test_accuracy_tta=accuracy_tta,
-                         train_seconds=train_seconds, eval_seconds=time.perf_counter() - started)
+                         train_seconds=train_seconds, eval_seconds=evaluation.seconds)
         steps = math.ceil(info.records["train"] // hyp["batch_size"] * hyp["train_epochs"])
         record.data.update(loader="airbench CifarLoader (on the GPU)", tta="mirror and translate (tta_level 2)",
                            model=describe_model(model, f"airbench{variant}"),

@@ -2,11 +2,8 @@
 
     python benchmarks/compare.py runs/baseline runs/adamw [...] [--out DIR]
 
-Reads each run folder's results.json and writes into --out (default: compare/ beside the first run)
-comparison.md and comparison.json, a row per figure and a column per run: device, precision, compile,
-loader, the settings that differ, max LR, accuracy (last epoch, with TTA, best), every timing stage,
-training speed, time to each accuracy target, and training time against the first run's; then
-accuracy.png (test accuracy by epoch and by wall-clock) and loss.png (train and test loss by epoch).
+Writes into --out (default: compare/ beside the first run) comparison.md and comparison.json, a row per
+figure and a column per run (benchmarks/README.md lists them), and curves.png: accuracy and loss by epoch.
 """
 import argparse
 import json
@@ -50,7 +47,10 @@ def figure_rows(records):
             **{f"`{key}`": values for key, values in differing_config(records).items()},
             **{name: each(read) for name, read in FIGURES.items()},
             "best test accuracy (%)": each(lambda r: 100 * r["best"]["test_accuracy"]),
+            "interpreter and imports (s)": each(lambda r: r["timings"]["startup"]["interpreter_and_imports"]),
             **{f"{label} (s)": [timing.get(stage) for timing in timings] for stage, label in STAGES.items()},
+            "compiled graphs from cache / built": each(
+                lambda r: f"{r['compile_cache']['inductor_hits']} / {r['compile_cache']['inductor_misses']}"),
             "training TFLOP/s": each(lambda r: r["hardware_use"]["achieved_tflops"]),
             "MFU (% of the bf16 peak)": each(lambda r: 100 * r["hardware_use"]["mfu"])}
     for target in sorted({target for timing in timings for target in timing.get("time_to_accuracy", {})}, key=float):
@@ -87,32 +87,26 @@ def cell(value):
     return str(value)
 
 
-def plot(records, names, out):
-    figure, (by_epoch, by_time) = plt.subplots(1, 2, figsize=(11, 4))
-    for name, record in zip(names, records):
-        epochs = record["epochs"]
-        accuracy = [100 * e["test_accuracy"] for e in epochs]
-        by_epoch.plot([e["epoch"] for e in epochs], accuracy, "-o", markersize=3, label=name)
-        by_time.plot([e.get("elapsed_seconds") for e in epochs], accuracy, "-o", markersize=3, label=name)
-    by_epoch.set(xlabel="epoch", ylabel="test accuracy (%)", title="Test accuracy by epoch")
-    integer_ticks(by_epoch)
-    by_time.set(xlabel="seconds since the run started", ylabel="test accuracy (%)", title="Test accuracy by wall-clock")
-    for axis in (by_epoch, by_time):
-        axis.grid(alpha=0.3)
-        axis.legend()
-    save_figure(figure, out / "accuracy.png")
-
-    figure, axis = plt.subplots(figsize=(6, 4))
+def plot(records, names, path):
+    """Test accuracy by epoch and by wall-clock, and train (solid) and test (dashed) loss by epoch."""
+    figure, axes = plt.subplots(1, 3, figsize=(16, 4))
     for index, (name, record) in enumerate(zip(names, records)):
+        epochs, accuracy = record["epochs"], [100 * e["test_accuracy"] for e in record["epochs"]]
+        for axis, x in zip(axes, ("epoch", "elapsed_seconds")):
+            axis.plot([e.get(x) for e in epochs], accuracy, "-o", markersize=3, color=f"C{index}", label=name)
         for key, style in zip(LOSSES, ("-", "--")):
             if key not in missing_losses(record):  # the notes name what is missing
-                axis.plot([e["epoch"] for e in record["epochs"]], [e[key] for e in record["epochs"]], style,
-                          color=f"C{index}", label=f"{name} {key.split('_')[0]}")
-    axis.set(xlabel="epoch", ylabel="loss", title="Train (solid) and test (dashed) loss")
-    integer_ticks(axis)
-    axis.grid(alpha=0.3)
-    axis.legend(fontsize="small")
-    save_figure(figure, out / "loss.png")
+                axes[2].plot([e["epoch"] for e in epochs], [e[key] for e in epochs], style, color=f"C{index}",
+                             label=f"{name} {key.split('_')[0]}")
+    titles = ("Test accuracy by epoch", "Test accuracy by wall-clock", "Train (solid) and test (dashed) loss")
+    for axis, title, x, y in zip(axes, titles, ("epoch", "seconds since the run started", "epoch"),
+                                 ("test accuracy (%)", "test accuracy (%)", "loss")):
+        axis.set(xlabel=x, ylabel=y, title=title)
+        axis.grid(alpha=0.3)
+        axis.legend(fontsize="small")
+    for axis in axes[::2]:  # by epoch
+        integer_ticks(axis)
+    save_figure(figure, path)
 
 
 @exit_on_user_error
@@ -133,9 +127,9 @@ def main(argv=None):
     header = ["", *(name + ("" if record.get("finished") else " (unfinished)") for name, record in zip(names, records))]
     table = markdown_table(header, [[label, *map(cell, values)] for label, values in rows.items()]) + "\n".join(notes)
     write_text(out / "comparison.md", table + "\n")
-    plot(records, names, out)
+    plot(records, names, out / "curves.png")
     print(table)
-    print(f"wrote {out}/comparison.md, comparison.json, accuracy.png, loss.png")
+    print(f"wrote {out}/comparison.md, comparison.json, curves.png")
 
 
 if __name__ == "__main__":

@@ -2,13 +2,11 @@
 
     python benchmarks/plain_pytorch.py --data.path data/cifar10 --training.lr 0.0106 --output.name plain
 
-The same ResNet-18, optimizer settings, one-cycle schedule, epochs and batch size as
-fast_cifar/train.py (it reads the same config and flags), on the same images (read
-back from the .beton files). What differs is the engineering: torchvision's DataLoader
-with PIL transforms (random crop with 4 pixels of padding, flip, ToTensor, Normalize)
-in one worker per core, fp32, the default memory layout, eager mode, an unfused
-optimizer, and no LR finder (give the max LR with --training.lr). It writes the same
-results.json as train.py, so benchmarks/sweep.py and compare.py read it alike.
+The same model, optimizer, one-cycle schedule, epochs and batch size as fast_cifar/train.py (the same config
+and flags), on the same images (read back from the .beton files). What differs is the engineering:
+torchvision's DataLoader with PIL transforms, a worker per core, fp32, the default memory layout, eager
+mode, an unfused optimizer and no LR finder (give the max LR as --training.lr). Its results.json is
+train.py's, so sweep.py and compare.py read it alike.
 """
 import os
 import time
@@ -66,10 +64,8 @@ def make_loaders(cfg, info):
 
 def evaluate(model, loader, device):
     model.eval()
-    correct = 0
     with torch.no_grad():
-        for images, labels in loader:
-            correct += (model(images.to(device)).argmax(1).cpu() == labels).sum().item()
+        correct = sum((model(images.to(device)).argmax(1).cpu() == labels).sum().item() for images, labels in loader)
     return correct / len(loader.dataset)
 
 
@@ -88,10 +84,10 @@ def main(argv=None):
         model = MODELS[cfg.model.arch](len(info.classes), cfg.model.width).to(device)
         optimizer = make_optimizer(cfg.training, model, cfg.training.lr)  # the config's, unfused
         scheduler = make_scheduler(cfg.training, optimizer, cfg.training.lr, len(train_loader))
+        images_per_epoch = len(train_loader) * cfg.training.batch_size
         record.data.update(loader="torchvision DataLoader + PIL", max_lr=cfg.training.lr,
-                           optimizer=type(optimizer).__name__,
-                           model=describe_model(model, cfg.model.arch),
-                           data={"source": info.source, "train_images_per_epoch": len(train_loader) * cfg.training.batch_size})
+                           optimizer=type(optimizer).__name__, model=describe_model(model, cfg.model.arch),
+                           data={"source": info.source, "train_images_per_epoch": images_per_epoch})
         record.mark_first_step()
         for epoch in range(1, cfg.training.epochs + 1):
             model.train()
@@ -104,17 +100,15 @@ def main(argv=None):
                 optimizer.step()
                 scheduler.step()
                 total_loss += loss.item()
-            train_seconds = time.perf_counter() - started
-            started = time.perf_counter()
-            accuracy = evaluate(model, test_loader, device)
-            record.add_epoch(epoch=epoch, train_loss=total_loss / len(train_loader), test_accuracy=accuracy,
+            train_seconds, started = time.perf_counter() - started, time.perf_counter()
+            accuracy, train_loss = evaluate(model, test_loader, device), total_loss / len(train_loader)
+            record.add_epoch(epoch=epoch, train_loss=train_loss, test_accuracy=accuracy,
                              train_seconds=train_seconds, eval_seconds=time.perf_counter() - started)
-            print(f"epoch {epoch}: train loss {total_loss / len(train_loader):.3f}, test accuracy "
-                  f"{100 * accuracy:.2f}%, {train_seconds:.1f} s", flush=True)
+            print(f"epoch {epoch}: train loss {train_loss:.3f}, test accuracy {100 * accuracy:.2f}%, "
+                  f"{train_seconds:.1f} s", flush=True)
         record.summarize(cfg.output.accuracy_targets)
-        images = record.data["data"]["train_images_per_epoch"] * cfg.training.epochs
-        record.data["hardware_use"] = hardware_use(flops_per_image(model), images, record.timings["training"],
-                                                   record.data["device"])
+        record.data["hardware_use"] = hardware_use(flops_per_image(model), images_per_epoch * cfg.training.epochs,
+                                                   record.timings["training"], record.data["device"])
         record.save(finished=True)
         print(f"Last-epoch Test Accuracy: {100 * accuracy:.2f}%; results: {folder / 'results.json'}")
 

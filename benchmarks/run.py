@@ -1,19 +1,15 @@
-"""What each ingredient buys on a GPU: the loaders alone, then the recipe's training speed with one thing
-changed at a time, against plain PyTorch. Everything runs in one process, row after row, so ratios compare
-like with like.
+"""What each ingredient buys, in one process so that ratios compare like with like (benchmarks/README.md).
 
     python benchmarks/run.py --out results/bench --data.path data/cifar10         # every row (a GPU)
-    python benchmarks/run.py --out results/bench --data.path data/cifar10 --rows loaders
+    python benchmarks/run.py --out results/bench --data.path data/cifar10 --rows loaders,batches
     python benchmarks/run.py --out results/bench --rows recipe,fused=False        # some rows; flags as train.py's
 
-Loader rows: images/s of each loader alone over the train split with crop and flip, after its first batch
-(FFCV's JIT, worker start-up), which is timed apart. `ffcv_async_copy` is FFCV's loader with its own
-asynchronous transfer, which can hand out overwritten batches (data.py's image_pipeline): kept to price
-the wait that replaced it. Training rows: the recipe (train.py's config, its optimizer and one-cycle
-schedule at a fixed max LR: no LR finder) and one change each; images/s over timed steps after warm-up
-steps (which include compilation), the epoch time that implies, peak GPU memory, the speed-up over plain
-PyTorch. On a CPU the training rows differ by less than its noise: it runs the loader rows unless asked.
-Writes results.json, table.md, loaders.png and training.png into --out.
+loaders: each loader's images/s over the train split with crop and flip, its first batch timed apart.
+batches: FFCV's batches behind a slow GPU, with its asynchronous copy and with the kit's waiting one, each
+checked against the device loader's identical batch; the same weights evaluated through both loaders; the
+epoch check's cost. Training rows: images/s of the recipe's steps (its optimizer and one-cycle schedule at
+a fixed max LR) with one thing changed, and plain PyTorch's; on a CPU only when asked (they differ there by
+less than its noise). Writes results.json, table.md, loaders.png and training.png into --out.
 """
 import argparse
 import contextlib
@@ -27,7 +23,7 @@ import torch
 
 from fast_cifar.beton import load_dataset_info, read_split
 from fast_cifar.config import declare_train_sections, parse_config
-from fast_cifar.data import Batches, Sampling, make_loader
+from fast_cifar.data import Batches, SampleCheck, Sampling, make_loader
 from fast_cifar.errors import UserError, exit_on_user_error
 from fast_cifar.files import writable_folder, write_json, write_text
 from fast_cifar.model import ResNet18
@@ -35,52 +31,53 @@ from fast_cifar.optim import make_optimizer, make_scheduler
 from fast_cifar.plots import plt, save_figure
 from fast_cifar.report import markdown_table, published_command, source_name
 from fast_cifar.results import Timer, describe_device, versions
-from fast_cifar.train import endless, onednn_is_safe, train_step
+from fast_cifar.train import endless, evaluate, onednn_is_safe, train_step
 from plain_pytorch import make_torchvision_loader  # benchmarks/, beside this script
 
 EPOCH_IMAGES = 50_000
+# ffcv_async_copy: FFCV's own asynchronous transfer, which can hand out overwritten batches
+# (ffcv_pipeline.py): kept to price the wait that replaced it, and to show what it hands out.
 LOADERS = ("torchvision", "ffcv", "ffcv_async_copy", "device")
 PLAIN_PYTORCH = dict(loader="torchvision", precision="fp32", channels_last=False, compile="off", fused=False)
 RECIPE = dict(loader="ffcv", precision="bf16", channels_last=True, compile="reduce-overhead", fused=True)
-COLUMNS = (*RECIPE, "batch_size")  # every row at the config's batch size but the one that changes it
 CHANGES = [("loader", "torchvision"), ("loader", "device"), ("channels_last", False), ("precision", "fp32"),
            ("compile", "off"), ("compile", "default"), ("compile", "max-autotune"),  # max-autotune: cold compile
            ("fused", False),  # the optimizer's foreach step instead of its fused kernel
            ("batch_size", 1024)]  # the same max LR: this row prices the step, not the recipe at 1024
 TRAINING_ROWS = {"plain_pytorch": PLAIN_PYTORCH, "recipe": RECIPE,
                  **{f"{key}={value}": RECIPE | {key: value} for key, value in CHANGES}}
+BATCH_COUNTS = ("batches", "correct", "duplicate", "torn", "missing", "wrong_labels")
 
 
-@dataclasses.dataclass
 class Bench:
-    """What every row reads: the data, the device, the recipe's config and the step counts."""
-    info: object
-    device: torch.device
-    cfg: object
-    args: argparse.Namespace
-    torchvision: object = None  # one DataLoader for every row: its workers fork once, before FFCV starts threads
-    torchvision_first_batch: float = None  # its first batch, with the workers' start
+    """What every row reads: the config, the data, the device, and one torchvision DataLoader for every row,
+    whose workers fork once, before any FFCV thread exists."""
+
+    def __init__(self, cfg, args):
+        self.cfg, self.args, self.info = cfg, args, load_dataset_info(cfg.data.path)
+        self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        workers = cfg.data.loader_threads if cfg.data.loader_threads > 0 else os.cpu_count()
+        self.torchvision = endless(make_torchvision_loader(*read_split(self.info.path("train")), self.info,
+                                                           cfg.training.batch_size, train=True, workers=workers))
+        with Timer(self.device) as first:
+            next(self.torchvision)
+        self.torchvision_first_batch = first.recorded  # with the workers' start
+
+    def loader(self, kind, split, batches):
+        """One kind of loader over a split, FFCV's or the device's (seed 0)."""
+        batches = dataclasses.replace(batches, async_copy=kind == "ffcv_async_copy")
+        return make_loader(self.info, split, batches, Sampling(split == "train"), kind.removesuffix("_async_copy"),
+                           self.cfg.data.loader_threads)
 
     def batches(self, kind, setting):
-        """Endless train batches from one kind of loader, normalized on the device into the setting's dtype."""
-        batches = Batches(setting["batch_size"], self.device, dtype(setting), setting["channels_last"],
-                          async_copy=kind == "ffcv_async_copy")
-        if kind == "torchvision":
-            return to_device(self.torchvision, batches)
-        return endless(make_loader(self.info, "train", batches, Sampling(train=True),
-                                   kind.removesuffix("_async_copy"), self.cfg.data.loader_threads))
-
-
-def dtype(setting):
-    return torch.bfloat16 if setting["precision"] == "bf16" else torch.float32
-
-
-def to_device(stream, batches):
-    """DataLoader batches moved to the device in the layout and dtype the model takes."""
-    memory_format = torch.channels_last if batches.channels_last else torch.contiguous_format
-    for images, labels in stream:
-        images = images.to(batches.device, non_blocking=True).to(dtype=batches.dtype, memory_format=memory_format)
-        yield images, labels.to(batches.device, non_blocking=True)
+        """Endless train batches from one kind of loader, on the device in the setting's dtype and layout."""
+        dtype = torch.bfloat16 if setting["precision"] == "bf16" else torch.float32
+        batches = Batches(setting["batch_size"], self.device, dtype, setting["channels_last"])
+        if kind != "torchvision":
+            return endless(self.loader(kind, "train", batches))
+        layout = torch.channels_last if batches.channels_last else torch.contiguous_format
+        return ((images.to(self.device, non_blocking=True).to(dtype=dtype, memory_format=layout),
+                 labels.to(self.device, non_blocking=True)) for images, labels in self.torchvision)
 
 
 def measure_loader(bench, kind):
@@ -96,11 +93,74 @@ def measure_loader(bench, kind):
     return {"loader": kind, "first_batch_seconds": first, "images_per_second": round(seen / timer.seconds, 1)}
 
 
+def check_batches(bench):
+    """FFCV's batches behind a slow consumer, with each transfer, against the device loader's; the same
+    weights evaluated through both loaders; and the epoch check's own seconds."""
+    rows, training = [], bench.cfg.training
+    for split, size in (("test", training.test_batch_size), ("train", training.batch_size)):
+        batches = Batches(size, bench.device, torch.bfloat16)
+        expected = read_epoch(bench.loader("device", split, batches))
+        for kind in ("ffcv_async_copy", "ffcv"):
+            delivered = read_epoch(bench.loader(kind, split, batches), bench.args.sleep_ms)
+            rows.append({"split": split, "loader": kind, **classify(delivered, expected)})
+    torch.manual_seed(0)
+    model = ResNet18(len(bench.info.classes), bench.cfg.model.width).to(bench.device)
+    test = Batches(training.test_batch_size, bench.device, torch.bfloat16, channels_last=False)
+    evaluations = {kind: evaluate(model, bench.loader(kind, "test", test), torch.bfloat16, 0.0)
+                   for kind in ("ffcv", "device")}
+    return {"sleep_ms": bench.args.sleep_ms, "rows": rows, "evaluation": evaluations,
+            "evaluations_equal": evaluations["ffcv"] == evaluations["device"],
+            "check_seconds_per_epoch": check_seconds(bench.loader("device", "train", batches))}
+
+
+def read_epoch(loader, sleep_ms=0.0):
+    """[(a checksum per image, labels)] for one epoch, each batch behind `sleep_ms` of GPU sleep, queued with
+    a copy of the batch and no synchronization, so the GPU falls ever further behind, as under CUDA graphs."""
+    delivered = []
+    for images, labels in loader:
+        if images.is_cuda and sleep_ms:
+            torch.cuda._sleep(int(sleep_ms * 1.5e6))  # about a millisecond per 1.5 million cycles
+        # position-weighted, so that a shifted or mirrored image sums differently
+        weights = torch.arange(1, images[0].numel() + 1, device=images.device, dtype=torch.float64)
+        delivered.append(((images.flatten(1).double() * weights).sum(1), labels.clone()))
+    return delivered
+
+
+def classify(delivered, expected):
+    """Each delivered batch: correct (the expected one at its place), duplicate (another batch of the epoch,
+    so one is missing) or torn (no batch: parts of two or more); missing: expected, never delivered whole."""
+    counts = dict.fromkeys(BATCH_COUNTS, 0) | {"batches": len(delivered), "expected": len(expected)}
+    whole = set()
+    for place, (prints, labels) in enumerate(delivered):
+        matches = {j for j, (other, _) in enumerate(expected) if other.shape == prints.shape
+                   and torch.equal(other, prints)}
+        whole |= matches
+        counts["correct" if place in matches else "duplicate" if matches else "torn"] += 1
+        if place < len(expected):
+            reference = expected[place][1]
+            same_shape = labels.shape == reference.shape
+            counts["wrong_labels"] += int((labels != reference).sum()) if same_shape else len(labels)
+    counts["missing"] = len(expected) - len(whole)
+    return counts
+
+
+def check_seconds(loader):
+    """What the epoch's check (SampleCheck) adds to an epoch over `loader`: a copy of each batch's labels and
+    one comparison at the end; the second of two passes, the first allocating."""
+    labels = torch.from_numpy(loader.expected_labels()).to(loader.device)
+    for _ in range(2):
+        with Timer(loader.device) as timer:
+            check = SampleCheck(loader)
+            for batch in labels.split(loader.batch_size):
+                check.add(batch)
+            check.verify("train")
+    return round(timer.seconds, 6)
+
+
 def measure_training(bench, name, setting):
     device, recipe, args = bench.device, bench.cfg.training, bench.args
     setting = {"batch_size": recipe.batch_size} | setting
-    if not onednn_is_safe(device):
-        setting["channels_last"] = False  # as train.py does on such a CPU: see onednn_is_safe
+    setting["channels_last"] &= onednn_is_safe(device)  # as train.py does on such a CPU: see onednn_is_safe
     torch.manual_seed(0)
     torch._dynamo.reset()  # each compiled row pays its own compilation
     model = ResNet18(width=bench.cfg.model.width).to(
@@ -109,11 +169,13 @@ def measure_training(bench, name, setting):
     steps = args.warmup_steps + args.timed_steps
     scheduler = make_scheduler(recipe, optimizer, recipe.lr, steps_per_epoch=-(-steps // recipe.epochs) + 1)
     net = model if setting["compile"] == "off" else torch.compile(model, mode=setting["compile"])
+    dtype = torch.bfloat16 if setting["precision"] == "bf16" else torch.float32
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
+
     def run_steps(count):
         for _ in range(count):
-            train_step(net, optimizer, *next(batches), dtype(setting), recipe.label_smoothing)
+            train_step(net, optimizer, *next(batches), dtype, recipe.label_smoothing)
             scheduler.step()
 
     with contextlib.closing(bench.batches(setting["loader"], setting)) as batches:
@@ -128,47 +190,57 @@ def measure_training(bench, name, setting):
             if device.type == "cuda" else None}
 
 
-def write_table(results, path):
-    loader_rows = results["loaders"]
-    reference = loader_rows[0]["images_per_second"] if loader_rows else 1
-    loaders = markdown_table(["loader", "first batch (s)", "images/s", f"vs {LOADERS[0]}"], [
-        [row["loader"], f"{row['first_batch_seconds']:.2f}", f"{row['images_per_second']:,.0f}",
-         f"{row['images_per_second'] / reference:.1f}x"] for row in loader_rows])
-    training = markdown_table(["training", *COLUMNS, "warm-up (s)", "images/s", "epoch (s)", "peak GPU memory (GiB)",
-                               "speed-up"], [
-        [row["name"], *(row[key] for key in COLUMNS), f"{row['warmup_seconds']:.1f}",
-         f"{row['images_per_second']:,.0f}", f"{row['epoch_seconds']:.1f}",
-         "-" if row["peak_memory_gib"] is None else f"{row['peak_memory_gib']:.2f}", f"{row['speedup']:.2f}x"]
-        for row in results["training"]], left=range(1 + len(RECIPE)))
-    write_text(path, f"Device: {results['device']['name']} ({results['device']['type']}); data: {results['data']}; "
-                     f"{results['date']}; `{published_command(results['command'])}`\n\n{loaders}\n"
-                     + (training if results["training"] else ""))
-
-
-def bar_plot(labels, values, title, path):
-    figure, axis = plt.subplots(figsize=(8, 0.45 * len(labels) + 1.2))
-    axis.barh(labels[::-1], values[::-1], color="tab:blue")
-    for y, value in enumerate(values[::-1]):
-        axis.text(value, y, f" {value:,.0f}", va="center")
-    axis.set(xlabel="images/s", title=title)
-    axis.margins(x=0.2)
-    save_figure(figure, path)
+def write_report(results, out):
+    """table.md, and a bar chart of images/s for each kind of row measured."""
+    loaders, batches, training = results["loaders"], results["batches"], results["training"]
+    columns = (*RECIPE, "batch_size")
+    reference = loaders[0]["images_per_second"] if loaders else 1
+    tables = [f"Device: {results['device']['name']} ({results['device']['type']}); data: {results['data']}; "
+              f"{results['date']}; `{published_command(results['command'])}`\n"]
+    if loaders:
+        tables.append(markdown_table(["loader", "first batch (s)", "images/s", f"vs {LOADERS[0]}"], [
+            [row["loader"], f"{row['first_batch_seconds']:.2f}", f"{row['images_per_second']:,.0f}",
+             f"{row['images_per_second'] / reference:.1f}x"] for row in loaders]))
+    if batches:
+        tables.append(f"Batches behind {batches['sleep_ms']:g} ms of GPU sleep each:\n\n" + markdown_table(
+            ["split", "loader", *BATCH_COUNTS], [[row[key] for key in ("split", "loader", *BATCH_COUNTS)]
+                                                 for row in batches["rows"]], left=(0, 1))
+            + f"\nThe same weights through both test loaders: equal = {batches['evaluations_equal']}. The epoch's "
+              f"check: {1e3 * batches['check_seconds_per_epoch']:.3f} ms per train epoch.\n")
+    if training:
+        tables.append(markdown_table(
+            ["training", *columns, "warm-up (s)", "images/s", "epoch (s)", "peak GPU memory (GiB)", "speed-up"],
+            [[row["name"], *(row[key] for key in columns), f"{row['warmup_seconds']:.1f}",
+              f"{row['images_per_second']:,.0f}", f"{row['epoch_seconds']:.1f}",
+              "-" if row["peak_memory_gib"] is None else f"{row['peak_memory_gib']:.2f}", f"{row['speedup']:.2f}x"]
+             for row in training], left=range(1 + len(RECIPE))))
+    write_text(out / "table.md", "\n".join(tables))
+    for kind, rows, label in (("loaders", loaders, "loader"), ("training", training, "name")):
+        if rows:
+            figure, axis = plt.subplots(figsize=(8, 0.45 * len(rows) + 1.2))
+            values = [row["images_per_second"] for row in reversed(rows)]
+            axis.barh([row[label] for row in reversed(rows)], values, color="tab:blue")
+            for y, value in enumerate(values):
+                axis.text(value, y, f" {value:,.0f}", va="center")
+            axis.set(xlabel="images/s", title=f"{kind.capitalize()} throughput ({results['device']['name']})")
+            axis.margins(x=0.2)
+            save_figure(figure, out / f"{kind}.png")
 
 
 def parse(argv):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
                                      allow_abbrev=False)
     parser.add_argument("--out", required=True, help="results folder")
-    parser.add_argument("--rows", default="", help="'all', 'loaders', or training rows by name, comma-separated "
-                        f"({', '.join(TRAINING_ROWS)}); default: all on a GPU, loaders on a CPU")
+    parser.add_argument("--rows", default="", help="'all', 'loaders', 'batches' or training rows by name, "
+                        f"comma-separated ({', '.join(TRAINING_ROWS)}); default: all on a GPU, loaders on a CPU")
     parser.add_argument("--loader_images", type=int, default=200_000, help="images per loader row")
+    parser.add_argument("--sleep_ms", type=float, default=10.0, help="GPU sleep queued per batch when checking them")
     parser.add_argument("--warmup_steps", type=int, default=15, help="untimed steps per training row")
     parser.add_argument("--timed_steps", type=int, default=100, help="timed steps per training row")
     args, train_flags = parser.parse_known_args(argv)  # the rest are train.py's: the recipe and the data
     rows = (args.rows or ("all" if torch.cuda.is_available() else "loaders")).split(",")
-    if "all" in rows:
-        rows = ["loaders", *TRAINING_ROWS]
-    if unknown := set(rows) - {"loaders", *TRAINING_ROWS}:
+    rows = ["loaders", "batches", *TRAINING_ROWS] if "all" in rows else rows
+    if unknown := set(rows) - {"loaders", "batches", *TRAINING_ROWS}:
         raise UserError(f"--rows names unknown rows: {', '.join(sorted(unknown))}")
     return args, rows, parse_config(declare_train_sections, train_flags)
 
@@ -177,35 +249,23 @@ def parse(argv):
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     args, rows, cfg = parse(argv)
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    torch.backends.mkldnn.enabled = onednn_is_safe(device)  # as train.py does: see onednn_is_safe
+    out = writable_folder(Path(args.out))
+    bench = Bench(cfg, args)
+    torch.backends.mkldnn.enabled = onednn_is_safe(bench.device)  # as train.py does: see onednn_is_safe
     torch.backends.cudnn.benchmark = True
     torch._inductor.config.force_disable_caches = True  # every compiled row pays a cold compile
-    out = writable_folder(Path(args.out))
-    info = load_dataset_info(cfg.data.path)
-    workers = cfg.data.loader_threads if cfg.data.loader_threads > 0 else os.cpu_count()
-    bench = Bench(info, device, cfg, args, endless(make_torchvision_loader(
-        *read_split(info.path("train")), info, cfg.training.batch_size, train=True, workers=workers)))
-    with Timer(device) as first:
-        next(bench.torchvision)  # fork the DataLoader's workers now, before any FFCV thread exists
-    bench.torchvision_first_batch = first.recorded
-    results = {"date": datetime.date.today().isoformat(), "data": source_name(info.source),
-               "command": " ".join(["benchmarks/run.py", *argv]), "device": describe_device(device),
+    results = {"date": datetime.date.today().isoformat(), "data": source_name(bench.info.source),
+               "command": " ".join(["benchmarks/run.py", *argv]), "device": describe_device(bench.device),
                "versions": versions(), "onednn": torch.backends.mkldnn.enabled, "steps": vars(args)}
     with contextlib.closing(bench.torchvision):
         results["loaders"] = [measure_loader(bench, kind) for kind in LOADERS] if "loaders" in rows else []
-        results["training"] = [measure_training(bench, name, TRAINING_ROWS[name]) for name in TRAINING_ROWS
+        results["batches"] = check_batches(bench) if "batches" in rows else None
+        results["training"] = [measure_training(bench, name, setting) for name, setting in TRAINING_ROWS.items()
                                if name in rows]
-    reference = results["training"][0]["images_per_second"] if results["training"] else None
     for row in results["training"]:  # over the first row measured: plain PyTorch's, unless --rows left it out
-        row["speedup"] = round(row["images_per_second"] / reference, 3)
-
+        row["speedup"] = round(row["images_per_second"] / results["training"][0]["images_per_second"], 3)
     write_json(out / "results.json", results)
-    write_table(results, out / "table.md")
-    for kind, label in (("loaders", "loader"), ("training", "name")):
-        if results[kind]:
-            bar_plot([row[label] for row in results[kind]], [row["images_per_second"] for row in results[kind]],
-                     f"{kind.capitalize()} throughput, images/s ({results['device']['name']})", out / f"{kind}.png")
+    write_report(results, out)
     print((out / "table.md").read_text())
     return results
 

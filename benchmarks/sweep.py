@@ -5,19 +5,11 @@
     python benchmarks/sweep.py --out runs/peers --candidates benchmarks/peers.yaml --seeds 3
     python benchmarks/sweep.py --out runs/seeds --seeds 2 --training.epochs 2    # other flags go to each run
 
-A candidate is a config file and the settings it changes: each of --configs is one, or --candidates
-names them in a YAML file: name: {config, settings, why; optionally script (a program taking train.py's
-flags), seeds (at most this many), needs: cuda (skipped elsewhere, with the reason), reference: true
-(every row's time is also given as a ratio to its)}. Flags after the options go to every run before its
-candidate's settings. Each (candidate, seed) runs into OUT/runs/<candidate>/seed<s>, up to --jobs at a
-time (side by side their timings are not clean: compare accuracy then), seeds in order across candidates,
-so a sweep cut short still covers each candidate. A failed run is reported with its error line and does
-not stop the others. Run it again to finish or extend a sweep: finished runs are kept, one cut off
-resumes from its checkpoint. Writes NAME.json, NAME.md (per candidate: model, size, FLOPs, last-epoch
-accuracy as mean ± std and range, with TTA, max LR, start-up, training and end-to-end seconds, images/s;
-then each run's start-up by stage) and NAME.png (accuracy against training and against end-to-end seconds,
-a point per run, and with --peers another sweep's candidates as stars on the same axes),
-NAME being the candidates file's name, or "sweep".
+A candidate is a config file (each of --configs) or a named entry of a --candidates file, whose keys
+benchmarks/README.md lists. Each (candidate, seed) runs into OUT/runs/<candidate>/seed<s>, seeds in order
+across candidates, so a sweep cut short still covers every candidate. Run it again to finish or extend a
+sweep: finished runs are kept, one cut off resumes from its checkpoint. Writes NAME.json, NAME.md and
+NAME.png, NAME being the candidates file's name, or "sweep".
 """
 import argparse
 import json
@@ -36,53 +28,48 @@ from fast_cifar.errors import UserError, exit_on_user_error
 from fast_cifar.files import inside, writable_folder, write_json, write_text
 from fast_cifar.plots import plt, save_figure
 from fast_cifar.report import FIGURES, figures, finished_run, machine, markdown_table, mean_std, source_name
-from fast_cifar.results import STARTUP_STAGES
 
 REPO = Path(__file__).resolve().parents[1]
 TRAIN = "fast_cifar/train.py"
+CANDIDATE = dict(config=None, script=None, settings=None, why="", seeds=None, needs=None, reference=False)
+ACCURACY = "last-epoch test accuracy (%)"
 
 
-def read_candidates(path):
-    """{name: spec} from a candidates file, checked before any run starts."""
-    try:
-        raw = yaml.safe_load(Path(path).read_text())
-    except (OSError, yaml.YAMLError) as error:
-        raise UserError(f"cannot read candidates file {path}: {error}") from None
-    if not isinstance(raw, dict) or not raw:
-        raise UserError(f"{path} must map candidate names to {{config: ..., settings: {{...}}}}")
-    for name, spec in raw.items():
-        inside(".", str(name), "a candidate's name")  # it names a folder
-        for key in ("config", "script"):
-            if (spec or {}).get(key) and not (REPO / spec[key]).is_file():
-                raise UserError(f"candidate '{name}': {key} file not found: {spec[key]}")
-        if not (spec or {}).get("config") and not (spec or {}).get("script"):
-            raise UserError(f"candidate '{name}' names neither a config nor a script")
-    return {str(name): candidate_from(spec or {}) for name, spec in raw.items()}
-
-
-def candidate_from(spec):
-    """Every key a candidate has, with its default where the spec leaves it out."""
-    return {"config": None, "script": None, "why": "", "seeds": None, "needs": None, "reference": False,
-            **spec, "settings": dict(spec.get("settings") or {})}
-
-
-def configs_as_candidates(configs):
-    """Each config file a candidate, named by its file; paths as reports show them, relative to the repository."""
+def read_candidates(args):
+    """{name: spec} from --candidates, or else each of --configs, checked before any run starts."""
+    if not args.candidates:
+        raw = {Path(config).stem: {"config": config} for config in args.configs or ["rn18_configs/24ep.yaml"]}
+    else:
+        try:
+            raw = yaml.safe_load(Path(args.candidates).read_text())
+        except (OSError, yaml.YAMLError) as error:
+            raise UserError(f"cannot read candidates file {args.candidates}: {error}") from None
+        if not isinstance(raw, dict) or not raw:
+            raise UserError(f"{args.candidates} must map candidate names to {{config: ..., settings: {{...}}}}")
     candidates = {}
-    for config in configs:
-        path = Path(config).resolve() if Path(config).is_file() else REPO / config
-        if not path.is_file():
-            raise UserError(f"config file not found: {config}")
-        config = str(path.relative_to(REPO)) if path.is_relative_to(REPO) else str(path)
-        candidates[path.stem] = candidate_from({"config": config})
+    for name, spec in raw.items():
+        spec = {**CANDIDATE, **(spec or {})}
+        inside(".", str(name), "a candidate's name")  # it names a folder
+        if not spec["config"] and not spec["script"]:
+            raise UserError(f"candidate '{name}' names neither a config nor a script")
+        for key in ("config", "script"):
+            spec[key] = spec[key] and repository_path(spec[key], f"candidate '{name}': {key}")
+        candidates[str(name)] = {**spec, "settings": dict(spec["settings"] or {})}
     return candidates
 
 
-def command_for(candidate, seed, folder, run_flags):
-    """One run's command."""
-    settings = [item for key, value in candidate["settings"].items() for item in (f"--{key}", str(value))]
-    config = ["--config", str(REPO / candidate["config"])] if candidate["config"] else []
-    return [sys.executable, str(REPO / (candidate["script"] or TRAIN)), *config, *run_flags, *settings,
+def repository_path(path, what):
+    """A file as reports name it: relative to the repository where it lies inside it."""
+    found = next((p.resolve() for p in (Path(path), REPO / path) if p.is_file()), None)
+    if found is None:
+        raise UserError(f"{what} file not found: {path}")
+    return str(found.relative_to(REPO)) if found.is_relative_to(REPO) else str(found)
+
+
+def command_for(spec, seed, folder, run_flags):
+    settings = [item for key, value in spec["settings"].items() for item in (f"--{key}", str(value))]
+    config = ["--config", str(REPO / spec["config"])] if spec["config"] else []
+    return [sys.executable, str(REPO / (spec["script"] or TRAIN)), *config, *run_flags, *settings,
             "--training.seed", str(seed), "--output.dir", str(folder.parent), "--output.name", folder.name]
 
 
@@ -93,82 +80,67 @@ def restart_flags(folder):
     return ["--output.overwrite", "true"] if folder.exists() else []
 
 
-def skip_reason(candidate):
-    """Why this machine cannot run the candidate, or None."""
-    if candidate["needs"] == "cuda" and not torch.cuda.is_available():
-        return "needs a CUDA GPU, and torch sees none"
-    return None
-
-
-def error_line(log_path):
-    """The last line a failed run printed: its one-line error."""
-    try:
-        lines = [line for line in Path(log_path).read_text(errors="replace").splitlines() if line.strip()]
-    except OSError:
-        return "no log"
-    return lines[-1].strip() if lines else "no output"
-
-
-def run_all(pending, jobs, stop_starting_after, env=None):
-    """Run (label, folder, command) triples, `jobs` at a time, none started after the deadline.
-    Returns {label: error line} for the runs that failed."""
-    started, running, failed = time.monotonic(), [], {}
+def run_all(pending, jobs, stop_starting_after, env):
+    """Run (label, folder, command) triples, `jobs` at a time, none started after `stop_starting_after`
+    seconds (0: no limit). Returns {label: its one-line error} for the runs that failed."""
+    started, running, failed = time.monotonic(), {}, {}
     try:
         while pending or running:
-            for item in [item for item in running if item[0].poll() is not None]:
-                process, label, log = item
-                running.remove(item)
+            for process, (label, log) in [item for item in running.items() if item[0].poll() is not None]:
+                del running[process]
                 log.close()
                 print(f"done: {label} (exit {process.returncode})", flush=True)
-                if process.returncode != 0:
+                if process.returncode:
                     failed[label] = error_line(log.name)
                     print(f"  {label} failed: {failed[label]}", flush=True)
-            late = stop_starting_after and time.monotonic() - started > stop_starting_after
-            while pending and len(running) < jobs and not late:
+            if pending and stop_starting_after and time.monotonic() - started > stop_starting_after:
+                print(f"{len(pending)} runs not started: past --stop-starting-after", flush=True)
+                pending.clear()
+            while pending and len(running) < jobs:
                 label, folder, command = pending.pop(0)
                 folder.parent.mkdir(parents=True, exist_ok=True)
                 log = open(folder.parent / f"{folder.name}.log", "a")
                 print(f"start: {label}", flush=True)
-                running.append((subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env), label, log))
-            if late and pending:
-                print(f"{len(pending)} runs not started: past --stop-starting-after", flush=True)
-                pending.clear()
+                running[subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)] = label, log
             time.sleep(0.5)
     finally:
-        for process, _, _ in running:  # stopped early: leave no training process behind
+        for process in running:  # stopped early: leave no training process behind
             process.terminate()
-        for process, _, log in running:
+        for process, (_, log) in running.items():
             process.wait()
             log.close()
     return failed
 
 
-def describe_model(record):
-    """Model, parameters (M), GFLOP per training image and epochs, from one run's record."""
-    model, flops = record.get("model", {}), (record.get("hardware_use") or {}).get("flops_per_image")
-    return {"arch": model.get("arch", "resnet18"),
-            "parameters_m": f"{model['parameters'] / 1e6:.2f}" if "parameters" in model else "",
-            "gflop_per_image": f"{flops / 1e9:.2f}" if flops else "", "epochs": record["epochs"][-1]["epoch"]}
+def error_line(log_path):
+    """The last line a failed run printed: its one-line error."""
+    lines = [line.strip() for line in Path(log_path).read_text(errors="replace").splitlines() if line.strip()]
+    return lines[-1] if lines else "no output"
 
 
 def summarize(candidates, records, commands):
-    """{candidate: its settings, model, figures over its runs, and each run's figures}."""
-    return {name: {"runs": len(records.get(name, [])), "figures": figures(records.get(name, [])),
-                   "model": describe_model(records[name][0]) if records.get(name) else None,
+    """{candidate: its spec, model, figures over its runs, and each run's figures}."""
+    def model(record):
+        described, flops = record.get("model", {}), (record.get("hardware_use") or {}).get("flops_per_image")
+        return {"arch": described.get("arch", "resnet18"),
+                "parameters_m": f"{described['parameters'] / 1e6:.2f}" if "parameters" in described else "",
+                "gflop_per_image": f"{flops / 1e9:.2f}" if flops else "", "epochs": record["epochs"][-1]["epoch"]}
+
+    return {name: {"runs": len(runs), "figures": figures(runs), "model": model(runs[0]) if runs else None,
                    "per_run": [{"seed": r["config"]["training"]["seed"], **{k: read(r) for k, read in FIGURES.items()}}
-                               for r in records.get(name, [])],
+                               for r in runs],
                    "command": " ".join(commands[name, 0]) if (name, 0) in commands else None,
                    **{key: spec[key] for key in ("config", "script", "settings", "why", "reference")}}
-            for name, spec in candidates.items()}
+            for name, spec in candidates.items() for runs in [records.get(name, [])]}
 
 
 def report(summary, header_line, problems):
-    """The sweep's table: one row per candidate; then the runs that did not finish, and why."""
+    """A row per candidate, its end-to-end time over each reference's; then the runs not finished, and why."""
     references = [name for name, row in summary.items() if row["reference"] and row["runs"]]
     seconds = {name: row["figures"]["end to end (s)"] for name, row in summary.items()}
     rows = []
     for name, row in summary.items():
-        found, last = row["figures"], row["figures"]["last-epoch test accuracy (%)"]
+        found, last = row["figures"], row["figures"][ACCURACY]
         settings = ", ".join(f"{key}={value}" for key, value in row["settings"].items())
         rows.append([name, *(row["model"] or dict.fromkeys(range(4), "")).values(), row["runs"], mean_std(last),
                      f"{last['min']:.2f} – {last['max']:.2f}" if last else "", mean_std(found["with TTA (%)"]),
@@ -183,38 +155,24 @@ def report(summary, header_line, problems):
               "with TTA (%)", "max LR", "start-up (s)", "training (s)", "end to end (s)", "images/s",
               *(f"end to end / {ref}'s" for ref in references), "what it runs"]
     notes = "".join(f"- {label}: {why}\n" for label, why in problems.items())
-    return header_line + "\n\n" + markdown_table(header, rows, left=(0, 1, -1)) + \
+    return f"{header_line}\n\n{markdown_table(header, rows, left=(0, 1, -1))}" + \
         (f"\nNot run or not finished:\n\n{notes}" if notes else "")
 
 
-def startup_table(records):
-    """Each run's start-up, stage by stage, in the order the runs ran: with --fresh-compile-cache a config's
-    first run is cold and the next ones warm."""
-    columns, rows = ("interpreter_and_imports", *STARTUP_STAGES, "total"), []
-    for name, runs in records.items():
-        for record in runs:
-            startup, cache = record["timings"].get("startup", {}), record.get("compile_cache", {})
-            rows.append([name, record["config"]["training"]["seed"],
-                         *(f"{startup[key]:.1f}" if startup.get(key) is not None else "" for key in columns),
-                         f"{cache['inductor_hits']} / {cache['inductor_misses']}" if cache else ""])
-    return markdown_table(["candidate", "seed", *columns, "compiled graphs from cache / built"], rows)
-
-
-def plot(records, path, peers=None):
-    """Last-epoch accuracy against training seconds and against end-to-end seconds, a point per run; and
-    each candidate of `peers` (another sweep's summary: peers.json) as a labelled star at its means."""
-    accuracy = "last-epoch test accuracy (%)"
+def plot(records, path, peers):
+    """Accuracy against training and against end-to-end seconds, a point per run, and each of `peers`'
+    candidates (another sweep's summary) as a labelled star at its means."""
     figure, axes = plt.subplots(1, 2, figsize=(13, 5), sharey=True)
     for axis, seconds in zip(axes, ("training (s)", "end to end (s)")):
         for name, runs in records.items():
-            axis.plot([FIGURES[seconds](r) for r in runs], [FIGURES[accuracy](r) for r in runs], "o", alpha=0.8,
+            axis.plot([FIGURES[seconds](r) for r in runs], [FIGURES[ACCURACY](r) for r in runs], "o", alpha=0.8,
                       label=name)
-        for name, row in (peers or {}).items():
+        for name, row in peers.items():
             if row["runs"] and row["figures"][seconds]:
-                point = row["figures"][seconds]["mean"], row["figures"][accuracy]["mean"]
+                point = row["figures"][seconds]["mean"], row["figures"][ACCURACY]["mean"]
                 axis.plot(*point, "k*", markersize=9)
                 axis.annotate(name, point, textcoords="offset points", xytext=(4, 4), fontsize="small")
-        axis.set(xlabel=f"{seconds.removesuffix(' (s)')}, seconds", title=f"Accuracy against {seconds[:-4]} time")
+        axis.set(xlabel=f"{seconds[:-4]}, seconds", title=f"Accuracy against {seconds[:-4]} time")
         axis.grid(alpha=0.3)
     axes[0].set_ylabel("test accuracy at the last epoch (%)")
     axes[1].legend(fontsize="x-small", loc="lower right")
@@ -258,35 +216,34 @@ def parse(argv):
 
 @exit_on_user_error
 def main(argv=None):
-    args, train_flags = parse(sys.argv[1:] if argv is None else argv)
-    peers = read_peers(args.peers) if args.peers else None  # read before any run: a typo costs no runs
+    argv = sys.argv[1:] if argv is None else argv
+    args, train_flags = parse(argv)
+    peers = read_peers(args.peers) if args.peers else {}  # read before any run: a typo costs no runs
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so `finally` stops the runs in flight
-    candidates = read_candidates(args.candidates) if args.candidates else \
-        configs_as_candidates(args.configs or ["rn18_configs/24ep.yaml"])
-    if args.only:
-        unknown = set(args.only.split(",")) - set(candidates)
-        if unknown:
-            raise UserError(f"--only names unknown candidates: {', '.join(sorted(unknown))}")
-        candidates = {name: spec for name, spec in candidates.items() if name in args.only.split(",")}
+    candidates = read_candidates(args)
+    if unknown := set(filter(None, args.only.split(","))) - set(candidates):
+        raise UserError(f"--only names unknown candidates: {', '.join(sorted(unknown))}")
+    candidates = {name: spec for name, spec in candidates.items() if not args.only or name in args.only.split(",")}
     out = writable_folder(Path(args.out))
-    # --report-only runs nothing, so it skips nothing: runs a GPU made are reported on any machine
-    skipped = {} if args.report_only else {name: why for name, spec in candidates.items() if (why := skip_reason(spec))}
+    skipped = {} if args.report_only else {  # --report-only runs nothing: a GPU's runs are reported anywhere
+        name: "needs a CUDA GPU, and torch sees none" for name, spec in candidates.items()
+        if spec["needs"] == "cuda" and not torch.cuda.is_available()}
     for name, why in skipped.items():
         print(f"skipping {name}: {why}", flush=True)
     folders = {(name, seed): out / "runs" / name / f"seed{seed}" for seed in range(args.seeds)
                for name, spec in candidates.items() if name not in skipped and seed < (spec["seeds"] or args.seeds)}
     commands = {key: command_for(candidates[key[0]], key[1], folder, train_flags) for key, folder in folders.items()}
-    pending = [(f"{name} seed {seed}", folder, commands[name, seed] + restart_flags(folder))
-               for (name, seed), folder in folders.items() if not finished_run(folder)]
-    print(f"{len(folders) - len(pending)} of {len(folders)} runs finished earlier; "
-          f"{0 if args.report_only else len(pending)} to run", flush=True)
+    pending = [] if args.report_only else [(f"{name} seed {seed}", folder, commands[name, seed] + restart_flags(folder))
+                                           for (name, seed), folder in folders.items() if not finished_run(folder)]
+    done = sum(bool(finished_run(folder)) for folder in folders.values())
+    print(f"{done} of {len(folders)} runs finished earlier; {len(pending)} to run", flush=True)
     env = dict(os.environ)
     if args.jobs > 1 and "OMP_NUM_THREADS" not in env:  # runs side by side share the cores, not oversubscribe them
         env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // args.jobs))
-    if args.fresh_compile_cache and not args.report_only:
+    if args.fresh_compile_cache and pending:
         shutil.rmtree(out / "compile_cache", ignore_errors=True)
         env["TORCHINDUCTOR_CACHE_DIR"] = str(out / "compile_cache")
-    failed = {} if args.report_only else run_all(pending, args.jobs, args.stop_starting_after, env)
+    failed = run_all(pending, args.jobs, args.stop_starting_after, env)
 
     records = {}
     for (name, _), folder in folders.items():
@@ -302,10 +259,9 @@ def main(argv=None):
     write_json(out / f"{stem}.json", {
         "summary": summary, "not_run": problems, "seeds": args.seeds, "jobs": args.jobs, "run_flags": train_flags,
         "device": first["device"], "versions": first["versions"], "data": data,
-        "command": " ".join(["python benchmarks/sweep.py", *(sys.argv[1:] if argv is None else argv)])})
+        "command": " ".join(["python benchmarks/sweep.py", *argv])})
     table = report(summary, f"{machine(first)}; data: {data}", problems)
-    write_text(out / f"{stem}.md", f"{table}\nStart-up, process start to the first training step (s):\n\n"
-                                   f"{startup_table(records)}")
+    write_text(out / f"{stem}.md", table)
     plot(records, out / f"{stem}.png", peers)
     print(f"{table}\nwrote {out}/{stem}.json, {stem}.md, {stem}.png")
     if failed:

@@ -3,9 +3,9 @@
 # Each job takes under 10 minutes on an H100 and packs its results (weights and checkpoints left out, which
 # would pass the size a GPU machine can send back) into one archive to copy back,
 # $OUT/<job>.tar.gz (OUT defaults to /tmp/fast_cifar_out), with its log beside it:
-#   bash scripts/gpu_run.sh batch_check   benchmarks/batch_check.py: FFCV's batches behind a slow GPU consumer,
-#                                   counted with its asynchronous copy and with the kit's waiting one, and one
-#                                   set of weights evaluated through both loaders (about a minute)
+#   bash scripts/gpu_run.sh batch_check   benchmarks/run.py --rows batches: FFCV's batches behind a slow GPU
+#                                   consumer, counted with its asynchronous copy and with the kit's waiting one,
+#                                   and one set of weights evaluated through both loaders (about a minute)
 #   bash scripts/gpu_run.sh train   the 24-epoch recipe, FFCV loader then the device loader, epoch 2 profiled
 #   bash scripts/gpu_run.sh profile the 24-epoch recipe on the device loader, epoch 2 under torch.profiler: its
 #                                   top 20 kernels by GPU time in profile/kernels.md (about a minute)
@@ -51,7 +51,7 @@ nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=c
 
 case "$JOB" in
 batch_check)
-    "$PYTHON" benchmarks/batch_check.py --data.path "$DATA" --out "$RESULTS" "$@" ;;
+    "$PYTHON" benchmarks/run.py --rows batches --data.path "$DATA" --out "$RESULTS" "$@" ;;
 train)
     for loader in ffcv device; do
         "$PYTHON" fast_cifar/train.py --config rn18_configs/24ep.yaml --data.path "$DATA" --data.loader "$loader" \

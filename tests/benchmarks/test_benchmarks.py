@@ -4,6 +4,7 @@ import json
 import signal
 
 import pytest
+import torch
 
 from fast_cifar.beton import write_dataset
 from fast_cifar.sources import make_synthetic
@@ -43,14 +44,6 @@ def test_run_refuses_an_unknown_row(synthetic_folder, tmp_path):
     assert result.returncode == 2 and "unknown rows: turbo" in result.stderr
 
 
-def test_import_time_writes_each_modules_seconds(tmp_path):
-    result = run_script("benchmarks/import_time.py", "--out", tmp_path, "--runs", 1)
-    assert result.returncode == 0, result.stderr[-3000:]
-    record = json.loads((tmp_path / "imports.json").read_text())
-    assert set(record["median_seconds"]) == {"torch", "ffcv", "fast_cifar.data", "fast_cifar.train"}
-    assert all(seconds > 0 for seconds in record["median_seconds"].values())
-
-
 def test_the_speed_candidates_run(tmp_path, monkeypatch):
     # The foreach optimizer and batch 1024 rows, uncompiled so that a CPU runs them in seconds (what they
     # measure is the GPU's: scripts/gpu_run.sh bench), on a set with a full batch of 1024.
@@ -72,3 +65,15 @@ def test_the_speed_candidates_run(tmp_path, monkeypatch):
     with pytest.raises(SystemExit) as stopped:
         run.main([*args, "--data.path", str(tmp_path / "small")])
     assert stopped.value.code == 2
+
+
+def test_the_batch_check_tells_duplicate_torn_and_missing_batches(monkeypatch):
+    monkeypatch.syspath_prepend(str(REPO / "benchmarks"))
+    classify = importlib.import_module("run").classify
+    expected = [(torch.tensor([float(i), i + 0.5]), torch.tensor([i, i])) for i in range(4)]
+    torn = (torch.tensor([1.0, 2.5]), torch.tensor([1, 2]))  # half of batch 1, half of batch 2
+    # batch 0 right, then batch 2 early in batch 1's place (a duplicate), a torn one, batch 3 right
+    counts = classify([expected[0], expected[2], torn, expected[3]], expected)
+    assert counts == {"batches": 4, "expected": 4, "correct": 2, "duplicate": 1, "torn": 1, "missing": 1,
+                      "wrong_labels": 2 + 1}
+    assert classify(expected, expected)["correct"] == 4 and classify(expected[:3], expected)["missing"] == 1

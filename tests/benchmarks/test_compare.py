@@ -39,8 +39,7 @@ def test_compare_writes_table_json_and_plots(two_runs, tmp_path):
     for row in ("| `training.optimizer` | adam | adamw |", "| last-epoch test accuracy (%) |", "| max LR |",
                 "| time to 90%: training / end to end (s) |", "| training time / the first run's | 1.00 |"):
         assert row in table, row
-    for plot in ("accuracy.png", "loss.png"):
-        assert (tmp_path / plot).read_bytes()[:4] == b"\x89PNG"
+    assert (tmp_path / "curves.png").read_bytes()[:4] == b"\x89PNG"
 
 
 def test_other_devices_and_unfinished_runs_are_said(two_runs, tmp_path):
@@ -83,4 +82,4 @@ def test_a_peers_record_without_losses_is_compared_on_what_it_has(two_runs, tmp_
     assert result.returncode == 0, result.stderr[-3000:]
     notes = json.loads((tmp_path / "out" / "comparison.json").read_text())["notes"]
     assert "Not recorded, so not plotted: peer (train_loss, test_loss)." in notes
-    assert (tmp_path / "out" / "loss.png").read_bytes()[:4] == b"\x89PNG"
+    assert (tmp_path / "out" / "curves.png").read_bytes()[:4] == b"\x89PNG"

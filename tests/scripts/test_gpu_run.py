@@ -10,10 +10,12 @@ import tarfile
 import pytest
 import yaml
 
+from fast_cifar.beton import load_dataset_info
+
 from helpers import REPO, TINY_RUN
 
 JOBS = {
-    "batch_check": ({}, ["--width", "4", "--threads", "2"]),
+    "batch_check": ({}, [*TINY_RUN, "--data.loader_threads", "2"]),
     "train": ({}, TINY_RUN),
     "profile": ({}, [*TINY_RUN, "--training.epochs", "2"]),
     # benchmarks/run.py's training rows are tested in tests/benchmarks/test_benchmarks.py: the loader rows here
@@ -50,7 +52,7 @@ def test_every_job_runs_and_packs_its_results(job, synthetic_folder, tmp_path):
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     with tarfile.open(tmp_path / "out" / f"{job}.tar.gz") as archive:
         names = archive.getnames()
-    expected = {"batch_check": "batch_check.json", "train": "24ep_device/results.json",
+    expected = {"batch_check": "table.md", "train": "24ep_device/results.json",
                 "profile": "profile/kernels.md", "bench": "results.json", "seeds": "recipe_candidates.json",
                 "study": "sweep.json", "peers": "peers.json", "frontier": "frontier_candidates.png"}[job]
     assert f"{job}/{expected}" in names, names
@@ -66,11 +68,15 @@ def test_every_job_runs_and_packs_its_results(job, synthetic_folder, tmp_path):
         resnet9 = json.loads((results / "runs" / "resnet9" / "seed0" / "results.json").read_text())
         assert resnet9["model"]["arch"] == "resnet9" and resnet9["finished"]
     if job == "batch_check":  # on a CPU no copy is asynchronous: every batch arrives whole, both ways
-        check = json.loads((results / "batch_check.json").read_text())
-        assert {(row["split"], row["transfer"]) for row in check["rows"]} == {
-            (split, transfer) for split in ("train", "test") for transfer in ("async", "waiting")}
+        record = json.loads((results / "results.json").read_text())
+        batch_size = int(TINY_RUN[TINY_RUN.index("--training.batch_size") + 1])
+        check, train_batches = record["batches"], load_dataset_info(synthetic_folder).records["train"] // batch_size
+        assert {(row["split"], row["loader"]) for row in check["rows"]} == {
+            (split, loader) for split in ("train", "test") for loader in ("ffcv", "ffcv_async_copy")}
         assert all(row["correct"] == row["expected"] == row["batches"] > 0 for row in check["rows"])
-        assert check["evaluation"]["equal"] and check["device"]["type"] == "cpu"
+        assert [row["batches"] for row in check["rows"] if row["split"] == "train"] == [train_batches] * 2
+        assert check["evaluations_equal"] and record["device"]["type"] == "cpu" and not record["loaders"]
+        assert 0 < check["check_seconds_per_epoch"] < 1
     if job == "frontier":  # both ran to their own epochs, with their ingredients, and the TTA apart
         for name, epochs in (("reference", 2), ("all_8", 8)):
             record = json.loads((results / "runs" / name / "seed0" / "results.json").read_text())
