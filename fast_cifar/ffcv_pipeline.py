@@ -7,7 +7,9 @@ then, as torch ops: to tensor -> to the device, waiting for the copy -> channels
 `NormalizeStep` (data.py's `Normalize`, into the compute dtype). data.py imports this module only for
 `--data.loader ffcv`: importing ffcv takes seconds.
 """
+import contextlib
 import dataclasses
+import queue
 
 import numba
 import numpy as np
@@ -81,7 +83,24 @@ class EpochLoader(Loader):
     def __iter__(self):
         for augmentation in self.augmentations:
             augmentation.epoch = self.next_epoch
-        return super().__iter__()
+        epoch = super().__iter__()  # FFCV's EpochIterator: a thread that fills batches ahead
+        try:
+            yield from epoch
+        finally:  # at the epoch's end, or when the consumer stops early (closing this generator)
+            stop_filling(epoch)
+
+
+def stop_filling(epoch):
+    """Stop an epoch's filling thread and wait for it. FFCV leaves it running when a consumer stops early: a
+    daemon thread, which the interpreter's exit can kill in the middle of numba's parallel code, aborting the
+    process. With no batches left to fill (FFCV 1.0.2's `iter_ixes`), it finishes the one in hand and ends
+    the epoch, putting an end mark on its queue: drained here, so that no put waits for a reader."""
+    epoch.terminate_event.set()
+    epoch.iter_ixes = iter(())
+    while epoch.is_alive():
+        with contextlib.suppress(queue.Empty):
+            epoch.output_queue.get_nowait()
+        epoch.join(timeout=0.05)
 
 
 class CropAndFlip(Operation):

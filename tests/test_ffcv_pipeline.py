@@ -2,6 +2,7 @@
 import itertools
 import subprocess
 import sys
+import threading
 
 import numpy as np
 import pytest
@@ -86,3 +87,18 @@ def test_importing_the_pipeline_keeps_torchs_thread_count():
     code = ("import torch; n = torch.get_num_threads(); import fast_cifar.ffcv_pipeline; "
             "assert torch.get_num_threads() == n, (n, torch.get_num_threads())")
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
+
+
+def test_a_consumer_that_stops_early_leaves_no_filling_thread(synthetic_folder):
+    # FFCV fills batches ahead in a daemon thread; one left running numba code at the interpreter's exit can
+    # abort the process. Stopping after a batch, or at the epoch's end, must end it before going on.
+    from ffcv.loader.epoch_iterator import EpochIterator
+
+    info = load_dataset_info(synthetic_folder)
+    loader = make_loader(info, "train", Batches(16, CPU), Sampling(train=True), "ffcv", 2)
+    for stop_after in (1, len(loader)):
+        batches = iter(loader)
+        for _ in range(stop_after):
+            next(batches)
+        batches.close()
+        assert not [thread for thread in threading.enumerate() if isinstance(thread, EpochIterator)]
