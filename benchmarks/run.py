@@ -31,7 +31,7 @@ from fast_cifar.optim import make_optimizer, make_scheduler
 from fast_cifar.plots import plt, save_figure
 from fast_cifar.report import markdown_table, published_command, source_name
 from fast_cifar.results import Timer, describe_device, versions
-from fast_cifar.train import endless, evaluate, onednn_is_safe, train_step
+from fast_cifar.train import DTYPES, endless, evaluate, onednn_is_safe, train_step
 from plain_pytorch import make_torchvision_loader  # benchmarks/, beside this script
 
 EPOCH_IMAGES = 50_000
@@ -71,7 +71,7 @@ class Bench:
 
     def batches(self, kind, setting):
         """Endless train batches from one kind of loader, on the device in the setting's dtype and layout."""
-        dtype = torch.bfloat16 if setting["precision"] == "bf16" else torch.float32
+        dtype = DTYPES[setting["precision"]]
         batches = Batches(setting["batch_size"], self.device, dtype, setting["channels_last"])
         if kind != "torchvision":
             return endless(self.loader(kind, "train", batches))
@@ -169,7 +169,7 @@ def measure_training(bench, name, setting):
     steps = args.warmup_steps + args.timed_steps
     scheduler = make_scheduler(recipe, optimizer, recipe.lr, steps_per_epoch=-(-steps // recipe.epochs) + 1)
     net = model if setting["compile"] == "off" else torch.compile(model, mode=setting["compile"])
-    dtype = torch.bfloat16 if setting["precision"] == "bf16" else torch.float32
+    dtype = DTYPES[setting["precision"]]
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
 

@@ -25,8 +25,8 @@ def parameter_groups(model, training):
     bias = {id(p) for name, p in model.named_parameters() if name.endswith("bias")} - norm
     decay = training.weight_decay
     free = decay if training.decay_norm_and_bias else 0.0  # the decay of normalization parameters and biases
-    params = list(model.parameters())
-    groups = [{"params": [p for p in params if id(p) not in norm | bias], "weight_decay": decay, "lr_scale": 1.0},
+    params, either = list(model.parameters()), norm | bias
+    groups = [{"params": [p for p in params if id(p) not in either], "weight_decay": decay, "lr_scale": 1.0},
               {"params": [p for p in params if id(p) in bias], "weight_decay": free, "lr_scale": 1.0},
               {"params": [p for p in params if id(p) in norm], "weight_decay": free,
                "lr_scale": training.norm_lr_multiplier}]

@@ -26,11 +26,15 @@ FIGURES = {
 }
 
 
+# An epoch's accuracies under test-time augmentation, the richest first: airbench's (flips and translations),
+# train.py's multi-crop (the same views), its flip.
+TTA_KEYS = ("test_accuracy_tta", "test_accuracy_multicrop_tta", "test_accuracy_flip_tta")
+
+
 def tta_accuracy(epoch):
     """The test accuracy with the run's own test-time augmentation (airbench's: flips and translations;
     train.py's: the same with eval_multicrop_tta, else a flip), or None without one."""
-    value = next((epoch[key] for key in ("test_accuracy_tta", "test_accuracy_multicrop_tta", "test_accuracy_flip_tta")
-                  if key in epoch), None)
+    value = next((epoch[key] for key in TTA_KEYS if key in epoch), None)
     return None if value is None else 100 * value
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 from fast_cifar.files import atomic_file, write_json, write_text
-from fast_cifar.report import markdown_table
+from fast_cifar.report import TTA_KEYS, markdown_table
 
 PACKAGES = ("torch", "torchvision", "ffcv", "numpy", "numba", "fastargs")
 
@@ -157,9 +157,7 @@ class RunRecord:
         self.data["best"] = {"test_accuracy": best["test_accuracy"], "epoch": best["epoch"]}
         # The honest headline: picking the best epoch by the test set flatters the result.
         last = epochs[-1]
-        self.data["last"] = {key: last[key] for key in ("epoch", "test_accuracy", "test_accuracy_flip_tta",
-                                                        "test_accuracy_multicrop_tta", "test_accuracy_tta")
-                             if key in last}
+        self.data["last"] = {key: last[key] for key in ("epoch", "test_accuracy", *TTA_KEYS) if key in last}
         return self.data["best"]
 
     def say(self, message):

@@ -87,6 +87,9 @@ def train(cfg, argv=None, world=World()):
         sys.exit(INTERRUPTED)
 
 
+DTYPES = {"bf16": torch.bfloat16, "fp32": torch.float32}  # training.precision's compute dtypes
+
+
 @dataclass
 class Compute:
     """Where and how the run computes, and why each choice was made."""
@@ -100,7 +103,7 @@ class Compute:
 
     @property
     def dtype(self):
-        return torch.bfloat16 if self.precision == "bf16" else torch.float32
+        return DTYPES[self.precision]
 
     @property
     def memory_format(self):
