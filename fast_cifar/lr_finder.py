@@ -2,18 +2,27 @@
 
 The sweep trains a throwaway copy of the model with its own optimizer, so the
 real model, its BatchNorm statistics and the optimizer that trains it are
-untouched. The loss is smoothed with a bias-corrected moving average. The valley
-is where the smoothed loss stays within `rise` (5% in the recipe) of its
-minimum: the sweep ends at its far edge, the first LR at which the loss rises
-above that (or turns non-finite). The suggested max LR for the one-cycle
-schedule is an anchor LR times `multiplier`: in the recipe the minimum / 3, or the
-valley's start (the first LR whose smoothed loss came within `rise` of the
-minimum); why the minimum: benchmarks/README.md, "The LR finder's rule".
-Stopping at the far edge ends the sweep well before `end_lr`.
+untouched. The loss is smoothed with a bias-corrected moving average.
+
+The rule: the suggested max LR is `multiplier` times the anchor, the LR at
+which the smoothed loss, on its way down, first comes within `anchor_rise` of
+its minimum (interpolated between the two steps around it). The anchor sits on
+the steep part of the descent, where a seed's noise moves it least. The
+minimum itself does not: with AdamW and BatchNorm the loss often stalls on a
+floor two or three decades wide instead of rising, and noise puts the minimum
+anywhere along it (minimum / 3 moved 44x over seeds on cpu_small). Evidence:
+benchmarks/README.md, "The LR finder's rule".
+
+The valley is where the smoothed loss stays within `rise` of its minimum. The
+sweep stops at the valley's far edge, where the loss rises past that (or turns
+non-finite). A valley `flat_decades` wide or more is reported as flat: the
+rule does not depend on where its minimum falls, but a user reading the plot
+should know that its floor, not a dip, is what the sweep found.
 
 A sweep is inconclusive when its edge comes within its first `MIN_SWEEP_STEPS` steps (the
-smoothed loss of a few steps is noise, not a valley) or when its suggestion falls outside the LRs it
-swept: the result says why (`inconclusive`), and train.py then uses training.lr instead.
+smoothed loss of a few steps is noise, not a valley), when its first step was already near the minimum
+(no descent to anchor on), or when its suggestion falls outside the LRs it swept: the result says why
+(`inconclusive`), and train.py then uses training.lr instead.
 """
 import copy
 import hashlib
@@ -31,10 +40,13 @@ class LRFinderResult:
     losses: list  # raw loss at each step
     smoothed_losses: list
     min_loss_lr: float  # where the smoothed loss was lowest: reported, not used
+    anchor_lr: float  # where the falling smoothed loss first came within `anchor_rise` of its minimum
     valley_start_lr: float  # the first LR whose smoothed loss was within `rise` of the minimum
-    edge_lr: float  # the first LR whose smoothed loss rose `rise` above the minimum (the last LR if none did)
-    suggested_lr: float  # the anchor (valley_start_lr or min_loss_lr) * multiplier
-    stopped_early: bool  # False: the loss never rose enough before end_lr, and edge_lr is end_lr
+    edge_lr: float  # the valley's far edge: the first LR whose smoothed loss rose past it (the last LR if none did)
+    suggested_lr: float  # anchor_lr * multiplier
+    stop: str  # "edge": the loss rose past the valley; "end_lr": it never did
+    valley_decades: float  # log10(edge_lr / valley_start_lr)
+    flat: bool  # the valley spans flat_decades or more
     inconclusive: str = ""  # why the suggestion cannot be trusted, or "" when it can
 
     def to_dict(self):
@@ -59,6 +71,18 @@ def valley_start(lrs, smoothed_losses, rise):
     return next(lr for lr, loss in zip(lrs, smoothed_losses) if loss <= (1 + rise) * lowest)
 
 
+def descent_anchor(lrs, smoothed_losses, anchor_rise):
+    """The LR at which the smoothed loss first falls to `anchor_rise` above its minimum, interpolated in log LR
+    between the step above that level and the step at or below it (the first LR if the first step is)."""
+    level = (1 + anchor_rise) * min(smoothed_losses)
+    below = next(i for i, loss in enumerate(smoothed_losses) if loss <= level)
+    if below == 0:
+        return lrs[0]
+    above, at = smoothed_losses[below - 1], smoothed_losses[below]
+    fraction = (above - level) / (above - at)
+    return math.exp(math.log(lrs[below - 1]) + fraction * (math.log(lrs[below]) - math.log(lrs[below - 1])))
+
+
 def sweep_lrs(start_lr, end_lr, num_iters):
     ratio = end_lr / start_lr
     return [start_lr * ratio ** (i / max(num_iters - 1, 1)) for i in range(num_iters)]
@@ -70,49 +94,69 @@ def find_lr(model, batches, loss_of, make_optimizer, settings):
     `loss_of(model, images, labels)` returns the training loss; `make_optimizer(model)`
     builds the optimizer training will start with (its betas, decay and parameter groups).
     `settings` is config.py's lr_finder section: start_lr, end_lr, num_iters, smoothing,
-    rise, anchor, multiplier.
+    rise, flat_decades, anchor_rise, multiplier.
     """
-    start_lr, end_lr, num_iters = settings.start_lr, settings.end_lr, settings.num_iters
-    smoothing, rise = settings.smoothing, settings.rise
     model = copy.deepcopy(model).train()
     optimizer = make_optimizer(model)
-    lrs, losses, smoothed = [], [], []
-    average, best = 0.0, math.inf
-    edge_lr = None
-    for step, (lr, (images, labels)) in enumerate(zip(sweep_lrs(start_lr, end_lr, num_iters), batches)):
+    curve = SweepCurve(settings)
+    for lr, (images, labels) in zip(sweep_lrs(settings.start_lr, settings.end_lr, settings.num_iters), batches):
         for group in optimizer.param_groups:
             group["lr"] = lr * group.get("lr_scale", 1.0)
         loss = loss_of(model, images, labels)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-
-        value = loss.item()  # one sync per step is fine here: the sweep needs the value to decide
-        average = smoothing * average + (1 - smoothing) * value
-        current = average / (1 - smoothing ** (step + 1))
-        if past_the_valley(current, best, rise):
-            edge_lr = lr  # past the valley's edge: this step's loss is not part of the curve
+        if curve.add(lr, loss.item()):  # one sync per step is fine here: the sweep needs the value to decide
             break
-        best = min(best, current)
-        lrs.append(lr)
-        losses.append(value)
-        smoothed.append(current)
+    return curve.result()
 
-    if not lrs:
-        raise UserError("the LR finder diverged on its first step: lower lr_finder.start_lr")
-    stopped_early = edge_lr is not None
-    edge_lr = edge_lr if stopped_early else lrs[-1]
-    min_loss_lr = lrs[smoothed.index(min(smoothed))]
-    valley_start_lr = valley_start(lrs, smoothed, rise)
-    anchor_lr = valley_start_lr if settings.anchor == "valley_start" else min_loss_lr
-    suggested_lr = anchor_lr * settings.multiplier
-    inconclusive = ""
-    if stopped_early and len(lrs) < MIN_SWEEP_STEPS:
-        inconclusive = f"the loss rose {100 * rise:g}% above its minimum after {len(lrs)} steps, within the noise"
-    elif not start_lr <= suggested_lr <= edge_lr:
-        inconclusive = f"it suggests {suggested_lr:.2e}, outside the LRs it swept ({start_lr:.2e} to {edge_lr:.2e})"
-    return LRFinderResult(lrs, losses, smoothed, min_loss_lr, valley_start_lr, edge_lr, suggested_lr, stopped_early,
-                          inconclusive)
+
+class SweepCurve:
+    """A sweep's record, step by step: the LR and loss, the smoothed loss, and where to stop. Recorded sweeps
+    are replayed through it (benchmarks/lr_rules.py) to see what this rule would have picked from them."""
+
+    def __init__(self, settings):
+        self.settings = settings
+        self.lrs, self.losses, self.smoothed = [], [], []
+        self.average, self.lowest = 0.0, math.inf
+        self.stop, self.edge_lr = "end_lr", None
+
+    def add(self, lr, loss):
+        """Record one step; returns "edge" when the loss has left the valley (the sweep stops), else ""."""
+        smoothing = self.settings.smoothing
+        self.average = smoothing * self.average + (1 - smoothing) * loss
+        smoothed = self.average / (1 - smoothing ** (len(self.lrs) + 1))
+        if past_the_valley(smoothed, self.lowest, self.settings.rise):
+            self.stop, self.edge_lr = "edge", lr  # past the valley's edge: this step is not part of the curve
+            return self.stop
+        self.lowest = min(self.lowest, smoothed)
+        self.lrs.append(lr)
+        self.losses.append(loss)
+        self.smoothed.append(smoothed)
+        return ""
+
+    def result(self):
+        """The suggestion and the valley, by the rule in this module's docstring."""
+        if not self.lrs:
+            raise UserError("the LR finder diverged on its first step: lower lr_finder.start_lr")
+        settings, lrs, smoothed = self.settings, self.lrs, self.smoothed
+        edge_lr = self.edge_lr or lrs[-1]
+        start_lr = valley_start(lrs, smoothed, settings.rise)
+        anchor_lr = descent_anchor(lrs, smoothed, settings.anchor_rise)
+        suggested_lr = anchor_lr * settings.multiplier
+        decades = math.log10(edge_lr / start_lr)
+        inconclusive = ""
+        if self.stop == "edge" and len(lrs) < MIN_SWEEP_STEPS:
+            inconclusive = (f"the loss rose {100 * settings.rise:g}% above its minimum after {len(lrs)} steps, "
+                            f"within the noise")
+        elif smoothed[0] <= (1 + settings.anchor_rise) * min(smoothed):
+            inconclusive = (f"its first step was already within {100 * settings.anchor_rise:g}% of the minimum: no "
+                            f"descent to anchor on (start it below {lrs[0]:.2e})")
+        elif not lrs[0] <= suggested_lr <= edge_lr:
+            inconclusive = f"it suggests {suggested_lr:.2e}, outside the LRs it swept ({lrs[0]:.2e} to {edge_lr:.2e})"
+        return LRFinderResult(lrs, self.losses, smoothed, lrs[smoothed.index(min(smoothed))], anchor_lr, start_lr,
+                              edge_lr, suggested_lr, self.stop, decades, decades >= settings.flat_decades,
+                              inconclusive)
 
 
 # --- a sweep once per (settings, data, seed) ------------------------------------------------------------

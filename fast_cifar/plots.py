@@ -37,11 +37,14 @@ def plot_lr_finder(result, path):
     figure, axis = plt.subplots(figsize=(6, 4))
     axis.plot(result.lrs, result.losses, alpha=0.3, label="loss")
     axis.plot(result.lrs, result.smoothed_losses, label="smoothed loss")
+    axis.axvline(result.anchor_lr, color="tab:green", linestyle=":", label=f"anchor {result.anchor_lr:.2e}")
     axis.axvline(result.suggested_lr, color="tab:red", linestyle="--",
                  label=f"suggested max LR {result.suggested_lr:.2e}")
-    axis.axvspan(result.valley_start_lr, result.edge_lr, color="tab:gray", alpha=0.15,
-                 label=f"valley {result.valley_start_lr:.1e} to {result.edge_lr:.1e}")
-    axis.set(xscale="log", xlabel="learning rate", ylabel="training loss", title="LR range test")
+    valley = f"{'flat valley' if result.flat else 'valley'} {result.valley_start_lr:.1e} to {result.edge_lr:.1e}"
+    axis.axvspan(result.valley_start_lr, result.edge_lr, color="tab:gray", alpha=0.15, hatch="//" if result.flat else None,
+                 label=f"{valley} ({result.valley_decades:.1f} decades)")
+    title = "LR range test" + (": the valley is flat" if result.flat else "")
+    axis.set(xscale="log", xlabel="learning rate", ylabel="training loss", title=title)
     axis.grid(alpha=0.3)
-    axis.legend()
+    axis.legend(fontsize="small")
     save_figure(figure, path)

@@ -245,12 +245,14 @@ def run_lr_finder(cfg, model, train_loader, compute, record):
     record.data["lr_finder"] = sweep.to_dict()
     from fast_cifar.plots import plot_lr_finder  # matplotlib only when a plot is drawn
     plot_lr_finder(sweep, record.folder / "lr_finder.png")
-    if not sweep.stopped_early:
+    if sweep.stop == "end_lr" and not sweep.flat:
         record.warn(f"warning: the LR finder's loss never rose {100 * finder.rise:g}% above its minimum up to "
-                    f"lr_finder.end_lr {finder.end_lr:g}; the max LR comes from end_lr: raise it")
-    print(f"LR finder: valley from LR {sweep.valley_start_lr:.2e} to {sweep.edge_lr:.2e} ({len(sweep.lrs)} steps), "
-          f"max LR {sweep.suggested_lr:.2e} "
-          f"({record.timings['lr_finder']:.1f}s)")
+                    f"lr_finder.end_lr {finder.end_lr:g}: the valley's edge is past the sweep; raise end_lr")
+    valley = "a flat valley" if sweep.flat else "valley"
+    print(f"LR finder: {valley} from LR {sweep.valley_start_lr:.2e} to {sweep.edge_lr:.2e} "
+          f"({sweep.valley_decades:.1f} decades, {len(sweep.lrs)} steps); max LR {sweep.suggested_lr:.2e} = "
+          f"{finder.multiplier:g} x {sweep.anchor_lr:.2e}, where the loss came within {100 * finder.anchor_rise:g}% "
+          f"of its minimum ({record.timings['lr_finder']:.1f}s)")
     if sweep.inconclusive:
         record.warn(f"warning: the LR finder's sweep was inconclusive ({sweep.inconclusive}): training uses "
                     f"training.lr {training.lr:g} instead; sweep more slowly or set training.lr")
