@@ -15,7 +15,6 @@ import argparse
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -24,7 +23,7 @@ from pathlib import Path
 import torch
 import yaml
 
-from fast_cifar.errors import UserError, exit_on_user_error
+from fast_cifar.errors import Interrupted, UserError, exit_on_user_error
 from fast_cifar.files import inside, writable_folder, write_json, write_text
 from fast_cifar.plots import plt, save_figure
 from fast_cifar.report import FIGURES, figures, finished_run, machine, markdown_table, mean_std, source_name
@@ -219,7 +218,6 @@ def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     args, train_flags = parse(argv)
     peers = read_peers(args.peers) if args.peers else {}  # read before any run: a typo costs no runs
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so `finally` stops the runs in flight
     candidates = read_candidates(args)
     if unknown := set(filter(None, args.only.split(","))) - set(candidates):
         raise UserError(f"--only names unknown candidates: {', '.join(sorted(unknown))}")
@@ -243,7 +241,11 @@ def main(argv=None):
     if args.fresh_compile_cache and pending:
         shutil.rmtree(out / "compile_cache", ignore_errors=True)
         env["TORCHINDUCTOR_CACHE_DIR"] = str(out / "compile_cache")
-    failed = run_all(pending, args.jobs, args.stop_starting_after, env)
+    try:
+        failed = run_all(pending, args.jobs, args.stop_starting_after, env)
+    except Interrupted as stop:  # run_all has stopped the runs in flight
+        raise Interrupted(f"{stop}: the finished runs are kept under {out / 'runs'}; run the same command again to "
+                          f"finish the rest (a run cut off resumes from its checkpoint)") from None
 
     records = {}
     for (name, _), folder in folders.items():

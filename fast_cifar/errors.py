@@ -69,14 +69,20 @@ def storage_failure(error, path):
 
 
 def exit_on_user_error(main):
-    """Decorate a CLI entry point so a `UserError` ends it with one line and its exit code."""
+    """Decorate a CLI entry point: a `UserError` ends it with one line and its exit code; SIGINT or SIGTERM
+    with one line and INTERRUPTED, once the `finally` blocks on the way out have removed its temporaries
+    and stopped its child processes. A command says what it keeps by raising `Interrupted("SIGINT: ...")`."""
 
     @functools.wraps(main)
     def wrapper(*args, **kwargs):
         try:
-            return main(*args, **kwargs)
+            with interruptible():
+                return main(*args, **kwargs)
         except UserError as error:
             print(f"error: {error}", file=sys.stderr)
             sys.exit(error.exit_code)
+        except Interrupted as stop:
+            print(f"stopped by {stop}", file=sys.stderr)
+            sys.exit(INTERRUPTED)
 
     return wrapper

@@ -72,6 +72,7 @@ class EpochLoader(Loader):
 
     def __init__(self, path, device, **loader_args):
         super().__init__(str(path), **loader_args)
+        torch.set_num_threads(TORCH_THREADS)  # FFCV set torch's count to its workers': training keeps its own
         self.device, self.split_labels = device, read_labels(path)
         self.augmentations = [operation for spec in self.pipeline_specs.values() for operation in spec.transforms
                               if isinstance(operation, CropAndFlip)]
@@ -84,6 +85,7 @@ class EpochLoader(Loader):
         for augmentation in self.augmentations:
             augmentation.epoch = self.next_epoch
         epoch = super().__iter__()  # FFCV's EpochIterator: a thread that fills batches ahead
+        torch.set_num_threads(TORCH_THREADS)  # as in __init__: FFCV set it again for this pass
         try:
             yield from epoch
         finally:  # at the epoch's end, or when the consumer stops early (closing this generator)

@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
-from fast_cifar import checkpoint
+from fast_cifar import TORCH_THREADS, checkpoint
 from fast_cifar.augment import Augmentation
 from fast_cifar.beton import load_dataset_info
 from fast_cifar.config import as_dict, check_train_settings, declare_train_sections, parse_config
@@ -38,6 +38,7 @@ from fast_cifar.files import inside, lock_folder, write_json
 from fast_cifar.lr_finder import cached_sweep, find_lr, sweep_cache_key
 from fast_cifar.model import MODELS, describe_model, flops_per_image, receptive_fields
 from fast_cifar.optim import WeightAverage, check_schedule, make_optimizer, make_scheduler
+from fast_cifar.report import finished_run
 from fast_cifar.results import RunRecord, Timer, hardware_use, profiled, save_weights
 from fast_cifar.run_folder import make_run_folder
 
@@ -70,8 +71,9 @@ def train(cfg, argv=None, world=World()):
                 max_lr = choose_max_lr(cfg, model, loaders.train, resumed, compute, record)
                 learner = create_learner(cfg.training, model, max_lr, len(loaders.train), resumed, compute)
                 record.data["optimizer"] = type(learner.optimizer).__name__
-                compile_learner(learner, loaders, warm_batches, cfg.training.compile, record)
                 first_epoch = resumed["epoch"] + 1 if resumed else 1
+                if first_epoch <= cfg.training.epochs:  # else the run only has its finish left
+                    compile_learner(learner, loaders, warm_batches, cfg.training.compile, record)
                 fit(cfg, record, learner, loaders, first_epoch, world)
                 return finish(cfg, record, learner.result, first_epoch)
     except RunFinished as finished:
@@ -113,6 +115,7 @@ class Compute:
 def choose_compute(cfg, world):
     """Device, precision and layout, and the global torch settings that go with them; seeds everything."""
     device = pick_device(cfg.training.device, world)
+    torch.set_num_threads(TORCH_THREADS)  # whatever an earlier ffcv import or loader in this process set
     torch.backends.mkldnn.enabled = onednn_is_safe(device)  # see onednn_is_safe
     torch.backends.cudnn.benchmark = not cfg.training.deterministic  # fixed shapes: cuDNN times its algorithms once
     torch.use_deterministic_algorithms(cfg.training.deterministic)
@@ -160,14 +163,16 @@ def start_or_resume(cfg, argv, device, world, info, started):
     path = checkpoint.find(cfg.training.resume, cfg.output.dir, cfg.output.name)
     lock = lock_folder(path.parent) if world.is_main else None
     state = checkpoint.load(path, as_dict(cfg), info.sha256)
-    if state["epoch"] >= cfg.training.epochs:
+    if state["epoch"] >= cfg.training.epochs and finished_run(path.parent) and (path.parent / "model.pt").is_file():
         raise RunFinished(f"nothing left to do: {path.parent} finished all {cfg.training.epochs} epochs; "
                           f"its results are in {path.parent / 'results.json'}")
     record = RunRecord(path.parent, as_dict(cfg), device, argv, lock=lock, started=started, writes=world.is_main)
     saved = state["record"]
     record.data.update({key: saved[key] for key in ("epochs", "lr_finder", "max_lr", "warnings") if key in saved})
     record.data["resumed_after_epoch"] = record.checkpointed_epoch = state["epoch"]
-    record.say(f"resuming {path} after epoch {state['epoch']}")
+    record.say(f"resuming {path} after epoch {state['epoch']}" if state["epoch"] < cfg.training.epochs else
+               f"finishing {path.parent}: it trained all {state['epoch']} epochs but was stopped before it wrote "
+               f"model.pt, its plots and its finished results.json")
     return record, state
 
 
@@ -488,7 +493,7 @@ def last_good(record):
 def finish(cfg, record, model, first_epoch):
     """The final record, weights and plots, and the headline: last-epoch accuracy first."""
     best = record.summarize(cfg.output.accuracy_targets)
-    trained = record.data["epochs"][first_epoch - 1:]
+    trained = record.data["epochs"][first_epoch - 1:] or record.data["epochs"]  # all, when only the finish was left
     images = record.data["data"]["train_images_per_epoch"] * len(trained)
     record.data["hardware_use"] = hardware_use(flops_per_image(model), images,
                                                sum(epoch["train_seconds"] for epoch in trained), record.data["device"])

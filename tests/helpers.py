@@ -3,6 +3,7 @@ import contextlib
 import importlib.util
 import io
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -28,12 +29,26 @@ def error_lines(stderr):
     return [line for line in stderr.splitlines() if line.strip()]
 
 
-def run_main(script, *args):
+def run_main(script, *args, interrupt_in=None):
     """A script's main(argv) called in this process, which has paid for the imports already; its exit code
-    and output as run_script gives them. For scripts whose behaviour does not depend on a fresh process."""
+    and output as run_script gives them. For scripts whose behaviour does not depend on a fresh process.
+    `interrupt_in` names one of the script's functions: the process gets SIGINT as that function starts,
+    as a user's Ctrl-C would mid-work."""
     spec = importlib.util.spec_from_file_location(f"script_{Path(script).stem}", REPO / script)
     module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    sys.path.insert(0, str((REPO / script).parent))  # as `python script` finds its neighbours
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(str((REPO / script).parent))
+    if interrupt_in:
+        step = getattr(module, interrupt_in)
+
+        def interrupted(*step_args, **step_kwargs):
+            os.kill(os.getpid(), signal.SIGINT)
+            return step(*step_args, **step_kwargs)
+
+        setattr(module, interrupt_in, interrupted)
     stdout, stderr, code = io.StringIO(), io.StringIO(), 0
     with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
         try:

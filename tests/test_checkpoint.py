@@ -1,15 +1,17 @@
 """Interruption and resumption: a stopped run continues to the same weights as an uninterrupted one."""
+import contextlib
 import json
 import math
 import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import torch
 
-from fast_cifar import train
+from fast_cifar import files, plots, train
 from fast_cifar.beton import write_dataset
 from fast_cifar.files import lock_folder
 from fast_cifar.sources import make_synthetic
@@ -135,6 +137,60 @@ def test_resuming_a_finished_run_leaves_it_alone(synthetic_folder, tmp_path, cap
     assert train.main(one_epoch(synthetic_folder, tmp_path, "done") + ["--training.resume", "auto"]) is None
     assert "nothing left to do" in capsys.readouterr().out
     assert {path.name: path.read_bytes() for path in folder.iterdir() if path.is_file()} == before
+
+
+class Killed(BaseException):
+    """A kill -9 in the middle of a run, as far as its files can tell: nothing after it runs."""
+
+
+def kill_after_write(count, monkeypatch):
+    """Make the run's `count`-th file write (every write goes through files.atomic_path) its last act."""
+    real, writes = files.atomic_path, []
+
+    @contextlib.contextmanager
+    def counted(path):
+        with real(path) as temporary:
+            yield temporary
+        writes.append(Path(path).name)
+        if len(writes) == count:
+            raise Killed(path)
+
+    monkeypatch.setattr(files, "atomic_path", counted)
+    monkeypatch.setattr(plots, "atomic_path", counted)
+    return writes
+
+
+def metrics(record):
+    return [{key: value for key, value in epoch.items() if not key.endswith("seconds")} for epoch in record["epochs"]]
+
+
+def test_a_run_killed_after_any_write_is_finished_by_its_resume_or_refused(synthetic_folder, tmp_path, monkeypatch,
+                                                                           capsys):
+    args = [*run_args(synthetic_folder, tmp_path, "whole"), "--training.epochs", "2", "--lr_finder.cache", "false"]
+    with monkeypatch.context() as patch:
+        writes = kill_after_write(0, patch)
+        whole = train.main(args)
+    # the sweep's plot, each epoch's checkpoint and record, then the weights, the plots and the finished record
+    assert writes == ["lr_finder.png", *["checkpoint.pt", "results.json"] * 2, "model.pt", "loss_accuracy_plots.png",
+                      "results.json"]
+    for count, write in enumerate(writes, start=1):
+        name = f"killed_after_{count}_{write}"
+        with monkeypatch.context() as patch:
+            kill_after_write(count, patch)
+            with pytest.raises(Killed):
+                train.main([*args, "--output.name", name])
+        folder = tmp_path / name
+        if not (folder / "checkpoint.pt").exists():  # killed before its first epoch ended: nothing to resume
+            with pytest.raises(SystemExit) as refused:
+                train.main([*args, "--output.name", name, "--training.resume", "auto"])
+            assert refused.value.code == 2 and "no checkpoint to resume from" in error_lines(capsys.readouterr().err)[-1]
+            continue
+        train.main([*args, "--output.name", name, "--training.resume", "auto"])
+        record = json.loads((folder / "results.json").read_text())
+        assert record["finished"] and metrics(record) == metrics(whole)
+        assert record["last"] == whole["last"] and record["max_lr"] == whole["max_lr"]
+        assert all(torch.equal(weights(folder)[key], value) for key, value in weights(tmp_path / "whole").items())
+        assert (folder / "loss_accuracy_plots.png").is_file() and not list(folder.glob(".*.tmp"))
 
 
 def test_a_second_run_never_takes_over_a_run_folder(synthetic_folder, tmp_path, capsys):

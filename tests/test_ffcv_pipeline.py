@@ -1,4 +1,5 @@
 """ffcv_pipeline.py: FFCV's pipelines as the kit builds them, read in file order, step by step."""
+import contextlib
 import itertools
 import subprocess
 import sys
@@ -11,6 +12,7 @@ from ffcv.fields.decoders import SimpleRGBImageDecoder
 from ffcv.loader import Loader, OrderOption
 from ffcv.transforms import NormalizeImage, ToDevice, ToTensor, ToTorchImage
 
+from fast_cifar import TORCH_THREADS
 from fast_cifar.augment import CROP_PADDING
 from fast_cifar.beton import load_dataset_info
 from fast_cifar.data import Batches, Sampling, make_loader
@@ -102,3 +104,15 @@ def test_a_consumer_that_stops_early_leaves_no_filling_thread(synthetic_folder):
             next(batches)
         batches.close()
         assert not [thread for thread in threading.enumerate() if isinstance(thread, EpochIterator)]
+
+
+@pytest.mark.skipif(TORCH_THREADS < 2, reason="one CPU thread: a loader cannot take any from training")
+def test_a_loader_with_fewer_threads_leaves_training_its_own(synthetic_folder):
+    # ffcv 1.0.2 sets torch's thread count to its worker count when a loader is built and at every pass: a
+    # 1-thread loader would train on one core, and train differently from the device loader.
+    loader = make_loader(load_dataset_info(synthetic_folder), "train", Batches(64, CPU), Sampling(train=True),
+                         "ffcv", threads=1)
+    assert torch.get_num_threads() == TORCH_THREADS
+    with contextlib.closing(iter(loader)) as batches:
+        next(batches)
+        assert torch.get_num_threads() == TORCH_THREADS

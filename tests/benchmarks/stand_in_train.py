@@ -1,10 +1,11 @@
 """A stand-in for fast_cifar/train.py that sweep.py can run in milliseconds: it takes the same flags and writes
 a finished results.json whose figures follow from them, so the tests of the sweep's bookkeeping (seeds, jobs,
-reruns, failures, skips, ratios, reports) need not train. `--fail MESSAGE` fails the way train.py does.
+reruns, failures, skips, ratios, reports, a stop) need not train. `--fail MESSAGE` fails the way train.py does.
 The real train.py, plain_pytorch.py and ResNet-9 runs go through sweep.py in tests/scripts/test_gpu_run.py."""
 import json
 import os
 import sys
+import time
 from pathlib import Path
 
 
@@ -33,6 +34,8 @@ def main(argv):
     }
     folder = Path(flags["--output.dir"]) / flags["--output.name"]
     folder.mkdir(parents=True, exist_ok=True)
+    (folder / "pid").write_text(str(os.getpid()))  # so a test can tell whether it is still running
+    time.sleep(float(os.environ.get("STAND_IN_SECONDS", 0)))  # a run that takes time, to be stopped in
     (folder / "results.json").write_text(json.dumps(record))
 
 

@@ -1,7 +1,6 @@
 """The benchmark commands at a tiny size, so they cannot rot (they measure nothing here)."""
 import importlib
 import json
-import signal
 
 import pytest
 import torch
@@ -9,22 +8,17 @@ import torch
 from fast_cifar.beton import write_dataset
 from fast_cifar.sources import make_synthetic
 
-from helpers import REPO, run_script
+from helpers import REPO, error_lines, run_main, run_script
 
 pytestmark = pytest.mark.slow  # benchmarks/run.py compiles its rows
 
 
 def test_run_writes_every_row_table_and_plots(synthetic_folder, tmp_path):
-    def run():  # the uncompiled training rows: a compiled row takes a minute on a CPU
-        return run_script("benchmarks/run.py", "--out", tmp_path, "--data.path", synthetic_folder,
-                          "--rows", "loaders,plain_pytorch,compile=off", "--loader_images", 640,
-                          "--warmup_steps", 1, "--timed_steps", 1, "--model.width", 4,
-                          "--training.batch_size", 16, "--data.loader_threads", 2)
-    result = run()
-    if result.returncode == -signal.SIGABRT:
-        # Seen once in five runs on a 2-core CPU: "terminate called without an active exception" from native
-        # code (FFCV's loader thread, not joined at exit). A second abort fails the test.
-        result = run()
+    # the uncompiled training rows: a compiled row takes a minute on a CPU
+    result = run_script("benchmarks/run.py", "--out", tmp_path, "--data.path", synthetic_folder,
+                        "--rows", "loaders,plain_pytorch,compile=off", "--loader_images", 640,
+                        "--warmup_steps", 1, "--timed_steps", 1, "--model.width", 4,
+                        "--training.batch_size", 16, "--data.loader_threads", 2)
     assert result.returncode == 0, result.stderr[-3000:]
     results = json.loads((tmp_path / "results.json").read_text())
     loaders = [row["loader"] for row in results["loaders"]]
@@ -36,6 +30,14 @@ def test_run_writes_every_row_table_and_plots(synthetic_folder, tmp_path):
     assert all(f"| {row['name']} |" in table for row in results["training"])  # every row in the table
     for plot in ("loaders.png", "training.png"):
         assert (tmp_path / plot).read_bytes()[:4] == b"\x89PNG"
+
+
+def test_ctrl_c_mid_measurement_is_one_line_and_leaves_nothing(synthetic_folder, tmp_path):
+    result = run_main("benchmarks/run.py", "--out", tmp_path, "--data.path", synthetic_folder, "--rows", "loaders",
+                      "--loader_images", 128, "--training.batch_size", 64, "--data.loader_threads", 2,
+                      interrupt_in="measure_loader")
+    assert result.returncode == 130 and error_lines(result.stderr) == ["stopped by SIGINT"]
+    assert not list(tmp_path.iterdir())  # no results.json, no table, no temporary
 
 
 def test_run_refuses_an_unknown_row(synthetic_folder, tmp_path):

@@ -83,3 +83,10 @@ def test_a_peers_record_without_losses_is_compared_on_what_it_has(two_runs, tmp_
     notes = json.loads((tmp_path / "out" / "comparison.json").read_text())["notes"]
     assert "Not recorded, so not plotted: peer (train_loss, test_loss)." in notes
     assert (tmp_path / "out" / "curves.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_ctrl_c_mid_comparison_is_one_line_and_leaves_no_temporary(two_runs, tmp_path):
+    result = run_main("benchmarks/compare.py", two_runs / "adam", two_runs / "adamw", "--out", tmp_path,
+                      interrupt_in="plot")
+    assert result.returncode == 130 and error_lines(result.stderr) == ["stopped by SIGINT"]
+    assert {path.name for path in tmp_path.iterdir()} == {"comparison.json", "comparison.md"}  # what it finished

@@ -2,7 +2,11 @@
 import json
 import os
 import shutil
+import signal
 import statistics
+import subprocess
+import sys
+import time
 
 import pytest
 import yaml
@@ -53,6 +57,34 @@ def test_candidates_over_seeds_then_a_rerun_keeps_them(tmp_path):
     again = run_script("benchmarks/sweep.py", *args)
     assert again.returncode == 0 and "4 of 4 runs finished earlier; 0 to run" in again.stdout
     assert json.loads((out / "candidates.json").read_text())["summary"] == summary
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_the_sweep_and_its_run_and_a_rerun_finishes_every_seed_once(tmp_path):
+    candidates = tmp_path / "candidates.yaml"
+    candidates.write_text(CANDIDATES)
+    out = tmp_path / "sweep"
+    args = ["--candidates", candidates, "--seeds", 2, "--out", out]
+    sweep = subprocess.Popen([sys.executable, str(REPO / "benchmarks" / "sweep.py"), *map(str, args)], text=True,
+                             env={**os.environ, "STAND_IN_SECONDS": "60"}, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    started = out / "runs" / "recipe" / "seed0" / "pid"
+    deadline = time.monotonic() + 60
+    while not started.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.2)  # the pid is written: the run is mid-work
+    sweep.send_signal(signal.SIGINT)
+    _, stderr = sweep.communicate(timeout=60)
+    assert sweep.returncode == 130 and len(error_lines(stderr)) == 1, stderr
+    assert error_lines(stderr)[0].startswith(f"stopped by SIGINT: the finished runs are kept under {out / 'runs'}")
+    with pytest.raises(ProcessLookupError):  # the run in flight was stopped with it, not left behind
+        os.kill(int(started.read_text()), 0)
+    assert not (out / "runs" / "recipe" / "seed0" / "results.json").exists()
+
+    again = run_script("benchmarks/sweep.py", *args)
+    assert again.returncode == 0 and "0 of 4 runs finished earlier; 4 to run" in again.stdout, again.stderr
+    summary = json.loads((out / "candidates.json").read_text())["summary"]
+    assert {name: [run["seed"] for run in row["per_run"]] for name, row in summary.items()} == {
+        "recipe": [0, 1], "label_smoothing_0": [0, 1]}
 
 
 @pytest.mark.slow

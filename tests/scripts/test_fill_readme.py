@@ -47,3 +47,15 @@ def test_unfinished_run_is_refused(tmp_path):
     (tmp_path / "results.json").write_text(json.dumps(RECORD | {"finished": False}))
     result = run_main("scripts/fill_readme.py", tmp_path, "--fill.readme", tmp_path / "README.md")
     assert result.returncode == 2 and "unfinished" in error_lines(result.stderr)[0]
+
+
+def test_ctrl_c_mid_fill_is_one_line_and_leaves_the_readme_as_it_was(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "results.json").write_text(json.dumps(RECORD))
+    readme = tmp_path / "README.md"
+    original = "# title\n<!-- results:start -->\nold\n<!-- results:end -->\n"
+    readme.write_text(original)
+    result = run_main("scripts/fill_readme.py", run, "--fill.readme", readme, interrupt_in="render")
+    assert result.returncode == 130 and error_lines(result.stderr) == ["stopped by SIGINT"]
+    assert readme.read_text() == original and sorted(path.name for path in tmp_path.iterdir()) == ["README.md", "run"]
