@@ -10,7 +10,7 @@ its minimum (interpolated between the two steps around it). The anchor sits on
 the steep part of the descent, where a seed's noise moves it least. The
 minimum itself does not: with AdamW and BatchNorm the loss often stalls on a
 floor two or three decades wide instead of rising, and noise puts the minimum
-anywhere along it (minimum / 3 moved 44x over seeds on cpu_small). Evidence:
+anywhere along it (minimum / 3 moved 6.2x over 10 seeds of cpu_small). Evidence:
 benchmarks/README.md, "The LR finder's rule".
 
 The valley is where the smoothed loss stays within `rise` of its minimum. The
