@@ -68,12 +68,14 @@ def find(resume, output_dir, name):
 
 # Settings that may differ between a run and its resumption: they change speed, not results.
 # data.path may move, but the data set it holds must be the one the run started on.
-FREE_TO_CHANGE = {"training.resume", "training.compile", "training.compile_mode", "data.loader_threads", "data.path"}
+FREE_TO_CHANGE = {"training.resume", "training.compile", "training.compile_mode", "data.loader_threads", "data.path",
+                  "lr_finder.cache"}
+RUN_SECTIONS = ("data", "augment", "model", "training", "lr_finder")  # every section that shapes what is trained
 
 
 def _flat(config):
     return {f"{section}.{key}": value
-            for section in ("data", "model", "training") for key, value in config[section].items()}
+            for section in RUN_SECTIONS for key, value in config.get(section, {}).items()}
 
 
 def load(path, config, dataset_sha256):

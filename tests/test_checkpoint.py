@@ -86,6 +86,16 @@ def test_resume_refuses_other_settings(synthetic_folder, tmp_path, capsys):
     assert "training.weight_decay=0.2 (now 0.1)" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("change", [["--augment.cutout", "8"], ["--augment.flip", "alternating"],
+                                    ["--lr_finder.multiplier", "5"]])
+def test_resume_refuses_another_augmentation_or_lr_rule(synthetic_folder, tmp_path, capsys, change):
+    args = one_epoch(synthetic_folder, tmp_path, "run")
+    train.main(args)
+    with pytest.raises(SystemExit) as exit:
+        train.main(args + ["--training.resume", str(tmp_path / "run"), *change])
+    assert exit.value.code == 2 and change[0][2:] in capsys.readouterr().err
+
+
 def test_resume_without_checkpoint_is_one_line(synthetic_folder, tmp_path, capsys):
     with pytest.raises(SystemExit):
         train.main(run_args(synthetic_folder, tmp_path, "none") + ["--training.resume", "auto"])
