@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Run ON THE GPU MACHINE, from the repository root, after scripts/gpu_bundle.sh filled gpu_bundle/.
 # Each job takes under 10 minutes on an H100 and packs its results (weights and checkpoints left out, which
-# would pass the size a GPU machine can send back) into one archive to copy back,
+# would pass the size a GPU machine can send back; paths of this machine stripped from the records) into one
+# archive to copy back,
 # $OUT/<job>.tar.gz (OUT defaults to /tmp/fast_cifar_out), with its log beside it:
 #   bash scripts/gpu_run.sh session what a lent GPU measures first, in one call, each part packed as soon as it
 #                                   is done and none started past LIMIT s (540): the batch check; the recipe's
@@ -74,7 +75,8 @@ sweep() {  # sweep OUT SECONDS CANDIDATES ONLY SEEDS FLAGS...: none started afte
         --output.checkpoint false "$@" \
         || echo "sweep.py stopped early or a run failed (exit $?): the finished runs are kept; run the job again to go on"
 }
-pack() {
+pack() {  # the records name no folder of this machine, then into one archive
+    "$PYTHON" scripts/strip_machine_paths.py "$RESULTS" >/dev/null
     tar czf "$OUT/$JOB.tar.gz" --exclude="*.pt" --exclude=".lock" -C "$(dirname "$RESULTS")" "$(basename "$RESULTS")"
 }
 

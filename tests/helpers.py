@@ -29,18 +29,25 @@ def error_lines(stderr):
     return [line for line in stderr.splitlines() if line.strip()]
 
 
+def load_script(script):
+    """One of the project's scripts as a module, imported from its file (with its folder on the path, as
+    `python script` has it)."""
+    spec = importlib.util.spec_from_file_location(f"script_{Path(script).stem}", REPO / script)
+    module = importlib.util.module_from_spec(spec)
+    sys.path.insert(0, str((REPO / script).parent))
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(str((REPO / script).parent))
+    return module
+
+
 def run_main(script, *args, interrupt_in=None):
     """A script's main(argv) called in this process, which has paid for the imports already; its exit code
     and output as run_script gives them. For scripts whose behaviour does not depend on a fresh process.
     `interrupt_in` names one of the script's functions: the process gets SIGINT as that function starts,
     as a user's Ctrl-C would mid-work."""
-    spec = importlib.util.spec_from_file_location(f"script_{Path(script).stem}", REPO / script)
-    module = importlib.util.module_from_spec(spec)
-    sys.path.insert(0, str((REPO / script).parent))  # as `python script` finds its neighbours
-    try:
-        spec.loader.exec_module(module)
-    finally:
-        sys.path.remove(str((REPO / script).parent))
+    module = load_script(script)
     if interrupt_in:
         step = getattr(module, interrupt_in)
 

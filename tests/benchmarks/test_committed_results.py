@@ -1,11 +1,9 @@
 """What benchmarks/results holds speaks of the project only: no folders of the machines that made it."""
-import re
 import subprocess
 
-from helpers import REPO
+from helpers import REPO, load_script
 
-# an absolute path into a machine's own folders, or a folder beside a checkout that only its machine has
-MACHINE_PATH = re.compile(r"(?<![\w.])/(?:tmp|root|home|work|opt|mnt|var|usr|scratch)/|\.carry/|\.\./shared/")
+MACHINE_PATH = load_script("scripts/strip_machine_paths.py").MACHINE_PATH
 
 
 def committed(pattern):
@@ -13,9 +11,9 @@ def committed(pattern):
     return [REPO / line for line in listed.splitlines()]
 
 
-def test_no_report_names_a_machine_path():
-    reports = committed("benchmarks/results/*.md")
-    assert reports, "no committed report found"
+def test_no_record_names_a_machine_path():
+    reports = [path for suffix in ("md", "json", "log") for path in committed(f"benchmarks/results/*.{suffix}")]
+    assert reports, "no committed record found"
     offending = [f"{path.relative_to(REPO)}: {line.strip()[:120]}" for path in reports
                  for line in path.read_text().splitlines() if MACHINE_PATH.search(line)]
     assert not offending, "\n".join(offending)
@@ -23,3 +21,12 @@ def test_no_report_names_a_machine_path():
 
 def test_no_run_folder_lock_is_committed():
     assert not committed("benchmarks/results/*.lock")
+
+
+def test_machine_paths_keep_only_what_means_something_elsewhere():
+    strip = load_script("scripts/strip_machine_paths.py").strip
+    assert strip("run folder: /tmp/out/gpu_peers/runs/resnet9/seed0 | x") == "run folder: runs/resnet9/seed0 | x"
+    assert strip('"--config /work/repo/rn18_configs/24ep.yaml"') == '"--config rn18_configs/24ep.yaml"'
+    assert strip("/opt/venv/lib/python3.12/site-packages/torch/a.py:3: warning") == "site-packages/torch/a.py:3: warning"
+    assert strip("image folder at .carry/cifar10-jpeg.tar.gz") == "image folder at cifar10-jpeg.tar.gz"
+    assert strip("already portable: runs/x and fast_cifar/train.py") == "already portable: runs/x and fast_cifar/train.py"
