@@ -2,12 +2,12 @@
 
     python benchmarks/lr_rules.py --out DIR --group "H200 recipe=benchmarks/results/peers_h200/runs/recipe_*/seed*" \
         --group "cpu_small=runs/sweeps/runs/cpu_small/seed*" --band 3e-3 1.6e-2 \
-        --pair runs/rule/runs/cpu_small runs/grid/runs/lr_2e-3
+        --pair runs/rule/runs/cpu_small runs/grid/runs/lr_3e-3
 
 A group is a set of run folders whose sweeps share their settings and differ by seed (identical sweeps count
 once). Each recorded sweep is replayed, from its raw losses, through lr_finder.SweepCurve: every rule reads the
-curve today's sweep would have recorded (cut at the valley's edge, or where a flat valley reached
-flat_decades), so the kit's row is exactly what train.py picks. A group's spread is its highest pick over its
+curve today's sweep would have recorded (cut at the valley's edge), so the kit's row is exactly what train.py
+picks. A group's spread is its highest pick over its
 lowest. --band counts the picks inside the LRs that trained well at full scale. --pair puts, seed by seed, the
 last-epoch accuracy of runs that trained at the rule's pick beside runs at a fixed LR. Writes DIR/rules.json
 and DIR/rules.md.
