@@ -15,8 +15,11 @@ import argparse
 import contextlib
 import dataclasses
 import datetime
+import json
 import os
+import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import torch
@@ -30,9 +33,12 @@ from fast_cifar.model import ResNet18
 from fast_cifar.optim import make_optimizer, make_scheduler
 from fast_cifar.plots import plt, save_figure
 from fast_cifar.report import markdown_table, published_command, source_name
-from fast_cifar.results import Timer, describe_device, versions
+from fast_cifar.results import Timer, describe_device, source_commit, versions
 from fast_cifar.train import DTYPES, endless, evaluate, onednn_is_safe, train_step
-from plain_pytorch import make_torchvision_loader  # benchmarks/, beside this script
+import loader_rate  # benchmarks/, beside this script
+from plain_pytorch import make_torchvision_loader
+
+ROOT = Path(__file__).resolve().parent.parent
 
 EPOCH_IMAGES = 50_000
 # ffcv_async_copy: FFCV's own asynchronous transfer, which can hand out overwritten batches
@@ -83,124 +89,46 @@ class Bench:
 def measure_loader(bench, kind):
     setting = RECIPE | {"precision": "fp32", "batch_size": bench.cfg.training.batch_size}  # as train.py's batches
     with contextlib.closing(bench.batches(kind, setting)) as batches:
-        with Timer(bench.device) as first:
-            next(batches)
-        seen = 0
-        with Timer(bench.device) as timer:
-            while seen < bench.args.loader_images:
-                seen += len(next(batches)[1])
-    first = bench.torchvision_first_batch if kind == "torchvision" else first.recorded
-    return {"loader": kind, "first_batch_seconds": first, "images_per_second": round(seen / timer.seconds, 1)}
+        row = {"loader": kind, **loader_rate.measure(batches, bench.args.loader_images, bench.device)}
+    if kind == "torchvision":
+        row["first_batch_seconds"] = bench.torchvision_first_batch  # its workers' start, not a warm batch
+    return row
 
 
-def check_batches(bench):
-    """FFCV's batches behind a slow consumer, with each transfer, against the device loader's; the same
-    weights evaluated through both loaders; and the epoch check's own seconds."""
-    rows, training = [], bench.cfg.training
-    for split, size in (("test", training.test_batch_size), ("train", training.batch_size)):
-        batches = Batches(size, bench.device, torch.bfloat16)
-        expected = read_epoch(bench.loader("device", split, batches))
-        for kind in ("ffcv_async_copy", "ffcv"):
-            delivered = read_epoch(bench.loader(kind, split, batches), bench.args.sleep_ms)
-            rows.append({"split": split, "loader": kind, **classify(delivered, expected)})
-    torch.manual_seed(0)
-    model = ResNet18(len(bench.info.classes), bench.cfg.model.width).to(bench.device)
-    test = Batches(training.test_batch_size, bench.device, torch.bfloat16, channels_last=False)
-    evaluations = {kind: evaluate(model, bench.loader(kind, "test", test), torch.bfloat16, 0.0)
-                   for kind in ("ffcv", "device")}
-    return {"sleep_ms": bench.args.sleep_ms, "rows": rows, "evaluation": evaluations,
-            "evaluations_equal": evaluations["ffcv"] == evaluations["device"],
-            "check_seconds_per_epoch": check_seconds(bench.loader("device", "train", batches))}
-
-
-def read_epoch(loader, sleep_ms=0.0):
-    """[(a checksum per image, labels)] for one epoch, each batch behind `sleep_ms` of GPU sleep, queued with
-    a copy of the batch and no synchronization, so the GPU falls ever further behind, as under CUDA graphs."""
-    delivered = []
-    for images, labels in loader:
-        if images.is_cuda and sleep_ms:
-            torch.cuda._sleep(int(sleep_ms * 1.5e6))  # about a millisecond per 1.5 million cycles
-        # position-weighted, so that a shifted or mirrored image sums differently
-        weights = torch.arange(1, images[0].numel() + 1, device=images.device, dtype=torch.float64)
-        delivered.append(((images.flatten(1).double() * weights).sum(1), labels.clone()))
-    return delivered
-
-
-def classify(delivered, expected):
-    """Each delivered batch: correct (the expected one at its place), duplicate (another batch of the epoch,
-    so one is missing) or torn (no batch: parts of two or more); missing: expected, never delivered whole."""
-    counts = dict.fromkeys(BATCH_COUNTS, 0) | {"batches": len(delivered), "expected": len(expected)}
-    whole = set()
-    for place, (prints, labels) in enumerate(delivered):
-        matches = {j for j, (other, _) in enumerate(expected) if other.shape == prints.shape
-                   and torch.equal(other, prints)}
-        whole |= matches
-        counts["correct" if place in matches else "duplicate" if matches else "torn"] += 1
-        if place < len(expected):
-            reference = expected[place][1]
-            same_shape = labels.shape == reference.shape
-            counts["wrong_labels"] += int((labels != reference).sum()) if same_shape else len(labels)
-    counts["missing"] = len(expected) - len(whole)
-    return counts
-
-
-def check_seconds(loader):
-    """What the epoch's check (SampleCheck) adds to an epoch over `loader`: a copy of each batch's labels and
-    one comparison at the end; the second of two passes, the first allocating."""
-    labels = torch.from_numpy(loader.expected_labels()).to(loader.device)
-    for _ in range(2):
-        with Timer(loader.device) as timer:
-            check = SampleCheck(loader)
-            for batch in labels.split(loader.batch_size):
-                check.add(batch)
-            check.verify("train")
-    return round(timer.seconds, 6)
-
-
-def measure_training(bench, name, setting):
-    device, recipe, args = bench.device, bench.cfg.training, bench.args
-    setting = {"batch_size": recipe.batch_size} | setting
-    setting["channels_last"] &= onednn_is_safe(device)  # as train.py does on such a CPU: see onednn_is_safe
-    torch.manual_seed(0)
-    torch._dynamo.reset()  # each compiled row pays its own compilation
-    model = ResNet18(width=bench.cfg.model.width).to(
-        device, memory_format=torch.channels_last if setting["channels_last"] else torch.contiguous_format)
-    optimizer = make_optimizer(recipe, model, recipe.lr, fused=setting["fused"] and device.type == "cuda")
-    steps = args.warmup_steps + args.timed_steps
-    scheduler = make_scheduler(recipe, optimizer, recipe.lr, steps_per_epoch=-(-steps // recipe.epochs) + 1)
-    net = model if setting["compile"] == "off" else torch.compile(model, mode=setting["compile"])
-    dtype = DTYPES[setting["precision"]]
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-
-    def run_steps(count):
-        for _ in range(count):
-            train_step(net, optimizer, *next(batches), dtype, recipe.label_smoothing)
-            scheduler.step()
-
-    with contextlib.closing(bench.batches(setting["loader"], setting)) as batches:
-        with Timer(device) as warmup:
-            run_steps(args.warmup_steps)
-        with Timer(device) as timed:
-            run_steps(args.timed_steps)
-    rate = args.timed_steps * setting["batch_size"] / timed.seconds
-    return {"name": name, **setting, "warmup_seconds": warmup.recorded, "images_per_second": round(rate, 1),
-            "epoch_seconds": round(EPOCH_IMAGES / rate, 2),
-            "peak_memory_gib": round(torch.cuda.max_memory_allocated(device) / 2**30, 2)
-            if device.type == "cuda" else None}
+def loaders_beside(bench, commit):
+    """The ffcv and device rows of `commit`'s package and of this tree's, alternately, `--repeats` times, each
+    in a process of its own through loader_rate.py, beside a torchvision row per repeat: one machine, one
+    run, so that the two commits compare like with like on a noisy machine."""
+    args, rows = bench.args, []
+    with tempfile.TemporaryDirectory(prefix="fast_cifar_beside_") as earlier:
+        archive = subprocess.run(["git", "-C", str(ROOT), "archive", commit, "fast_cifar"], capture_output=True)
+        if archive.returncode:
+            raise UserError(f"--beside {commit}: git cannot read it: {archive.stderr.decode().strip()}")
+        subprocess.run(["tar", "-x", "-C", earlier], input=archive.stdout, check=True)
+        for repeat in range(args.repeats):
+            rows.append({"commit": "-", "repeat": repeat, **measure_loader(bench, "torchvision")})
+            for tree, label in ((earlier, commit), (ROOT, source_commit())):
+                for kind in ("ffcv", "device"):
+                    command = [sys.executable, str(ROOT / "benchmarks/loader_rate.py"), bench.cfg.data.path, kind,
+                               str(args.loader_images), str(bench.cfg.training.batch_size),
+                               str(bench.cfg.data.loader_threads)]
+                    done = subprocess.run(command, env=os.environ | {"PYTHONPATH": str(tree)}, capture_output=True,
+                                          text=True, check=True)
+                    rows.append({"commit": label, "repeat": repeat, **json.loads(done.stdout.splitlines()[-1])})
+    return rows
 
 
 def write_report(results, out):
     """table.md, and a bar chart of images/s for each kind of row measured."""
     loaders, batches, training = results["loaders"], results["batches"], results["training"]
     columns = (*RECIPE, "batch_size")
-    reference = loaders[0]["images_per_second"] if loaders else 1
     tables = [f"Device: {results['device']['name']} ({results['device']['type']}); data: {results['data']}; "
-              f"{results['date']}; `{published_command(results['command'])}`\n"]
-    if loaders:
-        tables.append(markdown_table(["loader", "first batch (s)", "images/s", f"vs {LOADERS[0]}"], [
-            [row["loader"], f"{row['first_batch_seconds']:.2f}", f"{row['images_per_second']:,.0f}",
-             f"{row['images_per_second'] / reference:.1f}x"] for row in loaders]))
+              f"{results['date']}; commit {results['commit']}; `{published_command(results['command'])}`\n"]
+    if loaders:  # each row against the torchvision row of its round (--beside measures several)
+        torchvision = {row.get("repeat"): row["images_per_second"] for row in loaders if row["loader"] == "torchvision"}
+        tables.append(markdown_table(["loader", "first batch (s)", "images/s", "vs torchvision"], [
+            [loader_label(row), f"{row['first_batch_seconds']:.2f}", f"{row['images_per_second']:,.0f}",
+             f"{row['images_per_second'] / torchvision[row.get('repeat')]:.1f}x"] for row in loaders]))
     if batches:
         tables.append(f"Batches behind {batches['sleep_ms']:g} ms of GPU sleep each:\n\n" + markdown_table(
             ["split", "loader", *BATCH_COUNTS], [[row[key] for key in ("split", "loader", *BATCH_COUNTS)]
@@ -215,16 +143,24 @@ def write_report(results, out):
               "-" if row["peak_memory_gib"] is None else f"{row['peak_memory_gib']:.2f}", f"{row['speedup']:.2f}x"]
              for row in training], left=range(1 + len(RECIPE))))
     write_text(out / "table.md", "\n".join(tables))
-    for kind, rows, label in (("loaders", loaders, "loader"), ("training", training, "name")):
+    for kind, rows, label in (("loaders", loaders, loader_label), ("training", training, lambda row: row["name"])):
         if rows:
             figure, axis = plt.subplots(figsize=(8, 0.45 * len(rows) + 1.2))
             values = [row["images_per_second"] for row in reversed(rows)]
-            axis.barh([row[label] for row in reversed(rows)], values, color="tab:blue")
+            axis.barh([label(row) for row in reversed(rows)], values, color="tab:blue")
             for y, value in enumerate(values):
                 axis.text(value, y, f" {value:,.0f}", va="center")
             axis.set(xlabel="images/s", title=f"{kind.capitalize()} throughput ({results['device']['name']})")
             axis.margins(x=0.2)
             save_figure(figure, out / f"{kind}.png")
+
+
+def loader_label(row):
+    """A loader row's name: with --beside, the commit it measured and its round too."""
+    if "commit" not in row:
+        return row["loader"]
+    return f"{row['loader']} (round {row['repeat'] + 1})" if row["loader"] == "torchvision" else \
+        f"{row['loader']} at {row['commit']} (round {row['repeat'] + 1})"
 
 
 def parse(argv):
@@ -234,6 +170,9 @@ def parse(argv):
     parser.add_argument("--rows", default="", help="'all', 'loaders', 'batches' or training rows by name, "
                         f"comma-separated ({', '.join(TRAINING_ROWS)}); default: all on a GPU, loaders on a CPU")
     parser.add_argument("--loader_images", type=int, default=200_000, help="images per loader row")
+    parser.add_argument("--beside", metavar="COMMIT", help="also the loader rows of COMMIT's package, alternating "
+                        "with this tree's (with --rows loaders)")
+    parser.add_argument("--repeats", type=int, default=2, help="rounds of loader rows with --beside")
     parser.add_argument("--sleep_ms", type=float, default=10.0, help="GPU sleep queued per batch when checking them")
     parser.add_argument("--warmup_steps", type=int, default=15, help="untimed steps per training row")
     parser.add_argument("--timed_steps", type=int, default=100, help="timed steps per training row")
@@ -256,9 +195,14 @@ def main(argv=None):
     torch._inductor.config.force_disable_caches = True  # every compiled row pays a cold compile
     results = {"date": datetime.date.today().isoformat(), "data": source_name(bench.info.source),
                "command": " ".join(["benchmarks/run.py", *argv]), "device": describe_device(bench.device),
-               "versions": versions(), "onednn": torch.backends.mkldnn.enabled, "steps": vars(args)}
+               "commit": source_commit(), "versions": versions(), "onednn": torch.backends.mkldnn.enabled,
+               "steps": vars(args)}
     with contextlib.closing(bench.torchvision):
-        results["loaders"] = [measure_loader(bench, kind) for kind in LOADERS] if "loaders" in rows else []
+        if "loaders" in rows:
+            results["loaders"] = loaders_beside(bench, args.beside) if args.beside else \
+                [measure_loader(bench, kind) for kind in LOADERS]
+        else:
+            results["loaders"] = []
         results["batches"] = check_batches(bench) if "batches" in rows else None
         results["training"] = [measure_training(bench, name, setting) for name, setting in TRAINING_ROWS.items()
                                if name in rows]

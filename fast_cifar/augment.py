@@ -4,14 +4,13 @@ The draw: a sample's random crop (a shift of up to `CROP_PADDING` pixels each wa
 the data set's mean colour), horizontal flip and cutout square (optional, filled with the mean colour too)
 are a function of (seed, epoch, sample index) alone, `draw_crops`, hashed with splitmix64, so no random
 state, thread or batch composition can change them.
-The executors: `crop_and_flip_images`, a numba kernel that ffcv_pipeline.py's `CropAndFlip` runs on
-FFCV's CPU threads, and `crop_and_flip`, one gather on the device for `DeviceLoader`. Both ask
-`draw_crops` for the same numbers, and both loaders visit the samples in the same order, so a seed gives
-bit-identical batches on either loader.
+The executors: ffcv_pipeline.py's `pixel_pass`, a numba kernel inside FFCV's compiled stage, and
+`augment_on_device`, one gather on the device for `DeviceLoader`. Both apply what `draw_crops` draws, and
+both loaders visit the samples in the same order, so a seed gives bit-identical batches on either loader.
+(numba is imported by ffcv_pipeline.py alone: a run on the device loader never loads it.)
 """
 import dataclasses
 
-import numba
 import numpy as np
 import torch
 
@@ -90,32 +89,15 @@ def multiply_shift(bits, choices, width):
     return ((bits * np.uint64(choices)) >> np.uint64(width)).astype(np.int64)
 
 
-# --- the executors --------------------------------------------------------------------------------------
+# --- the device's executor ------------------------------------------------------------------------
 
 
-@numba.njit(parallel=True, nogil=True, cache=True)
-def crop_and_flip_images(images, out, dy, dx, flip, cy, cx, cutout, fill):
-    """Output pixel (r, c) is input pixel (r + dy, c' + dx), c' = c or its mirror, or `fill` outside the image
-    and inside the cutout square."""
-    count, height, width, channels = images.shape
-    for i in numba.prange(count):
-        for r in range(height):
-            source_row = r + dy[i]
-            for c in range(width):
-                source_col = (width - 1 - c if flip[i] else c) + dx[i]
-                inside = 0 <= source_row < height and 0 <= source_col < width
-                if cy[i] <= r < cy[i] + cutout and cx[i] <= c < cx[i] + cutout:
-                    inside = False
-                for k in range(channels):
-                    out[i, r, c, k] = images[i, source_row, source_col, k] if inside else fill[k]
-
-
-def crop_and_flip(padded, index, crops, fill):
+def augment_on_device(padded, index, crops, fill):
     """The device executor: images `index` of a batch padded by CROP_PADDING, cropped and flipped by `crops`
     (device tensors), as one gather, then the cutout squares set to `fill`.
 
     Output pixel (r, c) is padded pixel (pad + dy + r, pad + dx + c), or column (pad + dx + 31 - c) when
-    flipped: what `crop_and_flip_images` computes, since padding with the fill colour is what falls outside
+    flipped: what ffcv_pipeline.py's `pixel_pass` computes, since padding with the fill colour is what falls outside
     the image.
     """
     size = padded.shape[1] - 2 * CROP_PADDING
@@ -131,7 +113,7 @@ def crop_and_flip(padded, index, crops, fill):
 
 
 def pad_with(images, fill):
-    """uint8 NHWC images padded by CROP_PADDING on each side with the `fill` colour, for `crop_and_flip`."""
+    """uint8 NHWC images padded by CROP_PADDING on each side with the `fill` colour, for `augment_on_device`."""
     pad = CROP_PADDING
     padded = fill.expand(len(images), images.shape[1] + 2 * pad, images.shape[2] + 2 * pad, 3).clone()
     padded[:, pad:-pad, pad:-pad] = images

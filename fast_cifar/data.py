@@ -21,30 +21,10 @@ import numpy as np
 import torch
 from torch.utils.data import DistributedSampler
 
-from fast_cifar.augment import Augmentation, Crops, crop_and_flip, draw_crops, pad_with
+from fast_cifar.augment import Augmentation, Crops, augment_on_device, draw_crops, pad_with
 from fast_cifar.beton import read_split
 from fast_cifar.errors import WrongSamples
-
-
-class Normalize:
-    """uint8 pixels to (x - mean) / std in the compute dtype, as one lookup per pixel: the last step of
-    FFCV's pipelines (ffcv_pipeline.py's `NormalizeStep`: after the transfer, so uint8 travels, 4x fewer
-    bytes) and of `DeviceLoader`'s. It runs on any device and writes the compute dtype directly.
-
-    The table holds the 256 possible values of each channel, computed in float64,
-    so the result is exact and matches FFCV's own NormalizeImage bit for bit.
-    """
-
-    def __init__(self, mean, std, dtype, device):
-        table = (torch.arange(256, dtype=torch.float64)[:, None] - torch.tensor(mean, dtype=torch.float64)) \
-            / torch.tensor(std, dtype=torch.float64)
-        self.table = table.to(device=device, dtype=dtype)  # (256, 3)
-        self.channels = torch.arange(3, device=device)
-
-    def __call__(self, images):
-        # Index in NHWC order, so a channels-last input gives a channels-last output without a copy.
-        normalized = self.table[images.permute(0, 2, 3, 1).long(), self.channels].permute(0, 3, 1, 2)
-        return normalized if images.is_contiguous(memory_format=torch.channels_last) else normalized.contiguous()
+from fast_cifar.normalize import Normalize
 
 
 @dataclasses.dataclass(frozen=True)
@@ -157,7 +137,7 @@ class DeviceLoader:
     """A whole split as uint8 in device memory; each batch is gathered, augmented and normalized there.
 
     Epoch e visits the samples in the order FFCV's loader would (`shuffled_positions`) and crops and
-    flips them as FFCV's `CropAndFlip` would (`draw_crops`): same seed, same batches as `EpochLoader`.
+    flips them as FFCV's `PixelPass` would (`draw_crops`): same seed, same batches as `EpochLoader`.
     """
 
     def __init__(self, info, split, batches, sampling, indices=None):
@@ -165,7 +145,7 @@ class DeviceLoader:
         images, labels = read_split(info.path(split), indices)
         images = torch.from_numpy(images).to(device)
         self.fill = torch.tensor(info.fill, dtype=torch.uint8, device=device)
-        if train:  # pad once with the mean colour, as `CropAndFlip` fills the gap per batch
+        if train:  # pad once with the mean colour, as `PixelPass` fills the gap per batch
             images = pad_with(images, self.fill)
         self.images, self.labels, self.split_labels = images, torch.from_numpy(labels).to(device), labels
         # the sample indices FFCV would see: the draws hash them, not their place in this subset
@@ -203,7 +183,7 @@ class DeviceLoader:
             batch = plan[:, start:start + self.batch_size]
             if self.train:
                 crops = Crops(*batch[1:3], batch[3].bool(), *batch[4:6], self.augmentation.cutout)
-                images = crop_and_flip(self.images, batch[0], crops, self.fill)
+                images = augment_on_device(self.images, batch[0], crops, self.fill)
             else:
                 images = self.images[batch[0]]
             images = images.permute(0, 3, 1, 2)  # NHWC storage is NCHW channels-last

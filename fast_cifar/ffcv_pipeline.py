@@ -1,11 +1,12 @@
-"""FFCV's loader as the kit builds it: the pipelines in two short functions, and the two steps FFCV
-lacks, each a thin FFCV operation around code shared with the device loader.
+"""FFCV's loader as the kit builds it: the pipelines in two short functions, and one compiled step FFCV
+lacks, `PixelPass`.
 
-Per batch, on the CPU, in FFCV's numba threads: decode raw uint8 HWC -> `CropAndFlip` (the crop, flip
-and cutout `augment.draw_crops` draws from (seed, epoch, sample index), by augment.py's numba kernel);
-then, as torch ops: to tensor -> to the device, waiting for the copy -> channels-last NCHW view ->
-`NormalizeStep` (data.py's `Normalize`, into the compute dtype). data.py imports this module only for
-`--data.loader ffcv`: importing ffcv takes seconds.
+Per batch, in FFCV's numba threads, one compiled stage: decode raw uint8 HWC -> `pixel_pass` (the crop,
+flip and cutout `augment.draw_crops` draws from (seed, epoch, sample index), and each pixel looked up in
+a table: its normalized value in the compute dtype on a CPU, itself on a GPU). Then, as torch ops: to
+tensor -> to the device, waiting for the copy -> channels-last NCHW view -> on a GPU, `Normalize` there
+(uint8 travels, 4x fewer bytes than float32). data.py imports this module only for `--data.loader ffcv`:
+importing ffcv takes seconds.
 """
 import contextlib
 import dataclasses
@@ -21,9 +22,9 @@ from ffcv.pipeline.operation import Operation
 from ffcv.transforms import Squeeze, ToDevice, ToTensor, ToTorchImage
 
 from fast_cifar import TORCH_THREADS
-from fast_cifar.augment import Augmentation, crop_and_flip_images, draw_crops
+from fast_cifar.augment import Augmentation, draw_crops
 from fast_cifar.beton import read_labels
-from fast_cifar.data import Normalize
+from fast_cifar.normalize import Normalize, normalization_table
 
 torch.set_num_threads(TORCH_THREADS)  # importing ffcv set it to 1: see fast_cifar/__init__.py
 
@@ -46,16 +47,25 @@ def make_ffcv_loader(info, split, batches, sampling, indices, threads):
 
 
 def image_pipeline(info, batches, sampling):
-    """Decode, crop, flip and cutout (when `sampling.train`), then uint8 to the device and normalize there.
+    """Decode, then one compiled pass: crop, flip and cutout (when `sampling.train`), and on a CPU the
+    normalization; then to the device, normalizing there on a GPU.
+
+    Where normalization runs is measured (benchmarks/results/loader_steps_cpu): on a CPU, a lookup inside
+    the compiled pass costs a fraction of the same lookup as a torch op afterwards. On a GPU, uint8 crosses
+    the bus and the GPU normalizes it in microseconds.
 
     The transfer waits for its copy (unless `batches.async_copy`): FFCV writes each batch into one of a
     few pinned host buffers and only makes the GPU, not its own CPU threads, wait before reusing one,
     so with a GPU running batches behind, an asynchronous copy can read a buffer already refilled with
     a later batch. The wait runs in FFCV's loader thread, not in the training loop.
     """
+    on_cpu = batches.device.type == "cpu"
     pipeline = [SimpleRGBImageDecoder()]
-    if sampling.train:  # the mean colour fills the gap and the cutout: zero once normalized
-        pipeline.append(CropAndFlip(info.fill, sampling.seed, sampling.augmentation))
+    if sampling.train or on_cpu:
+        table = normalization_table(info.mean, info.std, batches.dtype) if on_cpu else None
+        pipeline.append(PixelPass(info.fill, sampling, table))
+    if on_cpu:  # FFCV's own buffers hold the batches: no copy
+        return pipeline + [ToTensor(), ViewAs(batches.dtype), ToTorchImage(channels_last=batches.channels_last)]
     return pipeline + [ToTensor(), ToDevice(batches.device, batches.async_copy),
                        ToTorchImage(channels_last=batches.channels_last),
                        NormalizeStep(Normalize(info.mean, info.std, batches.dtype, batches.device))]
@@ -67,23 +77,23 @@ def label_pipeline(batches):
 
 
 class EpochLoader(Loader):
-    """FFCV's Loader, plus two things it does not do by itself: it tells `CropAndFlip` which epoch each
-    pass serves, and it says which labels that pass should deliver (`expected_labels`, for `SampleCheck`)."""
+    """FFCV's Loader, plus two things it does not do by itself: it tells `PixelPass` which epoch each pass
+    serves, and it says which labels that pass should deliver (`expected_labels`, for `SampleCheck`)."""
 
     def __init__(self, path, device, **loader_args):
         super().__init__(str(path), **loader_args)
         torch.set_num_threads(TORCH_THREADS)  # FFCV set torch's count to its workers': training keeps its own
         self.device, self.split_labels = device, read_labels(path)
-        self.augmentations = [operation for spec in self.pipeline_specs.values() for operation in spec.transforms
-                              if isinstance(operation, CropAndFlip)]
+        self.pixel_passes = [operation for spec in self.pipeline_specs.values() for operation in spec.transforms
+                             if isinstance(operation, PixelPass)]
 
     def expected_labels(self):
         """The labels of the next pass, in the order FFCV will read its samples."""
         return self.split_labels[self.next_traversal_order()[:len(self) * self.batch_size]]
 
     def __iter__(self):
-        for augmentation in self.augmentations:
-            augmentation.epoch = self.next_epoch
+        for pixel_pass in self.pixel_passes:
+            pixel_pass.epoch = self.next_epoch
         epoch = super().__iter__()  # FFCV's EpochIterator: a thread that fills batches ahead
         torch.set_num_threads(TORCH_THREADS)  # as in __init__: FFCV set it again for this pass
         try:
@@ -105,39 +115,86 @@ def stop_filling(epoch):
         epoch.join(timeout=0.05)
 
 
-class CropAndFlip(Operation):
-    """Crops, flips and cuts out a decoded uint8 NHWC batch as `draw_crops` says.
+class PixelPass(Operation):
+    """A decoded uint8 NHWC batch cropped, flipped and cut out as `draw_crops` says (train split), each pixel
+    then looked up in `table` (256 x 3: normalized values in the compute dtype; None: uint8 unchanged), by
+    one numba kernel, `pixel_pass`, cached on disk.
 
-    Why not FFCV's RandomTranslate and RandomHorizontalFlip: they draw from numba's per-thread
-    random states, which the loader's seed never sets. Why a Python step around a numba kernel
-    rather than a step inside FFCV's compiled stage: the draw needs the epoch, which compiled FFCV code
-    cannot see; `EpochLoader` sets `epoch` before each pass. The kernel is numba's, cached on disk.
+    Why not FFCV's RandomTranslate and RandomHorizontalFlip: they draw from numba's per-thread random states,
+    which the loader's seed never sets. Why a Python step around the kernel rather than a step inside
+    FFCV's compiled stage: the draw needs the epoch, which `EpochLoader` sets before each pass, and a
+    compiled step is compiled anew in every process, where the kernel alone loads from numba's cache. The
+    Python around it costs about 1% of the loader's time (benchmarks/results/loader_steps_cpu).
     """
 
-    def __init__(self, fill, seed, augmentation=Augmentation()):
+    def __init__(self, fill, sampling, table=None):
         super().__init__()
-        self.fill, self.seed, self.augmentation = np.array(fill, dtype=np.uint8), seed, augmentation
+        self.seed, self.augmentation = sampling.seed, sampling.augmentation if sampling.train else Augmentation()
+        self.train = sampling.train
+        self.fill = np.array(fill, dtype=np.uint8)
+        self.table = np.arange(256, dtype=np.uint8)[:, None].repeat(3, 1) if table is None else as_numpy(table)
         self.epoch = 0
 
     def generate_code(self):
-        def crop_and_flip_batch(images, out, indices):
-            c = draw_crops(self.seed, self.epoch, indices, self.augmentation, images.shape[1])
+        def pass_over_batch(images, out, indices):
+            crops = np.zeros((len(images), 5), dtype=np.int64)  # the test split's: as it is
+            if self.train:
+                c = draw_crops(self.seed, self.epoch, indices, self.augmentation, images.shape[1])
+                crops = np.stack([c.dy, c.dx, c.flip, c.cy, c.cx], axis=1)
             out = out[:len(images)]
-            crop_and_flip_images(images, out, c.dy, c.dx, c.flip, c.cy, c.cx, c.cutout, self.fill)
+            pixel_pass(images, out, crops, self.table, self.fill, self.augmentation.cutout)
             return out
 
-        crop_and_flip_batch.with_indices = True
-        return crop_and_flip_batch
+        pass_over_batch.with_indices = True
+        return pass_over_batch
 
     def declare_state_and_memory(self, previous_state):
-        return (dataclasses.replace(previous_state, jit_mode=False),
-                AllocationQuery(previous_state.shape, previous_state.dtype))
+        return (dataclasses.replace(previous_state, jit_mode=False, dtype=self.table.dtype),
+                AllocationQuery(previous_state.shape, self.table.dtype))
+
+
+def as_numpy(table):
+    """A torch table as numpy holds it: bfloat16, which numpy lacks, as its bits (uint16; `ViewAs` turns the
+    batch back into bfloat16)."""
+    return (table.view(torch.uint16) if table.dtype == torch.bfloat16 else table).numpy()
+
+
+@numba.njit(parallel=True, nogil=True, cache=True)
+def pixel_pass(images, out, crops, table, fill, cutout):
+    """Output pixel (r, c) of image i is input pixel (r + dy, c' + dx), c' = c or its mirror, or `fill` outside
+    the image and inside the cutout square (side `cutout` at (cy, cx)), looked up in `table`; (dy, dx, flip,
+    cy, cx) is row i of `crops`."""
+    count, height, width, channels = images.shape
+    for i in numba.prange(count):
+        dy, dx, flip, cy, cx = crops[i, 0], crops[i, 1], crops[i, 2], crops[i, 3], crops[i, 4]
+        for r in range(height):
+            source_row = r + dy
+            for c in range(width):
+                source_col = (width - 1 - c if flip else c) + dx
+                inside = 0 <= source_row < height and 0 <= source_col < width
+                if cy <= r < cy + cutout and cx <= c < cx + cutout:
+                    inside = False
+                for k in range(channels):
+                    out[i, r, c, k] = table[images[i, source_row, source_col, k] if inside else fill[k], k]
+
+
+class ViewAs(Operation):
+    """The batch's bits read as `dtype`: bfloat16 from the uint16 `pixel_pass` wrote; otherwise a no-op."""
+
+    def __init__(self, dtype):
+        super().__init__()
+        self.dtype = dtype
+
+    def generate_code(self):
+        return lambda images, _: images.view(self.dtype)
+
+    def declare_state_and_memory(self, previous_state):
+        return dataclasses.replace(previous_state, jit_mode=False, dtype=self.dtype), None
 
 
 class NormalizeStep(Operation):
-    """data.py's `Normalize` as the last step of FFCV's pipeline. Not FFCV's own NormalizeImage: on a GPU
-    it needs cupy, it writes float16 or float32 only, never bf16, and as a compiled step it cannot follow
-    `CropAndFlip` (FFCV 1.0.2's stage grouping loops forever on a compiled step after a Python one)."""
+    """`Normalize` as the last step of FFCV's pipeline on a GPU, after the transfer. Not FFCV's own
+    NormalizeImage: on a GPU it needs cupy, and it writes float16 or float32 only, never bf16."""
 
     def __init__(self, normalize):
         super().__init__()

@@ -9,6 +9,7 @@ import importlib.metadata
 import os
 import platform
 import re
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -200,6 +201,17 @@ def versions():
     found["cuda"] = torch.version.cuda
     found["cudnn"] = torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None
     return found
+
+
+def source_commit(tree=Path(__file__).resolve().parent.parent):
+    """The commit the kit's files are at, "+changes" where tracked files differ from it; None outside git."""
+    def git(*args):
+        try:
+            return subprocess.run(["git", "-C", str(tree), *args], capture_output=True, text=True).stdout.strip()
+        except OSError:  # no git
+            return ""
+    head = git("rev-parse", "--short", "HEAD")
+    return head + ("+changes" if git("status", "--porcelain", "--untracked-files=no") else "") if head else None
 
 
 def describe_device(device):

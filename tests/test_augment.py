@@ -1,10 +1,8 @@
 """The crop, flip and cutout draw: uniform over its choices, independent between neighbours and epochs; the
-alternating flip alternates; and the two executors, FFCV's and the device's, agree pixel for pixel."""
+alternating flip alternates. (That the two executors agree pixel for pixel: test_ffcv_pipeline.py.)"""
 import numpy as np
-import torch
 
-from fast_cifar.augment import CHOICES, CROP_PADDING, SHIFTS, Augmentation, Crops, crop_and_flip, \
-    crop_and_flip_images, draw_crops, pad_with
+from fast_cifar.augment import CHOICES, CROP_PADDING, SHIFTS, Augmentation, draw_crops
 
 
 def chi_square(observed):
@@ -80,26 +78,3 @@ def test_an_alternating_flip_mirrors_each_image_every_other_epoch():
     assert abs(np.mean(flips[0] == draw_crops(1, 1, indices, alternating).flip) - 0.5) < 0.02  # each seed its own
     # the shifts are the random flip's: alternating changes only the flip
     assert np.array_equal(draw_crops(0, 3, indices).dy, draw_crops(0, 3, indices, alternating).dy)
-
-
-def test_the_two_executors_crop_flip_and_cut_out_alike():
-    images = np.random.default_rng(0).integers(0, 256, (300, 32, 32, 3), dtype=np.uint8)
-    fill = np.array([120, 121, 122], dtype=np.uint8)
-    for augmentation in (Augmentation(), Augmentation(flip="alternating", cutout=12)):
-        crops = draw_crops(seed=5, epoch=1, indices=np.arange(300), augmentation=augmentation)
-        by_ffcv = np.empty_like(images)
-        crop_and_flip_images(images, by_ffcv, crops.dy, crops.dx, crops.flip, crops.cy, crops.cx, crops.cutout,
-                              fill)
-        padded = pad_with(torch.from_numpy(images), torch.from_numpy(fill))
-        on_device = crop_and_flip(padded, torch.arange(300), Crops(
-            *(torch.from_numpy(getattr(crops, key)) for key in ("dy", "dx", "flip", "cy", "cx")), crops.cutout),
-            torch.from_numpy(fill))
-        assert torch.equal(on_device, torch.from_numpy(by_ffcv))
-
-    # and it is the crop it says: image 0 shifted by (dy, dx), mirrored where drawn, its square filled
-    dy, dx, flip, cy, cx = (int(getattr(crops, key)[0]) for key in ("dy", "dx", "flip", "cy", "cx"))
-    expected = np.pad(images[0], ((4, 4), (4, 4), (0, 0)))[4 + dy:36 + dy, 4 + dx:36 + dx]
-    expected[np.pad(np.zeros((32, 32), bool), 4, constant_values=True)[4 + dy:36 + dy, 4 + dx:36 + dx]] = fill
-    expected = expected[:, ::-1].copy() if flip else expected
-    expected[cy:cy + 12, cx:cx + 12] = fill
-    assert np.array_equal(by_ffcv[0], expected)

@@ -6,7 +6,7 @@ import torch
 
 from fast_cifar.augment import Augmentation
 from fast_cifar.beton import load_dataset_info
-from fast_cifar.data import (Batches, Normalize, SampleCheck, Sampling, last_batch_size, make_loader, shard_size,
+from fast_cifar.data import (Batches, SampleCheck, Sampling, last_batch_size, make_loader, shard_size,
                               shuffled_positions, subset_indices)
 from fast_cifar.errors import WrongSamples
 from fast_cifar.sources import make_synthetic
@@ -133,16 +133,6 @@ def test_device_train_loader_is_seeded_shuffled_and_drops_the_last_batch(synthet
     assert not torch.equal(labels_one, labels_two)  # a new order each epoch
     written = torch.from_numpy(np.bincount(make_synthetic(512, 200)["train"].labels, minlength=10))
     assert (torch.bincount(labels_one, minlength=10) <= written).all()  # each image at most once
-
-
-def test_normalize_keeps_the_layout_it_is_given():
-    normalize = Normalize([100.0, 110.0, 120.0], [50.0, 60.0, 70.0], torch.float32, CPU)
-    images = torch.randint(0, 256, (2, 32, 32, 3), dtype=torch.uint8).permute(0, 3, 1, 2)  # channels-last
-    expected = (images.double() - torch.tensor([100.0, 110.0, 120.0]).view(1, 3, 1, 1).double()) \
-        / torch.tensor([50.0, 60.0, 70.0]).view(1, 3, 1, 1).double()
-    out = normalize(images)
-    assert out.is_contiguous(memory_format=torch.channels_last) and torch.equal(out, expected.float())
-    assert normalize(images.contiguous()).is_contiguous()
 
 
 # --- the check every epoch makes --------------------------------------------------------------------

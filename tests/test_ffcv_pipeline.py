@@ -13,14 +13,15 @@ from ffcv.loader import Loader, OrderOption
 from ffcv.transforms import NormalizeImage, ToDevice, ToTensor, ToTorchImage
 
 from fast_cifar import TORCH_THREADS
-from fast_cifar.augment import CROP_PADDING
+from fast_cifar.augment import CROP_PADDING, Augmentation, Crops, augment_on_device, draw_crops, pad_with
 from fast_cifar.beton import load_dataset_info
 from fast_cifar.data import Batches, Sampling, make_loader
-from fast_cifar.ffcv_pipeline import image_pipeline, label_pipeline
+from fast_cifar.ffcv_pipeline import NormalizeStep, image_pipeline, label_pipeline, pixel_pass
 
 from helpers import all_batches
 
 CPU = torch.device("cpu")
+IDENTITY = np.arange(256, dtype=np.uint8)[:, None].repeat(3, 1)  # a table that leaves pixels as they are
 
 
 def sequential_loader(info, augment, pipeline=None):
@@ -74,13 +75,26 @@ def test_normalize_matches_ffcvs_normalize_image(synthetic_folder):
 
 def test_the_transfer_waits_for_its_copy(synthetic_folder):
     # FFCV refills its pinned host buffers without waiting for the GPU: an asynchronous copy out of one
-    # can read a later batch. Every transfer in the kit's pipelines must wait for its copy.
+    # can read a later batch. Every transfer in the kit's pipelines must wait for its copy. (A GPU's
+    # pipelines, built for the meta device: nothing runs.)
     info = load_dataset_info(synthetic_folder)
     for train in (True, False):
-        loader = make_loader(info, "train" if train else "test", Batches(64, CPU), Sampling(train), "ffcv", 2)
-        transfers = [op for spec in loader.pipeline_specs.values() for op in spec.transforms
-                     if isinstance(op, ToDevice)]
+        batches = Batches(64, torch.device("meta"))
+        pipelines = image_pipeline(info, batches, Sampling(train)) + label_pipeline(batches)
+        transfers = [op for op in pipelines if isinstance(op, ToDevice)]
         assert len(transfers) == 2 and not any(op.non_blocking for op in transfers)
+
+
+def test_on_a_cpu_the_batches_are_normalized_in_the_pass_and_not_copied(synthetic_folder):
+    # On a CPU the lookup runs inside the numba pass (benchmarks/results/loader_steps_cpu: as a torch op
+    # afterwards it cost most of the loader's time), and there is nothing to transfer.
+    info = load_dataset_info(synthetic_folder)
+    for dtype in (torch.float32, torch.bfloat16):
+        pipeline = image_pipeline(info, Batches(64, CPU, dtype), Sampling(train=True))
+        assert not [op for op in pipeline if isinstance(op, (ToDevice, NormalizeStep))]
+        images, _ = next(iter(make_loader(info, "test", Batches(64, CPU, dtype), Sampling(False), "ffcv", 2)))
+        device_images, _ = next(iter(make_loader(info, "test", Batches(64, CPU, dtype), Sampling(False), "device")))
+        assert images.dtype == dtype and torch.equal(images, device_images)
 
 
 @pytest.mark.slow
@@ -116,3 +130,26 @@ def test_a_loader_with_fewer_threads_leaves_training_its_own(synthetic_folder):
     with contextlib.closing(iter(loader)) as batches:
         next(batches)
         assert torch.get_num_threads() == TORCH_THREADS
+
+
+def test_the_two_executors_crop_flip_and_cut_out_alike():
+    images = np.random.default_rng(0).integers(0, 256, (300, 32, 32, 3), dtype=np.uint8)
+    fill = np.array([120, 121, 122], dtype=np.uint8)
+    for augmentation in (Augmentation(), Augmentation(flip="alternating", cutout=12)):
+        crops = draw_crops(seed=5, epoch=1, indices=np.arange(300), augmentation=augmentation)
+        by_ffcv = np.empty_like(images)
+        plan = np.stack([crops.dy, crops.dx, crops.flip, crops.cy, crops.cx], axis=1)
+        pixel_pass(images, by_ffcv, plan, IDENTITY, fill, crops.cutout)
+        padded = pad_with(torch.from_numpy(images), torch.from_numpy(fill))
+        on_device = augment_on_device(padded, torch.arange(300), Crops(
+            *(torch.from_numpy(getattr(crops, key)) for key in ("dy", "dx", "flip", "cy", "cx")), crops.cutout),
+            torch.from_numpy(fill))
+        assert torch.equal(on_device, torch.from_numpy(by_ffcv))
+
+    # and it is the crop it says: image 0 shifted by (dy, dx), mirrored where drawn, its square filled
+    dy, dx, flip, cy, cx = (int(getattr(crops, key)[0]) for key in ("dy", "dx", "flip", "cy", "cx"))
+    expected = np.pad(images[0], ((4, 4), (4, 4), (0, 0)))[4 + dy:36 + dy, 4 + dx:36 + dx]
+    expected[np.pad(np.zeros((32, 32), bool), 4, constant_values=True)[4 + dy:36 + dy, 4 + dx:36 + dx]] = fill
+    expected = expected[:, ::-1].copy() if flip else expected
+    expected[cy:cy + 12, cx:cx + 12] = fill
+    assert np.array_equal(by_ffcv[0], expected)
