@@ -101,9 +101,8 @@ def loaders_beside(bench, commit):
     run, so that the two commits compare like with like on a noisy machine."""
     args, rows = bench.args, []
     with tempfile.TemporaryDirectory(prefix="fast_cifar_beside_") as earlier:
-        archive = subprocess.run(["git", "-C", str(ROOT), "archive", commit, "fast_cifar"], capture_output=True)
-        if archive.returncode:
-            raise UserError(f"--beside {commit}: git cannot read it: {archive.stderr.decode().strip()}")
+        archive = subprocess.run(["git", "-C", str(ROOT), "archive", commit, "fast_cifar"], capture_output=True,
+                                 check=True)
         subprocess.run(["tar", "-x", "-C", earlier], input=archive.stdout, check=True)
         for repeat in range(args.repeats):
             rows.append({"commit": "-", "repeat": repeat, **measure_loader(bench, "torchvision")})
@@ -116,6 +115,103 @@ def loaders_beside(bench, commit):
                                           text=True, check=True)
                     rows.append({"commit": label, "repeat": repeat, **json.loads(done.stdout.splitlines()[-1])})
     return rows
+
+
+def check_batches(bench):
+    """FFCV's batches behind a slow consumer, with each transfer, against the device loader's; the same
+    weights evaluated through both loaders; and the epoch check's own seconds."""
+    rows, training = [], bench.cfg.training
+    for split, size in (("test", training.test_batch_size), ("train", training.batch_size)):
+        batches = Batches(size, bench.device, torch.bfloat16)
+        expected = read_epoch(bench.loader("device", split, batches))
+        for kind in ("ffcv_async_copy", "ffcv"):
+            delivered = read_epoch(bench.loader(kind, split, batches), bench.args.sleep_ms)
+            rows.append({"split": split, "loader": kind, **classify(delivered, expected)})
+    torch.manual_seed(0)
+    model = ResNet18(len(bench.info.classes), bench.cfg.model.width).to(bench.device)
+    test = Batches(training.test_batch_size, bench.device, torch.bfloat16, channels_last=False)
+    evaluations = {kind: evaluate(model, bench.loader(kind, "test", test), torch.bfloat16, 0.0)
+                   for kind in ("ffcv", "device")}
+    return {"sleep_ms": bench.args.sleep_ms, "rows": rows, "evaluation": evaluations,
+            "evaluations_equal": evaluations["ffcv"] == evaluations["device"],
+            "check_seconds_per_epoch": check_seconds(bench.loader("device", "train", batches))}
+
+
+def read_epoch(loader, sleep_ms=0.0):
+    """[(a checksum per image, labels)] for one epoch, each batch behind `sleep_ms` of GPU sleep, queued with
+    a copy of the batch and no synchronization, so the GPU falls ever further behind, as under CUDA graphs."""
+    delivered = []
+    for images, labels in loader:
+        if images.is_cuda and sleep_ms:
+            torch.cuda._sleep(int(sleep_ms * 1.5e6))  # about a millisecond per 1.5 million cycles
+        # position-weighted, so that a shifted or mirrored image sums differently
+        weights = torch.arange(1, images[0].numel() + 1, device=images.device, dtype=torch.float64)
+        delivered.append(((images.flatten(1).double() * weights).sum(1), labels.clone()))
+    return delivered
+
+
+def classify(delivered, expected):
+    """Each delivered batch: correct (the expected one at its place), duplicate (another batch of the epoch,
+    so one is missing) or torn (no batch: parts of two or more); missing: expected, never delivered whole."""
+    counts = dict.fromkeys(BATCH_COUNTS, 0) | {"batches": len(delivered), "expected": len(expected)}
+    whole = set()
+    for place, (prints, labels) in enumerate(delivered):
+        matches = {j for j, (other, _) in enumerate(expected) if other.shape == prints.shape
+                   and torch.equal(other, prints)}
+        whole |= matches
+        counts["correct" if place in matches else "duplicate" if matches else "torn"] += 1
+        if place < len(expected):
+            reference = expected[place][1]
+            same_shape = labels.shape == reference.shape
+            counts["wrong_labels"] += int((labels != reference).sum()) if same_shape else len(labels)
+    counts["missing"] = len(expected) - len(whole)
+    return counts
+
+
+def check_seconds(loader):
+    """What the epoch's check (SampleCheck) adds to an epoch over `loader`: a copy of each batch's labels and
+    one comparison at the end; the second of two passes, the first allocating."""
+    labels = torch.from_numpy(loader.expected_labels()).to(loader.device)
+    for _ in range(2):
+        with Timer(loader.device) as timer:
+            check = SampleCheck(loader)
+            for batch in labels.split(loader.batch_size):
+                check.add(batch)
+            check.verify("train")
+    return round(timer.seconds, 6)
+
+
+def measure_training(bench, name, setting):
+    device, recipe, args = bench.device, bench.cfg.training, bench.args
+    setting = {"batch_size": recipe.batch_size} | setting
+    setting["channels_last"] &= onednn_is_safe(device)  # as train.py does on such a CPU: see onednn_is_safe
+    torch.manual_seed(0)
+    torch._dynamo.reset()  # each compiled row pays its own compilation
+    model = ResNet18(width=bench.cfg.model.width).to(
+        device, memory_format=torch.channels_last if setting["channels_last"] else torch.contiguous_format)
+    optimizer = make_optimizer(recipe, model, recipe.lr, fused=setting["fused"] and device.type == "cuda")
+    steps = args.warmup_steps + args.timed_steps
+    scheduler = make_scheduler(recipe, optimizer, recipe.lr, steps_per_epoch=-(-steps // recipe.epochs) + 1)
+    net = model if setting["compile"] == "off" else torch.compile(model, mode=setting["compile"])
+    dtype = DTYPES[setting["precision"]]
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+
+    def run_steps(count):
+        for _ in range(count):
+            train_step(net, optimizer, *next(batches), dtype, recipe.label_smoothing)
+            scheduler.step()
+
+    with contextlib.closing(bench.batches(setting["loader"], setting)) as batches:
+        with Timer(device) as warmup:
+            run_steps(args.warmup_steps)
+        with Timer(device) as timed:
+            run_steps(args.timed_steps)
+    rate = args.timed_steps * setting["batch_size"] / timed.seconds
+    return {"name": name, **setting, "warmup_seconds": warmup.recorded, "images_per_second": round(rate, 1),
+            "epoch_seconds": round(EPOCH_IMAGES / rate, 2),
+            "peak_memory_gib": round(torch.cuda.max_memory_allocated(device) / 2**30, 2)
+            if device.type == "cuda" else None}
 
 
 def write_report(results, out):
@@ -181,6 +277,9 @@ def parse(argv):
     rows = ["loaders", "batches", *TRAINING_ROWS] if "all" in rows else rows
     if unknown := set(rows) - {"loaders", "batches", *TRAINING_ROWS}:
         raise UserError(f"--rows names unknown rows: {', '.join(sorted(unknown))}")
+    if args.beside and subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--verify", "--quiet",
+                                       f"{args.beside}^{{commit}}"], capture_output=True).returncode:
+        raise UserError(f"--beside {args.beside}: no such commit in {ROOT.name}'s history")
     return args, rows, parse_config(declare_train_sections, train_flags)
 
 

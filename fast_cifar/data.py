@@ -4,9 +4,10 @@ Two loaders make the same kind of batch (`--data.loader`; auto picks device on a
 
 ffcv: FFCV's Loader as ffcv_pipeline.py builds it (`EpochLoader`). Per batch, on the CPU, in numba
     threads: decode raw uint8 HWC -> random crop (pad 4, crop back to 32x32), flip and cutout, drawn
-    from (seed, epoch, sample index) (`augment.draw_crops`); then, as torch ops: to tensor -> to the
-    device, waiting for the copy -> channels-last NCHW view -> normalize into the compute dtype
-    (`Normalize`). Imported only when used: ffcv's import takes seconds.
+    from (seed, epoch, sample index) (`augment.draw_crops`), and on a CPU normalization, in one kernel;
+    then, as torch ops: on a GPU, to the device, waiting for the copy, and normalized there
+    (normalize.py's `Normalize`); a channels-last NCHW view. Imported only when used: ffcv's import
+    takes seconds.
 device: `DeviceLoader` reads the split once into device memory as uint8 and does the
     same crop, flip, cutout and normalization there, batched, with no per-step host work.
 

@@ -1,12 +1,12 @@
-"""FFCV's loader as the kit builds it: the pipelines in two short functions, and one compiled step FFCV
-lacks, `PixelPass`.
+"""FFCV's loader as the kit builds it: the pipelines in two short functions, and the step FFCV lacks,
+`PixelPass`.
 
-Per batch, in FFCV's numba threads, one compiled stage: decode raw uint8 HWC -> `pixel_pass` (the crop,
-flip and cutout `augment.draw_crops` draws from (seed, epoch, sample index), and each pixel looked up in
-a table: its normalized value in the compute dtype on a CPU, itself on a GPU). Then, as torch ops: to
-tensor -> to the device, waiting for the copy -> channels-last NCHW view -> on a GPU, `Normalize` there
-(uint8 travels, 4x fewer bytes than float32). data.py imports this module only for `--data.loader ffcv`:
-importing ffcv takes seconds.
+Per batch, in FFCV's threads: decode raw uint8 HWC (FFCV's compiled stage) -> `pixel_pass`, one numba
+kernel: the crop, flip and cutout `augment.draw_crops` draws from (seed, epoch, sample index), and each
+pixel looked up in a table, its normalized value in the compute dtype on a CPU, itself on a GPU. Then, as
+torch ops: on a CPU, a channels-last NCHW view of FFCV's buffer, nothing copied; on a GPU, to the device,
+waiting for the copy -> channels-last NCHW view -> `Normalize` there (uint8 travels, 4x fewer bytes than
+float32). data.py imports this module only for `--data.loader ffcv`: importing ffcv takes seconds.
 """
 import contextlib
 import dataclasses
@@ -47,12 +47,12 @@ def make_ffcv_loader(info, split, batches, sampling, indices, threads):
 
 
 def image_pipeline(info, batches, sampling):
-    """Decode, then one compiled pass: crop, flip and cutout (when `sampling.train`), and on a CPU the
-    normalization; then to the device, normalizing there on a GPU.
+    """Decode, then one pass: crop, flip and cutout (when `sampling.train`), and on a CPU the normalization;
+    on a GPU, to the device, normalizing there.
 
-    Where normalization runs is measured (benchmarks/results/loader_steps_cpu): on a CPU, a lookup inside
-    the compiled pass costs a fraction of the same lookup as a torch op afterwards. On a GPU, uint8 crosses
-    the bus and the GPU normalizes it in microseconds.
+    Where normalization runs is measured (benchmarks/results/loader_steps_cpu): on a CPU, the lookup inside
+    the numba pass adds a tenth of what the same lookup adds as a torch op afterwards. On a GPU, uint8
+    crosses the bus and the GPU normalizes it.
 
     The transfer waits for its copy (unless `batches.async_copy`): FFCV writes each batch into one of a
     few pinned host buffers and only makes the GPU, not its own CPU threads, wait before reusing one,
