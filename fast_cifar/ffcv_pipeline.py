@@ -17,7 +17,9 @@ import numpy as np
 import torch
 from ffcv.fields.decoders import IntDecoder, SimpleRGBImageDecoder
 from ffcv.loader import Loader, OrderOption
+from ffcv.loader.epoch_iterator import EpochIterator
 from ffcv.pipeline.allocation_query import AllocationQuery
+from ffcv.pipeline.compiler import Compiler
 from ffcv.pipeline.operation import Operation
 from ffcv.transforms import Squeeze, ToDevice, ToTensor, ToTorchImage
 
@@ -77,8 +79,9 @@ def label_pipeline(batches):
 
 
 class EpochLoader(Loader):
-    """FFCV's Loader, plus two things it does not do by itself: it tells `PixelPass` which epoch each pass
-    serves, and it says which labels that pass should deliver (`expected_labels`, for `SampleCheck`)."""
+    """FFCV's Loader, plus what it does not do by itself: it tells `PixelPass` which epoch each pass serves,
+    it says which labels that pass should deliver (`expected_labels`, for `SampleCheck`), and a step that
+    fails raises its error in the consumer (`FillingThread`) instead of leaving it waiting."""
 
     def __init__(self, path, device, **loader_args):
         super().__init__(str(path), **loader_args)
@@ -92,14 +95,34 @@ class EpochLoader(Loader):
         return self.split_labels[self.next_traversal_order()[:len(self) * self.batch_size]]
 
     def __iter__(self):
+        """FFCV's Loader.__iter__, with a `FillingThread` for its EpochIterator."""
         for pixel_pass in self.pixel_passes:
             pixel_pass.epoch = self.next_epoch
-        epoch = super().__iter__()  # FFCV's EpochIterator: a thread that fills batches ahead
+        Compiler.set_num_threads(self.num_workers)
+        order = self.next_traversal_order()[:len(self) * self.batch_size]
+        self.next_epoch += 1
+        epoch = FillingThread(self, order)  # the code was generated when the loader was built
         torch.set_num_threads(TORCH_THREADS)  # as in __init__: FFCV set it again for this pass
         try:
             yield from epoch
         finally:  # at the epoch's end, or when the consumer stops early (closing this generator)
             stop_filling(epoch)
+        if epoch.failure is not None:
+            raise epoch.failure
+
+
+class FillingThread(EpochIterator):
+    """FFCV's EpochIterator, the thread that fills batches ahead, except that when a step fails it keeps the
+    error and ends the epoch, for `EpochLoader` to raise; FFCV's own thread dies and leaves the consumer
+    waiting for a batch forever."""
+    failure = None
+
+    def run(self):
+        try:
+            super().run()
+        except BaseException as error:  # noqa: B036 - whatever stopped the thread, the consumer must hear of it
+            self.failure = error
+            self.output_queue.put(None)  # FFCV's end mark: the consumer's next() ends the epoch
 
 
 def stop_filling(epoch):

@@ -1,5 +1,6 @@
 """ffcv_pipeline.py: FFCV's pipelines as the kit builds them, read in file order, step by step."""
 import contextlib
+import dataclasses
 import itertools
 import subprocess
 import sys
@@ -8,15 +9,16 @@ import threading
 import numpy as np
 import pytest
 import torch
-from ffcv.fields.decoders import SimpleRGBImageDecoder
+from ffcv.fields.decoders import IntDecoder, SimpleRGBImageDecoder
 from ffcv.loader import Loader, OrderOption
+from ffcv.pipeline.operation import Operation
 from ffcv.transforms import NormalizeImage, ToDevice, ToTensor, ToTorchImage
 
 from fast_cifar import TORCH_THREADS
 from fast_cifar.augment import CROP_PADDING, Augmentation, Crops, augment_on_device, draw_crops, pad_with
 from fast_cifar.beton import load_dataset_info
 from fast_cifar.data import Batches, Sampling, make_loader
-from fast_cifar.ffcv_pipeline import NormalizeStep, image_pipeline, label_pipeline, pixel_pass
+from fast_cifar.ffcv_pipeline import EpochLoader, NormalizeStep, image_pipeline, label_pipeline, pixel_pass
 
 from helpers import all_batches
 
@@ -118,6 +120,46 @@ def test_a_consumer_that_stops_early_leaves_no_filling_thread(synthetic_folder):
             next(batches)
         batches.close()
         assert not [thread for thread in threading.enumerate() if isinstance(thread, EpochIterator)]
+
+
+class FailingStep(Operation):
+    """A pipeline step that raises on the batch `fail_at` (counting from 0)."""
+
+    def __init__(self, fail_at):
+        super().__init__()
+        self.fail_at, self.batches = fail_at, 0
+
+    def generate_code(self):
+        def step(images, _):
+            self.batches += 1
+            if self.batches > self.fail_at:
+                raise ValueError("a broken step")
+            return images
+        return step
+
+    def declare_state_and_memory(self, previous_state):
+        return dataclasses.replace(previous_state, jit_mode=False), None
+
+
+def test_a_step_that_fails_raises_in_the_consumer_instead_of_hanging(synthetic_folder):
+    # FFCV's filling thread dies on an error and its consumer waits for the next batch forever.
+    info = load_dataset_info(synthetic_folder)
+    loader = EpochLoader(info.path("test"), CPU, batch_size=50, num_workers=2, order=OrderOption.SEQUENTIAL,
+                         pipelines={"image": [SimpleRGBImageDecoder(), FailingStep(fail_at=2), ToTensor()],
+                                    "label": [IntDecoder(), ToTensor()]})
+    outcome = []
+
+    def consume():
+        try:
+            outcome.append(len(list(loader)))
+        except ValueError as error:
+            outcome.append(error)
+
+    consumer = threading.Thread(target=consume, daemon=True)
+    consumer.start()
+    consumer.join(timeout=60)
+    assert not consumer.is_alive(), "the consumer still waits for a batch"
+    assert isinstance(outcome[0], ValueError)
 
 
 @pytest.mark.skipif(TORCH_THREADS < 2, reason="one CPU thread: a loader cannot take any from training")
