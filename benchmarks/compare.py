@@ -9,13 +9,14 @@ import argparse
 import json
 from pathlib import Path
 
+from fast_cifar.config import settings_of_kind
 from fast_cifar.errors import UserError, exit_on_user_error
 from fast_cifar.files import writable_folder, write_json, write_text
 from fast_cifar.plots import integer_ticks, plt, save_figure
 from fast_cifar.report import FIGURES, machine, markdown_table, read_run
 from fast_cifar.results import STAGES
 
-IGNORED_KEYS = {"output.dir", "output.name", "output.overwrite", "training.resume"}  # where, not what
+IGNORED_KEYS = settings_of_kind("place")  # where, not what
 LOSSES = ("train_loss", "test_loss")
 
 

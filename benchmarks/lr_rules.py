@@ -22,7 +22,7 @@ from pathlib import Path
 from fast_cifar.config import declare_train_sections, parse_config
 from fast_cifar.errors import UserError, exit_on_user_error
 from fast_cifar.files import writable_folder, write_json, write_text
-from fast_cifar.lr_finder import SweepCurve, valley_start
+from fast_cifar.lr_finder import SweepCurve
 from fast_cifar.report import finished_run, markdown_table
 
 KIT = parse_config(declare_train_sections, []).lr_finder  # the rule train.py applies

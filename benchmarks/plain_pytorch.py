@@ -25,7 +25,7 @@ from fast_cifar.model import MODELS, describe_model, flops_per_image
 from fast_cifar.optim import check_schedule, make_optimizer, make_scheduler
 from fast_cifar.results import RunRecord, hardware_use
 from fast_cifar.run_folder import make_run_folder
-from fast_cifar.train import onednn_is_safe
+from fast_cifar.compute import onednn_is_safe
 
 
 class InMemoryCIFAR(torch.utils.data.Dataset):

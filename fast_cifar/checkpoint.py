@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from fast_cifar.config import settings_of_kind
 from fast_cifar.errors import UserError
 from fast_cifar.files import atomic_file, inside
 
@@ -66,16 +67,13 @@ def find(resume, output_dir, name):
     return path
 
 
-# Settings that may differ between a run and its resumption: they change speed, not results.
-# data.path may move, but the data set it holds must be the one the run started on.
-FREE_TO_CHANGE = {"training.resume", "training.compile", "training.compile_mode", "data.loader_threads", "data.path",
-                  "lr_finder.cache"}
-RUN_SECTIONS = ("data", "augment", "model", "training", "lr_finder")  # every section that shapes what is trained
+# A resume keeps every setting that shapes what is trained (config.py's kinds); the others (speed, places,
+# reports) may change. data.path may move, but the data set it holds must be the one the run started on.
+KEPT_ON_RESUME = settings_of_kind("sweep", "training")
 
 
 def _flat(config):
-    return {f"{section}.{key}": value
-            for section in RUN_SECTIONS for key, value in config.get(section, {}).items()}
+    return {f"{section}.{key}": value for section, values in config.items() for key, value in values.items()}
 
 
 def load(path, config, dataset_sha256):
@@ -92,10 +90,10 @@ def load(path, config, dataset_sha256):
         reason = (str(error).strip().splitlines() or [""])[0]
         raise UserError(f"cannot read checkpoint {path} ({type(error).__name__}: {reason})") from None
     wanted = _flat(config)
-    changed = sorted(key for key in wanted if key not in FREE_TO_CHANGE and wanted[key] != saved.get(key))
+    changed = sorted(key for key in KEPT_ON_RESUME if wanted.get(key) != saved.get(key))
     if changed:
         raise UserError(f"checkpoint {path} was made with other settings: "
-                        + ", ".join(f"{key}={saved.get(key)!r} (now {wanted[key]!r})" for key in changed))
+                        + ", ".join(f"{key}={saved.get(key)!r} (now {wanted.get(key)!r})" for key in changed))
     if saved_sha256 != dataset_sha256:
         raise UserError(f"checkpoint {path} was made on another data set: the .beton files' sha256s differ "
                         f"from those it recorded; resume with the data it started on")

@@ -35,8 +35,6 @@ class Batches:
     device: torch.device
     dtype: torch.dtype = torch.float32
     channels_last: bool = True
-    async_copy: bool = False  # FFCV's own asynchronous transfer, unsafe on a fast GPU (ffcv_pipeline.py):
-    #                           only for the benchmarks that show the fault and price the wait that replaced it
 
 
 @dataclasses.dataclass(frozen=True)

@@ -56,7 +56,7 @@ def image_pipeline(info, batches, sampling):
     the numba pass adds a tenth of what the same lookup adds as a torch op afterwards. On a GPU, uint8
     crosses the bus and the GPU normalizes it.
 
-    The transfer waits for its copy (unless `batches.async_copy`): FFCV writes each batch into one of a
+    The transfer waits for its copy: FFCV writes each batch into one of a
     few pinned host buffers and only makes the GPU, not its own CPU threads, wait before reusing one,
     so with a GPU running batches behind, an asynchronous copy can read a buffer already refilled with
     a later batch. The wait runs in FFCV's loader thread, not in the training loop.
@@ -68,14 +68,14 @@ def image_pipeline(info, batches, sampling):
         pipeline.append(PixelPass(info.fill, sampling, table))
     if on_cpu:  # FFCV's own buffers hold the batches: no copy
         return pipeline + [ToTensor(), ViewAs(batches.dtype), ToTorchImage(channels_last=batches.channels_last)]
-    return pipeline + [ToTensor(), ToDevice(batches.device, batches.async_copy),
+    return pipeline + [ToTensor(), ToDevice(batches.device, non_blocking=False),
                        ToTorchImage(channels_last=batches.channels_last),
                        NormalizeStep(Normalize(info.mean, info.std, batches.dtype, batches.device))]
 
 
 def label_pipeline(batches):
     """Labels as int64 on the device; the transfer waits for its copy, as in `image_pipeline`."""
-    return [IntDecoder(), ToTensor(), ToDevice(batches.device, batches.async_copy), Squeeze(1)]
+    return [IntDecoder(), ToTensor(), ToDevice(batches.device, non_blocking=False), Squeeze(1)]
 
 
 class EpochLoader(Loader):

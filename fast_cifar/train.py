@@ -14,22 +14,20 @@ LR finder picked. The same loss is reported for the test split. Timings and metr
 import contextlib
 import copy
 import math
-import random
 import sys
 from dataclasses import dataclass
 from typing import NamedTuple
 from pathlib import Path
 
-import numpy as np
 import torch
-import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
-from fast_cifar import TORCH_THREADS, checkpoint
+from fast_cifar import checkpoint
 from fast_cifar.augment import Augmentation
 from fast_cifar.beton import load_dataset_info
-from fast_cifar.config import as_dict, check_train_settings, declare_train_sections, parse_config
+from fast_cifar.compute import choose_compute
+from fast_cifar.config import as_dict, check_train_settings, declare_train_sections, parse_config, settings_of_kind
 from fast_cifar.data import Batches, SampleCheck, Sampling, last_batch_size, make_loader, split_size
 from fast_cifar.distributed import World, from_rank_zero, join, leave, mean_over_ranks
 from fast_cifar.errors import (INTERRUPTED, Diverged, Interrupted, UserError, WrongSamples, exit_on_user_error,
@@ -41,6 +39,7 @@ from fast_cifar.optim import WeightAverage, check_schedule, make_optimizer, make
 from fast_cifar.report import finished_run
 from fast_cifar.results import RunRecord, Timer, hardware_use, profiled, save_weights
 from fast_cifar.run_folder import make_run_folder
+from fast_cifar.steps import endless, evaluate, forward, train_step, training_loss
 
 
 # --- the run, in the order train() takes its steps ----------------------------------------------
@@ -87,41 +86,6 @@ def train(cfg, argv=None, world=World()):
         if world.is_main:
             print(f"stopped by {signal_name}: {where}", file=sys.stderr)
         sys.exit(INTERRUPTED)
-
-
-DTYPES = {"bf16": torch.bfloat16, "fp32": torch.float32}  # training.precision's compute dtypes
-
-
-@dataclass
-class Compute:
-    """Where and how the run computes, and why each choice was made."""
-    device: torch.device
-    world: World  # this process's place among torchrun's processes
-    precision: str  # "bf16" or "fp32"
-    precision_why: str
-    channels_last: bool
-    layout_why: str
-    loader: str  # "ffcv" or "device": data.loader with `auto` decided
-
-    @property
-    def dtype(self):
-        return DTYPES[self.precision]
-
-    @property
-    def memory_format(self):
-        return torch.channels_last if self.channels_last else torch.contiguous_format
-
-
-def choose_compute(cfg, world):
-    """Device, precision and layout, and the global torch settings that go with them; seeds everything."""
-    device = pick_device(cfg.training.device, world)
-    torch.set_num_threads(TORCH_THREADS)  # whatever an earlier ffcv import or loader in this process set
-    torch.backends.mkldnn.enabled = onednn_is_safe(device)  # see onednn_is_safe
-    torch.backends.cudnn.benchmark = not cfg.training.deterministic  # fixed shapes: cuDNN times its algorithms once
-    torch.use_deterministic_algorithms(cfg.training.deterministic)
-    seed_everything(cfg.training.seed)
-    return Compute(device, world, *pick_precision(cfg.training.precision, device),
-                   *pick_memory_format(cfg.model.channels_last, device), pick_loader(cfg.data.loader, device))
 
 
 class Loaders(NamedTuple):
@@ -269,15 +233,13 @@ LR_FINDER_CACHE = ".lr_finder"  # inside output.dir: one small JSON file per dis
 
 
 def sweep_inputs(cfg, compute, record):
-    """Everything a sweep depends on: the settings it trains with (not the schedule, the epochs or the
-    LR training runs at), the data's identity, the seed, and the device and versions that compute it."""
+    """Everything a sweep depends on: the settings of the kind "sweep" (config.py; not the schedule, the epochs
+    or the LR training runs at), the data's identity, and the device and versions that compute it."""
     config = as_dict(cfg)
-    unused = {"training": ("epochs", "lr", "pct_start", "div_factor", "final_div_factor", "anneal_strategy",
-                           "cycle_momentum", "base_momentum", "test_batch_size", "compile", "compile_mode",
-                           "eval_flip_tta", "eval_multicrop_tta", "ema_decay", "ema_start_epoch", "resume"),
-              "lr_finder": ("cache",), "data": ("path", "test_subset")}
-    settings = {section: {key: value for key, value in config[section].items() if key not in unused.get(section, ())}
-                for section in ("data", "augment", "model", "training", "lr_finder")}
+    settings = {}
+    for name in sorted(settings_of_kind("sweep")):
+        section, key = name.split(".")
+        settings.setdefault(section, {})[key] = config[section][key]
     return {"settings": settings, "data": record.data["data"]["sha256"]["train"], "loader": compute.loader,
             "precision": compute.precision, "channels_last": compute.channels_last,
             "device": record.data["device"], "versions": record.data["versions"]}
@@ -423,50 +385,6 @@ def train_epoch(learner, loader, label_smoothing, description, world=World()):
     return *mean_over_ranks([loss_sum, correct], checked, world), checked
 
 
-@torch.no_grad()
-def evaluate(model, loader, dtype, label_smoothing, tta=(), world=World()):
-    """Test loss and accuracy, how many test samples `SampleCheck` found to be the split, each once, and the
-    accuracy under each test-time augmentation named in `tta`: "flip" (the image and its mirror) and
-    "multicrop" (those two, each also moved one pixel up-left and one down-right: six views, their logits
-    summed, which ranks the classes as their mean does; after airbench's level 2)."""
-    model.eval()
-    check = SampleCheck(loader)
-    loss_sum = correct = 0
-    correct_tta = dict.fromkeys(tta, 0)
-    for images, labels in loader:
-        check.add(labels)
-        logits = forward(model, images, dtype)
-        loss_sum += F.cross_entropy(logits, labels, label_smoothing=label_smoothing, reduction="sum")
-        correct += (logits.argmax(1) == labels).sum()
-        if tta:
-            mirrored = logits + forward(model, same_layout(images.flip(3), images), dtype)
-            for name in tta:
-                views = mirrored if name == "flip" else mirrored + translated_logits(model, images, dtype)
-                correct_tta[name] += (views.argmax(1) == labels).sum()
-    checked = check.verify("test")
-    sums = [loss_sum, correct, *(torch.as_tensor(value, device=correct.device) for value in correct_tta.values())]
-    loss, accuracy, *accuracies = mean_over_ranks(sums, checked, world)
-    return {"test_loss": loss, "test_accuracy": accuracy, "test_samples_checked": checked,
-            **{f"test_accuracy_{name}_tta": value for name, value in zip(tta, accuracies)}}
-
-
-def translated_logits(model, images, dtype):
-    """The summed logits of the image and its mirror, each moved one pixel up-left and one down-right; the
-    pixels moved in are zeros, the mean colour once normalized, as the training crop fills them."""
-    logits = 0
-    for view in (images, images.flip(3)):
-        padded = F.pad(view, (1, 1, 1, 1))
-        for moved in (padded[..., :-2, :-2], padded[..., 2:, 2:]):
-            logits = logits + forward(model, same_layout(moved, images), dtype)
-    return logits
-
-
-def same_layout(view, images):
-    """`view` in `images`'s memory layout, so a compiled evaluator sees the strides it was compiled for."""
-    channels_last = images.is_contiguous(memory_format=torch.channels_last)
-    return view.contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
-
-
 def last_epoch_tta(training):
     return tuple(name for name, wanted in (("flip", training.eval_flip_tta),
                                            ("multicrop", training.eval_multicrop_tta)) if wanted)
@@ -509,106 +427,6 @@ def finish(cfg, record, model, first_epoch):
     print(f"Last-epoch Test Accuracy: {100 * last['test_accuracy']:.2f}% at Epoch: {last['epoch']}{tta}")
     print(f"Maximum Test Accuracy: {100 * best['test_accuracy']:.2f}% at Epoch: {best['epoch']}")
     return record.data
-
-
-# --- what the steps share -------------------------------------------------------------------------
-
-
-def pick_device(name, world):
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cpu":
-        return torch.device("cpu")
-    if not torch.cuda.is_available():
-        raise UserError("training.device is 'cuda' but torch sees no GPU")
-    return torch.device("cuda", world.local_rank)
-
-
-def cpu_bf16_flags(cpuinfo=Path("/proc/cpuinfo")):
-    """The CPU's native bf16 instruction sets (AVX512_BF16, AMX), as Linux lists them."""
-    try:
-        flags = set(cpuinfo.read_text().split())
-    except OSError:
-        return []
-    return sorted(flags & {"avx512_bf16", "amx_bf16"})
-
-
-def pick_precision(precision, device, cpu_flags=None):
-    """The compute dtype and why: bf16 where the hardware runs it natively, since elsewhere it is emulated
-    and many times slower than fp32."""
-    if precision != "auto":
-        return precision, "set by training.precision"
-    if device.type == "cuda":
-        if torch.cuda.is_bf16_supported(including_emulation=False):
-            return "bf16", "auto: a CUDA GPU with bf16"
-        name = torch.cuda.get_device_name(device)
-        return "fp32", f"auto: {name} has no native bf16 (and fp16 would need a loss scaler): fp32"
-    flags = cpu_bf16_flags() if cpu_flags is None else cpu_flags
-    if flags:
-        return "bf16", f"auto: the CPU has native bf16 ({', '.join(flags)})"
-    return "fp32", "auto: the CPU has no native bf16 (neither avx512_bf16 nor amx_bf16)"
-
-
-def onednn_is_safe(device):
-    """False on a CPU without AVX-512, where torch's oneDNN convolutions are not safe beside FFCV.
-
-    There the AVX2 kernel for the weight gradient of 1x1 convolutions hangs (or
-    corrupts memory) once OpenCV, which FFCV loads, is in the process: seen with
-    torch 2.14.1 on an AVX2 AMD EPYC, in both layouts, sooner in channels-last.
-    Such CPUs train with torch's native convolutions, in the contiguous layout
-    (faster than channels-last without oneDNN).
-    """
-    return device.type != "cpu" or torch.backends.cpu.get_cpu_capability().startswith("AVX512")
-
-
-def pick_loader(name, device):
-    """`auto`: the data held on a GPU, FFCV's threads on a CPU (config.py says what was measured)."""
-    if name != "auto":
-        return name
-    return "device" if device.type == "cuda" else "ffcv"
-
-
-def pick_memory_format(channels_last, device):
-    """Channels-last as configured, unless oneDNN is off on this CPU; and why."""
-    if channels_last and not onednn_is_safe(device):
-        return False, (f"contiguous: on this CPU ({torch.backends.cpu.get_cpu_capability()}, no AVX-512) "
-                       f"oneDNN is off, so convolutions run natively, faster contiguous")
-    return channels_last, "set by model.channels_last"
-
-
-def seed_everything(seed):
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-
-
-def forward(model, images, dtype):
-    # bf16 autocast: convs and matmuls in bf16, BatchNorm and the loss in fp32.
-    with torch.autocast(images.device.type, dtype=dtype, enabled=dtype != torch.float32):
-        return model(images).float()
-
-
-def training_loss(model, images, labels, dtype, label_smoothing=0.0):
-    """The label-smoothed cross-entropy that training minimizes, and the logits."""
-    logits = forward(model, images, dtype)
-    return F.cross_entropy(logits, labels, label_smoothing=label_smoothing), logits
-
-
-def train_step(model, optimizer, images, labels, dtype, label_smoothing=0.0):
-    """Forward, loss, backward, optimizer step; returns the loss and logits."""
-    loss, logits = training_loss(model, images, labels, dtype, label_smoothing)
-    optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    optimizer.step()
-    return loss.detach(), logits.detach()
-
-
-def endless(loader):
-    """Batches from epoch after epoch; closing this generator stops the epoch in progress."""
-    if len(loader) == 0:  # else it would pass over empty epochs forever
-        raise UserError(f"the loader holds no full batch of {loader.batch_size} images: use a smaller batch")
-    while True:
-        yield from loader
 
 
 @exit_on_user_error

@@ -1,7 +1,9 @@
 """Interruption and resumption: a stopped run continues to the same weights as an uninterrupted one."""
 import contextlib
+import copy
 import json
 import math
+import re
 import signal
 import subprocess
 import sys
@@ -11,8 +13,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from fast_cifar import files, plots, train
+from fast_cifar import checkpoint, files, plots, train
 from fast_cifar.beton import write_dataset
+from fast_cifar.config import as_dict, declare_train_sections, parse_config, settings_of_kind
+from fast_cifar.errors import UserError
 from fast_cifar.files import lock_folder
 from fast_cifar.sources import make_synthetic
 
@@ -86,14 +90,28 @@ def test_resume_refuses_other_settings(synthetic_folder, tmp_path, capsys):
     assert "training.weight_decay=0.2 (now 0.1)" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("change", [["--augment.cutout", "8"], ["--augment.flip", "alternating"],
-                                    ["--lr_finder.multiplier", "5"]])
-def test_resume_refuses_another_augmentation_or_lr_rule(synthetic_folder, tmp_path, capsys, change):
-    args = one_epoch(synthetic_folder, tmp_path, "run")
-    train.main(args)
-    with pytest.raises(SystemExit) as exit:
-        train.main(args + ["--training.resume", str(tmp_path / "run"), *change])
-    assert exit.value.code == 2 and change[0][2:] in capsys.readouterr().err
+RECIPE = as_dict(parse_config(declare_train_sections, []))
+
+
+def with_one_change(name):
+    config = copy.deepcopy(RECIPE)
+    section, key = name.split(".")
+    config[section][key] = "another value"
+    return config
+
+
+@pytest.mark.parametrize("name", sorted(settings_of_kind("sweep", "training")))
+def test_a_resume_with_any_setting_that_shapes_the_run_changed_is_refused(tmp_path, name):
+    torch.save({"record": {"config": RECIPE, "data": {"sha256": "the data"}}}, tmp_path / "checkpoint.pt")
+    with pytest.raises(UserError, match=re.escape(name)) as refused:
+        checkpoint.load(tmp_path / "checkpoint.pt", with_one_change(name), "the data")
+    assert "\n" not in str(refused.value)
+
+
+@pytest.mark.parametrize("name", sorted(settings_of_kind("speed", "place", "report")))
+def test_a_resume_may_change_how_fast_where_and_what_is_reported(tmp_path, name):
+    torch.save({"record": {"config": RECIPE, "data": {"sha256": "the data"}}}, tmp_path / "checkpoint.pt")
+    assert checkpoint.load(tmp_path / "checkpoint.pt", with_one_change(name), "the data")["record"]
 
 
 def test_resume_without_checkpoint_is_one_line(synthetic_folder, tmp_path, capsys):

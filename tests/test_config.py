@@ -1,7 +1,9 @@
 import pytest
 import yaml
 
-from fast_cifar.config import as_dict, check_train_settings, declare_train_sections, parse_config
+from fastargs import Config
+
+from fast_cifar.config import KINDS, Setting, as_dict, check_train_settings, declare_train_sections, parse_config
 from fast_cifar.errors import UserError
 
 from helpers import REPO
@@ -135,3 +137,15 @@ def test_settings_that_contradict_each_other_are_refused():
         check_train_settings(parse("--lr_finder.start_lr", "0.1", "--lr_finder.end_lr", "0.01"))
     check_train_settings(parse("--lr_finder.start_lr", "0.1", "--lr_finder.end_lr", "0.01", "--lr_finder.enabled", "false"))
     check_train_settings(parse())
+
+
+def test_every_setting_says_what_changing_it_changes():
+    # checkpoint.py, train.py's LR-sweep key and compare.py sort the settings by their kinds: a setting
+    # without one would be sorted by nobody.
+    config = Config()
+    declare_train_sections(config)
+    without = [".".join(path) for path, param in config.entries.items()
+               if not isinstance(param, Setting) or param.kind not in KINDS]
+    assert not without
+    with pytest.raises(ValueError):
+        Setting("fast", bool, "a kind no list knows", default=True)

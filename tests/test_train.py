@@ -8,15 +8,16 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
 
 from fast_cifar import train
-from fast_cifar.beton import write_dataset
+from fast_cifar.config import declare_train_sections, parse_config, settings_of_kind
 from fast_cifar.data import make_loader
+from fast_cifar.lr_finder import sweep_cache_key
 from fast_cifar.model import ResNet18
-from fast_cifar.sources import make_synthetic
 
 from helpers import REPO, TINY_RUN, FaultyLoader, error_lines, run_script
 
@@ -116,32 +117,6 @@ def test_bad_input_is_one_line_and_writes_nothing(case, synthetic_folder, tmp_pa
     lines = error_lines(capsys.readouterr().err)
     assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], lines
     assert sorted(path.name for path in tmp_path.iterdir()) == ["a_file", "damaged"]  # nothing written
-
-
-def test_auto_precision_is_bf16_only_where_the_hardware_has_it(tmp_path, monkeypatch):
-    cpu = torch.device("cpu")
-    assert train.pick_precision("auto", cpu, cpu_flags=[])[0] == "fp32"
-    precision, why = train.pick_precision("auto", cpu, cpu_flags=["avx512_bf16"])
-    assert precision == "bf16" and "avx512_bf16" in why  # the reason names what it found
-    # a GPU: as torch says, natively (a V100 or T4 has no bf16)
-    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: True)
-    assert train.pick_precision("auto", torch.device("cuda"))[0] == "bf16"
-    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: including_emulation)
-    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "Tesla V100-SXM2-16GB")
-    precision, why = train.pick_precision("auto", torch.device("cuda"))
-    assert precision == "fp32" and "Tesla V100-SXM2-16GB" in why
-    assert train.pick_precision("fp32", torch.device("cuda"))[0] == "fp32"
-    cpuinfo = tmp_path / "cpuinfo"
-    cpuinfo.write_text("processor : 0\nflags : fpu sse2 avx512f avx512_bf16 amx_tile amx_bf16\n")
-    assert train.cpu_bf16_flags(cpuinfo) == ["amx_bf16", "avx512_bf16"]
-    cpuinfo.write_text("processor : 0\nflags : fpu sse2 avx2 avx512f\n")
-    assert train.cpu_bf16_flags(cpuinfo) == []
-
-
-def test_the_default_loader_holds_the_data_on_a_gpu_and_uses_ffcv_on_a_cpu():
-    assert train.pick_loader("auto", torch.device("cuda")) == "device"
-    assert train.pick_loader("auto", torch.device("cpu")) == "ffcv"
-    assert train.pick_loader("ffcv", torch.device("cuda")) == "ffcv"
 
 
 @pytest.mark.slow
@@ -295,12 +270,9 @@ def test_a_run_imports_only_what_its_path_needs(synthetic_folder, tmp_path):
 
 
 @pytest.mark.slow
-def test_a_second_run_reuses_the_first_ones_lr_sweep_and_only_that(synthetic_folder, tmp_path):
-    other_data = tmp_path / "other_data"
-    write_dataset(make_synthetic(512, 200, seed=1), other_data, "synthetic", num_workers=1)
-
-    def run(name, *flags, data=synthetic_folder):
-        return train.main([*TINY_RUN, "--lr_finder.num_iters", "12", "--data.path", str(data),
+def test_a_second_run_reuses_the_first_ones_lr_sweep(synthetic_folder, tmp_path):
+    def run(name, *flags):
+        return train.main([*TINY_RUN, "--lr_finder.num_iters", "12", "--data.path", str(synthetic_folder),
                            "--output.dir", str(tmp_path / "runs"), "--output.name", name, *flags])
 
     first, again = run("first"), run("again")
@@ -308,24 +280,28 @@ def test_a_second_run_reuses_the_first_ones_lr_sweep_and_only_that(synthetic_fol
     assert again["lr_finder"] == first["lr_finder"] and again["epochs"][0]["test_accuracy"] == \
         first["epochs"][0]["test_accuracy"]
     assert again["timings"]["lr_finder"] < 0.1 * first["timings"]["lr_finder"]
-    for name, flags, data in (("seed", ["--training.seed", "1"], synthetic_folder),
-                              ("smoothing", ["--training.label_smoothing", "0.2"], synthetic_folder),
-                              ("data", [], other_data), ("off", ["--lr_finder.cache", "false"], synthetic_folder)):
-        assert "lr_finder_cached_from" not in run(name, *flags, data=data), name
-    assert "lr_finder_cached_from" in run("epochs", "--training.epochs", "2")  # the sweep does not depend on them
+    assert "lr_finder_cached_from" not in run("off", "--lr_finder.cache", "false")
 
 
-def test_multicrop_tta_adds_the_four_translated_views():
-    images = torch.arange(2 * 3 * 4 * 4, dtype=torch.float32).reshape(2, 3, 4, 4)
-    pixels = torch.nn.Flatten()  # a "model" whose logits are its input's pixels
+SWEEP_RECORD = SimpleNamespace(data={"data": {"sha256": {"train": "the data"}}, "device": {"name": "a CPU"},
+                                     "versions": {"torch": "2.14.1"}})
+SWEEP_COMPUTE = SimpleNamespace(loader="ffcv", precision="bf16", channels_last=True)
 
-    def moved(x, down_right):  # one pixel diagonally, zeros moving in
-        y = torch.zeros_like(x)
-        if down_right:
-            y[..., 1:, 1:] = x[..., :-1, :-1]
-        else:
-            y[..., :-1, :-1] = x[..., 1:, 1:]
-        return y
 
-    expected = sum(moved(view, way).flatten(1) for view in (images, images.flip(3)) for way in (True, False))
-    assert torch.equal(train.translated_logits(pixels, images, torch.float32), expected)
+@pytest.mark.parametrize("name", sorted(settings_of_kind("sweep", "training", "speed", "place", "report")))
+def test_the_sweep_key_changes_with_the_settings_it_trains_with_and_only_those(name):
+    cfg = parse_config(declare_train_sections, [])
+    key = sweep_cache_key(train.sweep_inputs(cfg, SWEEP_COMPUTE, SWEEP_RECORD))
+    section, setting = name.split(".")
+    setattr(getattr(cfg, section), setting, "another value")
+    changed = sweep_cache_key(train.sweep_inputs(cfg, SWEEP_COMPUTE, SWEEP_RECORD)) != key
+    assert changed == (name in settings_of_kind("sweep")), name
+
+
+def test_the_sweep_key_changes_with_the_data_the_device_and_the_versions():
+    cfg = parse_config(declare_train_sections, [])
+    key = sweep_cache_key(train.sweep_inputs(cfg, SWEEP_COMPUTE, SWEEP_RECORD))
+    for part, value in (("data", {"sha256": {"train": "other data"}}), ("device", {"name": "a GPU"}),
+                        ("versions", {"torch": "2.15"})):
+        record = SimpleNamespace(data=SWEEP_RECORD.data | {part: value})
+        assert sweep_cache_key(train.sweep_inputs(cfg, SWEEP_COMPUTE, record)) != key, part
