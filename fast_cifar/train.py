@@ -74,7 +74,7 @@ def train(cfg, argv=None, world=World()):
                 if first_epoch <= cfg.training.epochs:  # else the run only has its finish left
                     compile_learner(learner, loaders, warm_batches, cfg.training.compile, record)
                 fit(cfg, record, learner, loaders, first_epoch, world)
-                return finish(cfg, record, learner.result, first_epoch)
+                return finish(cfg, record, learner.result)
     except RunFinished as finished:
         if world.is_main:
             print(finished)
@@ -408,13 +408,13 @@ def last_good(record):
     return "no checkpoint was written before it"
 
 
-def finish(cfg, record, model, first_epoch):
+def finish(cfg, record, model):
     """The final record, weights and plots, and the headline: last-epoch accuracy first."""
     best = record.summarize(cfg.output.accuracy_targets)
-    trained = record.data["epochs"][first_epoch - 1:] or record.data["epochs"]  # all, when only the finish was left
-    images = record.data["data"]["train_images_per_epoch"] * len(trained)
+    epochs = record.data["epochs"]  # every epoch, a resumed run's earlier ones too: each timed its own training
+    images = record.data["data"]["train_images_per_epoch"] * len(epochs)
     record.data["hardware_use"] = hardware_use(flops_per_image(model), images,
-                                               sum(epoch["train_seconds"] for epoch in trained), record.data["device"])
+                                               sum(epoch["train_seconds"] for epoch in epochs), record.data["device"])
     if not record.writes:
         return record.data
     save_weights(model, record.folder / "model.pt")  # the result: written with or without checkpoints

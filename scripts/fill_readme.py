@@ -14,7 +14,8 @@ from fastargs import Param, Section
 from fast_cifar.config import parse_config
 from fast_cifar.errors import UserError, exit_on_user_error
 from fast_cifar.files import write_text
-from fast_cifar.report import machine, markdown_table, published_command, read_run, source_name
+from fast_cifar.report import (machine, markdown_table, published_command, read_run, source_name,
+                               training_images_per_second)
 from fast_cifar.results import STAGES
 
 START, END = "<!-- results:start -->", "<!-- results:end -->"
@@ -28,7 +29,6 @@ def declare_sections(config):
 
 def render(record, folder, readme):
     epochs, timings, best = record["epochs"], record["timings"], record["best"]
-    images = record["data"]["train_images_per_epoch"] * len(epochs)
     link = Path(folder).resolve().relative_to(Path(readme).resolve().parent)
     last = epochs[-1]
     tta = f"; with flip test-time augmentation {100 * last['test_accuracy_flip_tta']:.2f}%" \
@@ -49,7 +49,7 @@ def render(record, folder, readme):
     if use.get("achieved_tflops"):
         mfu = f", {100 * use['mfu']:.1f}% of its bf16 peak (MFU)" if use.get("mfu") else ""
         rows.append(["training's arithmetic", f"{use['achieved_tflops']:.1f} TFLOP/s{mfu}"])
-    rows.append(["training throughput", f"{images / timings['training']:,.0f} images/s"])
+    rows.append(["training throughput", f"{training_images_per_second(record):,.0f} images/s"])
     end_to_end = timings.get("time_to_accuracy_end_to_end", {})
     missed = [f"{100 * float(target):g}%" for target, seconds in timings["time_to_accuracy"].items() if seconds is None]
     for target, seconds in timings["time_to_accuracy"].items():

@@ -18,6 +18,7 @@ from fast_cifar.beton import write_dataset
 from fast_cifar.config import as_dict, declare_train_sections, parse_config, settings_of_kind
 from fast_cifar.errors import UserError
 from fast_cifar.files import lock_folder
+from fast_cifar.report import FIGURES
 from fast_cifar.sources import make_synthetic
 
 from helpers import REPO, TINY_RUN, RunsCode, error_lines
@@ -79,6 +80,12 @@ def test_interrupted_run_resumes_to_the_same_weights(synthetic_folder, tmp_path)
     assert record["max_lr"] == whole["max_lr"]
     resumed, uninterrupted = weights(tmp_path / "cut"), weights(tmp_path / "whole")
     assert all(torch.equal(resumed[key], uninterrupted[key]) for key in uninterrupted)
+    # one training images/s, over every epoch, the one before the cut too, for the reports and the FLOP/s
+    images_per_second = FIGURES["training images/s"](record)
+    assert images_per_second == record["data"]["train_images_per_epoch"] * 3 / sum(e["train_seconds"]
+                                                                                    for e in record["epochs"])
+    flops = record["hardware_use"]["flops_per_image"]
+    assert record["hardware_use"]["achieved_tflops"] == pytest.approx(flops * images_per_second / 1e12, abs=1e-3)
 
 
 def test_resume_refuses_other_settings(synthetic_folder, tmp_path, capsys):

@@ -70,9 +70,10 @@ def test_loader_steps_times_each_cut_of_the_pipeline(synthetic_folder, tmp_path)
     assert all(f"| {cut} |" in table for cut in rates)
 
 
-def test_the_async_copy_row_reads_through_transfers_that_do_not_wait(synthetic_folder):
+def test_the_async_copy_row_reads_through_transfers_that_do_not_wait(synthetic_folder, monkeypatch):
     from ffcv.transforms import ToDevice
 
+    monkeypatch.syspath_prepend(str(REPO / "benchmarks"))
     run = importlib.import_module("run")
     loader = make_loader(load_dataset_info(synthetic_folder), "train", Batches(64, torch.device("cpu")),
                          Sampling(train=True), "ffcv", 2)
