@@ -147,6 +147,10 @@ def declare_train_sections(config):
                              default=0),
         test_subset=Setting("training", NON_NEGATIVE_INT, "evaluate on a fixed random subset of N images (0: all)",
                             default=0),
+        # On a CPU, evaluation can cost as much as training: the epochs before the last may score a sample,
+        # while the last epoch, the headline, is always scored on the whole test split (or test_subset).
+        early_test_subset=Setting("training", NON_NEGATIVE_INT, "score the epochs before the last on a fixed "
+                                  "random subset of N test images (0: as the last epoch)", default=0),
     )
     # Both off the recipe's defaults until the frontier study (benchmarks/frontier_candidates.yaml) measures
     # them on ResNet-18: airbench's ablations show each cutting epochs for its own network.

@@ -66,6 +66,8 @@ def train(cfg, argv=None, world=World()):
             with record:  # rank 0 holds the run folder's lock until the run ends
                 with record.timed("loader_warmup"):  # FFCV JIT-compiles each pipeline on its first batch
                     warm_batches = first_batch(loaders.train), first_batch(loaders.test)
+                    if loaders.early_test is not loaders.test:
+                        first_batch(loaders.early_test)
                 model = create_model(cfg, info, compute, record)
                 max_lr = choose_max_lr(cfg, model, loaders.train, resumed, compute, record)
                 learner = create_learner(cfg.training, model, max_lr, len(loaders.train), resumed, compute)
@@ -90,7 +92,8 @@ def train(cfg, argv=None, world=World()):
 
 class Loaders(NamedTuple):
     train: object
-    test: object
+    test: object  # the last epoch's
+    early_test: object  # the epochs before the last score this one: `test`, unless data.early_test_subset
 
 
 def create_loaders(cfg, info, compute):
@@ -105,8 +108,10 @@ def create_loaders(cfg, info, compute):
         return make_loader(info, split, Batches(batch_size, compute.device, compute.dtype, compute.channels_last),
                            Sampling(train, training.seed, subset, shard, augmentation), kind, data.loader_threads)
 
-    loaders = Loaders(loader("train", training.batch_size // world.size, True, data.train_subset),
-                      loader("test", training.test_batch_size, False, data.test_subset))
+    test = loader("test", training.test_batch_size, False, data.test_subset)
+    early = data.early_test_subset and data.early_test_subset < split_size(info, "test", data.test_subset)
+    loaders = Loaders(loader("train", training.batch_size // world.size, True, data.train_subset), test,
+                      loader("test", training.test_batch_size, False, data.early_test_subset) if early else test)
     if len(loaders.train) == 0:
         raise UserError(f"training.batch_size {training.batch_size} is larger than the "
                         f"{data.train_subset or info.records['train']} training images")
@@ -290,12 +295,12 @@ def create_learner(training, model, max_lr, steps_per_epoch, resumed, compute):
 def compile_learner(learner, loaders, warm_batches, compiled, record):
     """torch.compile's graphs, built (or read from its cache) before the first timed step."""
     with record.timed("compile"):
-        warm_up(learner, *warm_batches, last_batch_size(loaders.test))
+        warm_up(learner, *warm_batches, {last_batch_size(loaders.test), last_batch_size(loaders.early_test)})
     if compiled:
         record.data["compile_cache"] = compile_cache_use()
 
 
-def warm_up(learner, train_batch, test_batch, last_test_size):
+def warm_up(learner, train_batch, test_batch, last_test_sizes):
     """Trigger torch.compile's train and eval graphs (and cuDNN's choices) on real batches,
     then restore weights, BatchNorm statistics and optimizer state as they were."""
     model, optimizer, dtype = learner.model, learner.optimizer, learner.dtype
@@ -304,7 +309,7 @@ def warm_up(learner, train_batch, test_batch, last_test_size):
     train_step(learner.trainer, optimizer, *train_batch, dtype)
     learner.evaluator.eval()
     with torch.no_grad():  # every batch shape evaluation will see: full batches and the last one
-        for size in {len(test_batch[0]), last_test_size}:
+        for size in {len(test_batch[0]), *last_test_sizes}:
             forward(learner.evaluator, test_batch[0][:size], dtype)
     model.load_state_dict(saved_model)  # copies in place: the compiled graphs stay valid
     optimizer.load_state_dict(saved_optimizer)
@@ -340,8 +345,10 @@ def fit(cfg, record, learner, loaders, first_epoch, world):
                                                                         progress, world)
             with Timer(record.device) as eval_timer:
                 # TTA multiplies an evaluation's forwards, and only the last epoch's is reported.
-                test_metrics = evaluate(learner.evaluator, loaders.test, learner.dtype, label_smoothing,
-                                        last_epoch_tta(training) if epoch == epochs else (), world)
+                last = epoch == epochs
+                test_metrics = evaluate(learner.evaluator, loaders.test if last else loaders.early_test,
+                                        learner.dtype, label_smoothing, last_epoch_tta(training) if last else (),
+                                        world)
         except Diverged as error:
             raise Diverged(f"{error} in epoch {epoch}; {last_good(record)}") from None
         except WrongSamples as error:

@@ -270,6 +270,15 @@ def test_a_run_imports_only_what_its_path_needs(synthetic_folder, tmp_path):
 
 
 @pytest.mark.slow
+def test_the_epochs_before_the_last_can_score_a_sample_and_the_last_scores_the_whole_split(synthetic_folder,
+                                                                                             tmp_path):
+    record = train.main([*TINY_RUN, "--training.epochs", "3", "--data.early_test_subset", "50", "--data.loader",
+                         "device", "--lr_finder.enabled", "false", "--data.path", str(synthetic_folder),
+                         "--output.dir", str(tmp_path), "--output.name", "run"])
+    assert [epoch["test_samples_checked"] for epoch in record["epochs"]] == [50, 50, 200]
+    assert record["last"]["test_accuracy"] == record["epochs"][-1]["test_accuracy"]  # the headline: all 200
+
+
 def test_a_second_run_reuses_the_first_ones_lr_sweep(synthetic_folder, tmp_path):
     def run(name, *flags):
         return train.main([*TINY_RUN, "--lr_finder.num_iters", "12", "--data.path", str(synthetic_folder),
