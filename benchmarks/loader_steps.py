@@ -41,7 +41,8 @@ def cuts(info, batches):
         "decode (uint8)": [SimpleRGBImageDecoder(), ToTensor()],
         "+ crop, flip (uint8)": [SimpleRGBImageDecoder(), PixelPass(info.fill, train), ToTensor()],
         "+ normalize in the same pass": [SimpleRGBImageDecoder(), PixelPass(info.fill, train, table), ToTensor()],
-        "+ as a torch batch (on a GPU: to it, normalized there): the kit's pipeline": image_pipeline(info, batches, train),
+        "+ as a torch batch (on a GPU: to it, normalized there): the kit's pipeline":
+            image_pipeline(info, batches, train),
         "alternative: normalize as a torch op after the transfer": [
             SimpleRGBImageDecoder(), PixelPass(info.fill, train), *uint8_to_device,
             NormalizeStep(Normalize(info.mean, info.std, batches.dtype, batches.device))],

@@ -279,6 +279,7 @@ def test_the_epochs_before_the_last_can_score_a_sample_and_the_last_scores_the_w
     assert record["last"]["test_accuracy"] == record["epochs"][-1]["test_accuracy"]  # the headline: all 200
 
 
+@pytest.mark.slow
 def test_a_second_run_reuses_the_first_ones_lr_sweep(synthetic_folder, tmp_path):
     def run(name, *flags):
         return train.main([*TINY_RUN, "--lr_finder.num_iters", "12", "--data.path", str(synthetic_folder),
