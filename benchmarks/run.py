@@ -119,7 +119,7 @@ def loaders_beside(bench, commit):
         for repeat in range(args.repeats):
             rows.append({"commit": "-", "repeat": repeat, **measure_loader(bench, "torchvision")})
             for tree, label in ((earlier, commit), (ROOT, source_commit())):
-                for kind in ("ffcv", "device"):
+                for kind in [kind for kind in bench.args.loaders.split(",") if kind in ("ffcv", "device")]:
                     command = [sys.executable, str(ROOT / "benchmarks/loader_rate.py"), bench.cfg.data.path, kind,
                                str(args.loader_images), str(bench.cfg.training.batch_size),
                                str(bench.cfg.data.loader_threads)]
@@ -278,6 +278,8 @@ def parse(argv):
     parser.add_argument("--rows", default="", help="'all', 'loaders', 'batches' or training rows by name, "
                         f"comma-separated ({', '.join(TRAINING_ROWS)}); default: all on a GPU, loaders on a CPU")
     parser.add_argument("--loader_images", type=int, default=200_000, help="images per loader row")
+    parser.add_argument("--loaders", default=",".join(LOADERS), help="the loader rows, comma-separated (with "
+                        "--beside: its ffcv and device rows, each beside torchvision's)")
     parser.add_argument("--beside", metavar="COMMIT", help="also the loader rows of COMMIT's package, alternating "
                         "with this tree's (with --rows loaders)")
     parser.add_argument("--repeats", type=int, default=2, help="rounds of loader rows with --beside")
@@ -289,6 +291,8 @@ def parse(argv):
     rows = ["loaders", "batches", *TRAINING_ROWS] if "all" in rows else rows
     if unknown := set(rows) - {"loaders", "batches", *TRAINING_ROWS}:
         raise UserError(f"--rows names unknown rows: {', '.join(sorted(unknown))}")
+    if unknown := set(args.loaders.split(",")) - set(LOADERS):
+        raise UserError(f"--loaders names unknown loaders: {', '.join(sorted(unknown))} (known: {', '.join(LOADERS)})")
     if args.beside and subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--verify", "--quiet",
                                        f"{args.beside}^{{commit}}"], capture_output=True).returncode:
         raise UserError(f"--beside {args.beside}: no such commit in {ROOT.name}'s history")
@@ -311,7 +315,7 @@ def main(argv=None):
     with contextlib.closing(bench.torchvision):
         if "loaders" in rows:
             results["loaders"] = loaders_beside(bench, args.beside) if args.beside else \
-                [measure_loader(bench, kind) for kind in LOADERS]
+                [measure_loader(bench, kind) for kind in args.loaders.split(",")]
         else:
             results["loaders"] = []
         results["batches"] = check_batches(bench) if "batches" in rows else None

@@ -24,11 +24,11 @@ def parameter_groups(model, training):
             for p in module.parameters(recurse=False)}
     bias = {id(p) for name, p in model.named_parameters() if name.endswith("bias")} - norm
     decay = training.weight_decay
-    free = decay if training.decay_norm_and_bias else 0.0  # the decay of normalization parameters and biases
-    params, either = list(model.parameters()), norm | bias
-    groups = [{"params": [p for p in params if id(p) not in either], "weight_decay": decay, "lr_scale": 1.0},
-              {"params": [p for p in params if id(p) in bias], "weight_decay": free, "lr_scale": 1.0},
-              {"params": [p for p in params if id(p) in norm], "weight_decay": free,
+    norm_and_bias_decay = decay if training.decay_norm_and_bias else 0.0
+    params, norm_or_bias = list(model.parameters()), norm | bias
+    groups = [{"params": [p for p in params if id(p) not in norm_or_bias], "weight_decay": decay, "lr_scale": 1.0},
+              {"params": [p for p in params if id(p) in bias], "weight_decay": norm_and_bias_decay, "lr_scale": 1.0},
+              {"params": [p for p in params if id(p) in norm], "weight_decay": norm_and_bias_decay,
                "lr_scale": training.norm_lr_multiplier}]
     return [group for group in groups if group["params"]]
 
