@@ -104,3 +104,14 @@ class FaultyLoader:
             other = int((labels != labels[0]).nonzero()[0])
             labels[[0, other]] = labels[[other, 0]]
         yield from batches
+
+
+def run_args(data, out, name):
+    # Deterministic mode pins the kernels: the run is repeatable bit for bit.
+    return [*TINY_RUN, "--data.path", str(data), "--data.loader", "device", "--model.width", "8",
+            "--training.epochs", "3", "--lr_finder.num_iters", "8", "--training.deterministic", "true",
+            "--output.dir", str(out), "--output.name", name]
+
+
+def one_epoch(data, out, name):
+    return run_args(data, out, name) + ["--training.epochs", "1"]  # the last value of a flag wins

@@ -17,7 +17,7 @@ from ffcv.writer import DatasetWriter
 from fast_cifar import beton
 from fast_cifar.beton import INFO_FILE, channel_stats, load_dataset_info, read_beton, read_split, write_dataset
 from fast_cifar.errors import UserError
-from fast_cifar.files import atomic_path, remove_stale_temporaries, sha256
+from fast_cifar.files import sha256
 from fast_cifar.sources import Split, make_synthetic
 
 from helpers import REPO, error_lines
@@ -228,27 +228,6 @@ def test_unwritable_target_is_one_line(tmp_path, obstacle):
         target.mkdir(mode=0o555)
     with pytest.raises(UserError, match="cannot write to data folder"):
         write_dataset(make_synthetic(40, 20), target, "synthetic", num_workers=1)
-
-
-def test_atomic_path_cleanup_never_hides_the_error(tmp_path):
-    """The clean-up of a temporary that could not even be created must not raise over the real error."""
-    with pytest.raises(PermissionError, match="the real error"):
-        with atomic_path(tmp_path / "x.json") as temporary:
-            temporary.mkdir()
-            (temporary / "busy").write_text("")  # a non-empty folder: os.remove fails on it
-            raise PermissionError("the real error")
-
-
-def test_stale_temporaries_of_dead_writers_are_removed(tmp_path):
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
-    dead_pid = int(dead.stdout)
-    stale = tmp_path / f".train.beton.{dead_pid}-0123abcd.tmp"
-    live = tmp_path / f".test.beton.{os.getpid()}-0123abcd.tmp"
-    foreign = tmp_path / ".someone-elses.tmp"
-    for path in (stale, live, foreign):
-        path.write_text("")
-    assert remove_stale_temporaries(tmp_path) == [stale]
-    assert not stale.exists() and live.exists() and foreign.exists()
 
 
 KILLABLE_WRITER = """

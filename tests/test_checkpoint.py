@@ -2,7 +2,6 @@
 import contextlib
 import copy
 import json
-import math
 import re
 import signal
 import subprocess
@@ -17,20 +16,12 @@ from fast_cifar import checkpoint, files, plots, train
 from fast_cifar.beton import write_dataset
 from fast_cifar.config import as_dict, declare_train_sections, parse_config, settings_of_kind
 from fast_cifar.errors import UserError
-from fast_cifar.files import lock_folder
 from fast_cifar.report import FIGURES
 from fast_cifar.sources import make_synthetic
 
-from helpers import REPO, TINY_RUN, RunsCode, error_lines
+from helpers import REPO, RunsCode, error_lines, one_epoch, run_args
 
 pytestmark = pytest.mark.slow  # every test trains, some several times
-
-
-def run_args(data, out, name):
-    # Deterministic mode pins the kernels: the run is repeatable bit for bit.
-    return [*TINY_RUN, "--data.path", str(data), "--data.loader", "device", "--model.width", "8",
-            "--training.epochs", "3", "--lr_finder.num_iters", "8", "--training.deterministic", "true",
-            "--output.dir", str(out), "--output.name", name]
 
 
 def interrupt_after_first_epoch(args, folder):
@@ -128,16 +119,6 @@ def test_resume_without_checkpoint_is_one_line(synthetic_folder, tmp_path, capsy
                                                     f"{tmp_path / 'none' / 'checkpoint.pt'}"]
 
 
-def test_non_finite_loss_stops_with_epoch_and_step(synthetic_folder, tmp_path, capsys):
-    args = run_args(synthetic_folder, tmp_path, "diverge") + ["--lr_finder.enabled", "false", "--training.lr", "1e30"]
-    with pytest.raises(SystemExit) as exit:
-        train.main(args)
-    assert exit.value.code == 3  # diverged: not the bad-input code
-    message = error_lines(capsys.readouterr().err)[-1]
-    assert "non-finite at step" in message and "in epoch 1" in message
-    assert not (tmp_path / "diverge" / "model.pt").exists()
-
-
 def test_a_checkpoint_that_would_run_code_is_refused(synthetic_folder, tmp_path, capsys):
     marker = tmp_path / "code-ran"
     planted = tmp_path / "runs" / "planted" / "checkpoint.pt"
@@ -150,10 +131,6 @@ def test_a_checkpoint_that_would_run_code_is_refused(synthetic_folder, tmp_path,
         f"error: checkpoint {planted} holds objects other than tensors and plain values, "
         "which could run code when loaded: refusing to load it"]
     assert not marker.exists()
-
-
-def one_epoch(data, out, name):
-    return run_args(data, out, name) + ["--training.epochs", "1"]  # the last value of a flag wins
 
 
 def test_resume_refuses_another_data_set(synthetic_folder, tmp_path, capsys):
@@ -228,49 +205,3 @@ def test_a_run_killed_after_any_write_is_finished_by_its_resume_or_refused(synth
         assert (folder / "loss_accuracy_plots.png").is_file() and not list(folder.glob(".*.tmp"))
 
 
-def test_a_second_run_never_takes_over_a_run_folder(synthetic_folder, tmp_path, capsys):
-    args = one_epoch(synthetic_folder, tmp_path, "mine")
-    train.main(args)
-    record = json.loads((tmp_path / "mine" / "results.json").read_text())
-    with pytest.raises(SystemExit) as exit:
-        train.main(args)
-    assert exit.value.code == 2
-    assert "already holds a run" in error_lines(capsys.readouterr().err)[-1]
-    assert json.loads((tmp_path / "mine" / "results.json").read_text()) == record
-
-    # --output.overwrite replaces it, and leaves none of the earlier run's files behind.
-    assert (tmp_path / "mine" / "lr_finder.png").exists()
-    train.main(args + ["--output.overwrite", "true", "--lr_finder.enabled", "false"])
-    assert not (tmp_path / "mine" / "lr_finder.png").exists()
-
-
-def test_a_run_folder_in_use_is_refused(synthetic_folder, tmp_path, capsys):
-    folder = tmp_path / "busy"
-    folder.mkdir()
-    held = lock_folder(folder)  # as a run in another process holds it
-    try:
-        with pytest.raises(SystemExit):
-            train.main(one_epoch(synthetic_folder, tmp_path, "busy"))
-        assert "is in use by another run" in error_lines(capsys.readouterr().err)[-1]
-        assert not (folder / "results.json").exists()
-    finally:
-        held.close()
-
-
-def test_a_schedule_shorter_than_its_warm_up_is_one_line(synthetic_folder, tmp_path, capsys):
-    args = one_epoch(synthetic_folder, tmp_path, "short") + ["--data.train_subset", "256"]  # 4 steps in all
-    with pytest.raises(SystemExit):
-        train.main(args)
-    assert "too short for its one-cycle schedule: 4 steps in all" in error_lines(capsys.readouterr().err)[-1]
-    assert not (tmp_path / "short").exists()
-
-
-def test_an_exploding_but_finite_loss_is_warned_about(synthetic_folder, tmp_path, capsys):
-    # Adam with L2 decay at LR 1e4: the loss blows up but stays finite for an epoch (AdamW's decoupled
-    # decay, multiplied by the LR, would drive it to NaN at once).
-    args = one_epoch(synthetic_folder, tmp_path, "explode") + ["--lr_finder.enabled", "false", "--training.lr", "1e4",
-                                                               "--training.optimizer", "adam"]
-    record = train.main(args)
-    warning = capsys.readouterr().err
-    assert "warning: the training loss in epoch 1 is" in warning and "blown up" in warning
-    assert record["warnings"] and math.isfinite(record["epochs"][0]["train_loss"])

@@ -1,7 +1,10 @@
 """Writes that fail for the storage's sake keep the previous file, leave no temporary and say one line."""
 import contextlib
+import os
 import resource
 import signal
+import subprocess
+import sys
 from types import SimpleNamespace
 
 import pytest
@@ -9,7 +12,7 @@ import torch
 
 from fast_cifar import checkpoint
 from fast_cifar.errors import UserError, WriteFailed
-from fast_cifar.files import inside, write_json
+from fast_cifar.files import atomic_path, inside, remove_stale_temporaries, write_json
 from fast_cifar.plots import plt, save_figure
 from fast_cifar.results import save_weights
 
@@ -73,3 +76,24 @@ def test_names_that_leave_their_folder_are_refused(tmp_path, name):
 
 def test_plain_names_stay_inside(tmp_path):
     assert inside(tmp_path, "run-1.seed0", "output.name") == tmp_path / "run-1.seed0"
+
+
+def test_atomic_path_cleanup_never_hides_the_error(tmp_path):
+    """The clean-up of a temporary that could not even be created must not raise over the real error."""
+    with pytest.raises(PermissionError, match="the real error"):
+        with atomic_path(tmp_path / "x.json") as temporary:
+            temporary.mkdir()
+            (temporary / "busy").write_text("")  # a non-empty folder: os.remove fails on it
+            raise PermissionError("the real error")
+
+
+def test_stale_temporaries_of_dead_writers_are_removed(tmp_path):
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead_pid = int(dead.stdout)
+    stale = tmp_path / f".train.beton.{dead_pid}-0123abcd.tmp"
+    live = tmp_path / f".test.beton.{os.getpid()}-0123abcd.tmp"
+    foreign = tmp_path / ".someone-elses.tmp"
+    for path in (stale, live, foreign):
+        path.write_text("")
+    assert remove_stale_temporaries(tmp_path) == [stale]
+    assert not stale.exists() and live.exists() and foreign.exists()

@@ -1,11 +1,12 @@
 import pytest
 import torch
 
+from fast_cifar import train
 from fast_cifar.config import declare_train_sections, parse_config
 from fast_cifar.model import ResNet18
 from fast_cifar.optim import WeightAverage, make_optimizer, make_scheduler, parameter_groups
 
-from helpers import REPO
+from helpers import REPO, error_lines, one_epoch
 
 CPU = torch.device("cpu")
 RECIPE = REPO / "rn18_configs" / "24ep.yaml"
@@ -88,3 +89,12 @@ def test_the_weight_average_moves_towards_the_model_without_touching_it():
     assert all(torch.equal(value, start[key] + 1) for key, value in model.state_dict().items())
     average.update(0.0)  # before training.ema_start_epoch: a copy
     assert all(torch.equal(value, model.state_dict()[key]) for key, value in average.module.state_dict().items())
+
+
+@pytest.mark.slow
+def test_a_schedule_shorter_than_its_warm_up_is_one_line(synthetic_folder, tmp_path, capsys):
+    args = one_epoch(synthetic_folder, tmp_path, "short") + ["--data.train_subset", "256"]  # 4 steps in all
+    with pytest.raises(SystemExit):
+        train.main(args)
+    assert "too short for its one-cycle schedule: 4 steps in all" in error_lines(capsys.readouterr().err)[-1]
+    assert not (tmp_path / "short").exists()

@@ -1,6 +1,7 @@
 """End to end: train.py on small data, compile off and on, and every kind of bad input."""
 import dataclasses
 import json
+import math
 import os
 import re
 import resource
@@ -19,7 +20,7 @@ from fast_cifar.data import make_loader
 from fast_cifar.lr_finder import sweep_cache_key
 from fast_cifar.model import ResNet18
 
-from helpers import REPO, TINY_RUN, FaultyLoader, error_lines, run_script
+from helpers import REPO, TINY_RUN, FaultyLoader, error_lines, one_epoch, run_args, run_script
 
 # The tiny run, wide enough to learn the synthetic classes and with a sweep long enough to find a valley.
 SMALL_RUN = [*TINY_RUN, "--model.width", "8", "--lr_finder.num_iters", "12", "--data.loader_threads", "2"]
@@ -315,3 +316,26 @@ def test_the_sweep_key_changes_with_the_data_the_device_and_the_versions():
                         ("versions", {"torch": "2.15"})):
         record = SimpleNamespace(data=SWEEP_RECORD.data | {part: value})
         assert sweep_cache_key(train.sweep_inputs(cfg, SWEEP_COMPUTE, record)) != key, part
+
+
+@pytest.mark.slow
+def test_non_finite_loss_stops_with_epoch_and_step(synthetic_folder, tmp_path, capsys):
+    args = run_args(synthetic_folder, tmp_path, "diverge") + ["--lr_finder.enabled", "false", "--training.lr", "1e30"]
+    with pytest.raises(SystemExit) as exit:
+        train.main(args)
+    assert exit.value.code == 3  # diverged: not the bad-input code
+    message = error_lines(capsys.readouterr().err)[-1]
+    assert "non-finite at step" in message and "in epoch 1" in message
+    assert not (tmp_path / "diverge" / "model.pt").exists()
+
+
+@pytest.mark.slow
+def test_an_exploding_but_finite_loss_is_warned_about(synthetic_folder, tmp_path, capsys):
+    # Adam with L2 decay at LR 1e4: the loss blows up but stays finite for an epoch (AdamW's decoupled
+    # decay, multiplied by the LR, would drive it to NaN at once).
+    args = one_epoch(synthetic_folder, tmp_path, "explode") + ["--lr_finder.enabled", "false", "--training.lr", "1e4",
+                                                               "--training.optimizer", "adam"]
+    record = train.main(args)
+    warning = capsys.readouterr().err
+    assert "warning: the training loss in epoch 1 is" in warning and "blown up" in warning
+    assert record["warnings"] and math.isfinite(record["epochs"][0]["train_loss"])
