@@ -123,10 +123,10 @@ class Setting(Param):
         self.kind = kind
 
 
-def settings_of_kind(*kinds, declare_sections=None):
+def settings_of_kind(*kinds):
     """The names ("section.key") of train.py's settings of these kinds."""
     config = Config()
-    (declare_sections or declare_train_sections)(config)
+    declare_train_sections(config)
     return {".".join(path) for path, param in config.entries.items() if getattr(param, "kind", None) in kinds}
 
 
