@@ -13,8 +13,8 @@ from fast_cifar.config import settings_of_kind
 from fast_cifar.errors import UserError, exit_on_user_error
 from fast_cifar.files import writable_folder, write_json, write_text
 from fast_cifar.plots import integer_ticks, plt, save_figure
-from fast_cifar.report import FIGURES, machine, markdown_table, read_run
-from fast_cifar.results import STAGES
+from fast_cifar.report import FIGURES, machine, markdown_table, training_seconds
+from fast_cifar.results import STAGES, read_run
 
 IGNORED_KEYS = settings_of_kind("place")  # where, not what
 LOSSES = ("train_loss", "test_loss")
@@ -31,42 +31,41 @@ def differing_config(records):
 def figure_rows(records):
     """{label: a value per run}, numbers where they are numbers; None where a run does not have it."""
     def each(read):
-        values = []
-        for record in records:
-            try:
-                values.append(read(record))
-            except (KeyError, IndexError, TypeError, ZeroDivisionError):  # a peer's or an unfinished run's record
-                values.append(None)
-        return values
+        return [read(record) for record in records]
 
-    timings = [record.get("timings", {}) for record in records]
+    timings = [record["timings"] for record in records]
     rows = {"device": each(machine),
-            "precision": each(lambda r: r.get("precision", {}).get("compute", r["config"]["training"]["precision"])),
+            "precision": each(lambda r: (r["precision"] or {}).get("compute", r["config"]["training"]["precision"])),
             "compile": each(lambda r: r["config"]["training"]["compile"]),
-            "loader": each(lambda r: r.get("loader", r["config"]["data"]["loader"])),  # the one used
+            "loader": each(lambda r: r["loader"] or r["config"]["data"]["loader"]),  # the one used, where known
             "epochs": each(lambda r: f"{len(r['epochs'])}/{r['config']['training']['epochs']}"),
             **{f"`{key}`": values for key, values in differing_config(records).items()},
             **{name: each(read) for name, read in FIGURES.items()},
-            "best test accuracy (%)": each(lambda r: 100 * r["best"]["test_accuracy"]),
-            "interpreter and imports (s)": each(lambda r: r["timings"]["startup"]["interpreter_and_imports"]),
+            "best test accuracy (%)": each(lambda r: r["best"] and 100 * r["best"]["test_accuracy"]),
+            "interpreter and imports (s)": each(
+                lambda r: r["timings"].get("startup", {}).get("interpreter_and_imports")),
             **{f"{label} (s)": [timing.get(stage) for timing in timings] for stage, label in STAGES.items()},
-            "compiled graphs from cache / built": each(
-                lambda r: f"{r['compile_cache']['inductor_hits']} / {r['compile_cache']['inductor_misses']}"),
-            "training TFLOP/s": each(lambda r: r["hardware_use"]["achieved_tflops"]),
-            "MFU (% of the bf16 peak)": each(lambda r: 100 * r["hardware_use"]["mfu"])}
+            "compiled graphs from cache / built": each(lambda r: r["compile_cache"] and (
+                f"{r['compile_cache']['inductor_hits']} / {r['compile_cache']['inductor_misses']}")),
+            "training TFLOP/s": each(lambda r: (r["hardware_use"] or {}).get("achieved_tflops")),
+            "MFU (% of the bf16 peak)": each(lambda r: mfu_percent(r["hardware_use"]))}
     for target in sorted({target for timing in timings for target in timing.get("time_to_accuracy", {})}, key=float):
         rows[f"time to {100 * float(target):g}%: training / end to end (s)"] = [
             [timing.get(key, {}).get(target) for key in ("time_to_accuracy", "time_to_accuracy_end_to_end")]
             for timing in timings]
-    rows["training time / the first run's"] = each(lambda r: r["timings"]["training"] / timings[0]["training"])
+    rows["training time / the first run's"] = each(lambda r: training_seconds(r) / training_seconds(records[0]))
     return rows
+
+
+def mfu_percent(use):
+    return 100 * use["mfu"] if use and use["mfu"] is not None else None
 
 
 def notes_on(records, names):
     notes = []
     if len({json.dumps([record["device"], record["versions"]], sort_keys=True) for record in records}) > 1:
         notes.append("These runs come from different devices or versions: their times are not like for like.")
-    if unfinished := [name for name, record in zip(names, records) if not record.get("finished")]:
+    if unfinished := [name for name, record in zip(names, records) if not record["finished"]]:
         notes.append(f"Unfinished (figures so far): {', '.join(unfinished)}.")
     if lacking := [f"{name} ({', '.join(missing_losses(record))})" for name, record in zip(names, records)
                    if missing_losses(record)]:  # peers' records (plain PyTorch, airbench) keep fewer figures
@@ -125,7 +124,7 @@ def main(argv=None):
     out = writable_folder(Path(args.out) if args.out else Path(args.runs[0]).resolve().parent / "compare")
     write_json(out / "comparison.json", {"runs": names, "figures": rows, "differing_config": differing_config(records),
                                          "notes": notes})
-    header = ["", *(name + ("" if record.get("finished") else " (unfinished)") for name, record in zip(names, records))]
+    header = ["", *(name + ("" if record["finished"] else " (unfinished)") for name, record in zip(names, records))]
     table = markdown_table(header, [[label, *map(cell, values)] for label, values in rows.items()]) + "\n".join(notes)
     write_text(out / "comparison.md", table + "\n")
     plot(records, names, out / "curves.png")

@@ -1,8 +1,8 @@
 """Images/s of one of the kit's loaders over the train split, crop and flip included: run.py's loader rows.
 
 It reads the package only through what every version of the kit has had (`load_dataset_info`,
-`make_loader`, `Batches`, `Sampling`), so run.py --beside measures an earlier commit's package with this
-same code, in a process of its own:
+`make_loader`, the batch format, `Sampling`), so run.py --beside measures an earlier commit's package with
+this same code, in a process of its own:
 
     PYTHONPATH=<a tree with fast_cifar/> python benchmarks/loader_rate.py DATA KIND IMAGES BATCH THREADS
 
@@ -39,12 +39,14 @@ def endless(loader):
 
 
 def main(data, kind, images, batch_size, threads):
+    from fast_cifar import data as package
     from fast_cifar.beton import load_dataset_info
-    from fast_cifar.data import Batches, Sampling, make_loader
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    loader = make_loader(load_dataset_info(data), "train", Batches(int(batch_size), device), Sampling(train=True),
-                         kind, int(threads))
+    # The batch format was named `Batches` before it was named BatchFormat: --beside measures such commits too.
+    batch_format = getattr(package, "BatchFormat", None) or package.Batches
+    loader = package.make_loader(load_dataset_info(data), "train", batch_format(int(batch_size), device),
+                                 package.Sampling(train=True), kind, int(threads))
     print(json.dumps({"loader": kind, **measure(endless(loader), int(images), device)}), flush=True)
     # Leave at once: an earlier package may not stop FFCV's filling thread, whose teardown can abort.
     os._exit(0)

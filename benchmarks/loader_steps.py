@@ -21,7 +21,7 @@ from ffcv.transforms import ToDevice, ToTensor, ToTorchImage
 import loader_rate  # benchmarks/, beside this script
 from fast_cifar.beton import load_dataset_info
 from fast_cifar.config import declare_train_sections, parse_config
-from fast_cifar.data import Batches, Sampling
+from fast_cifar.data import BatchFormat, Sampling
 from fast_cifar.errors import exit_on_user_error
 from fast_cifar.ffcv_pipeline import EpochLoader, NormalizeStep, PixelPass, ViewAs, image_pipeline
 from fast_cifar.files import writable_folder, write_json, write_text
@@ -70,7 +70,7 @@ def main(argv=None):
     cfg = parse_config(declare_train_sections, train_flags)
     out, info = writable_folder(Path(args.out)), load_dataset_info(cfg.data.path)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    batches = Batches(cfg.training.batch_size, device, getattr(torch, args.dtype))
+    batches = BatchFormat(cfg.training.batch_size, device, getattr(torch, args.dtype))
     rates = {}
     for _ in range(args.rounds):
         for name, pipeline in cuts(info, batches).items():

@@ -23,7 +23,8 @@ from fast_cifar.config import declare_train_sections, parse_config
 from fast_cifar.errors import UserError, exit_on_user_error
 from fast_cifar.files import writable_folder, write_json, write_text
 from fast_cifar.lr_finder import SweepCurve
-from fast_cifar.report import finished_run, markdown_table
+from fast_cifar.report import markdown_table
+from fast_cifar.results import finished_run
 
 KIT = parse_config(declare_train_sections, []).lr_finder  # the rule train.py applies
 
@@ -77,7 +78,7 @@ def replay(record, **changes):
 def read_group(spec):
     name, _, patterns = spec.partition("=")
     folders = sorted(folder for pattern in patterns.split(",") for folder in glob.glob(pattern))
-    records = [record for folder in folders if (record := finished_run(folder)) and record.get("lr_finder")]
+    records = [record for folder in folders if (record := finished_run(folder)) and record["lr_finder"]]
     if not records:
         raise UserError(f"group '{name}': no run folder with an LR sweep matches {patterns}")
     distinct = {tuple(r["lr_finder"]["losses"]): r for r in records}  # a sweep reused from the cache counts once

@@ -25,7 +25,7 @@ import torch
 
 from fast_cifar.beton import load_dataset_info, read_split
 from fast_cifar.config import declare_train_sections, parse_config
-from fast_cifar.data import Batches, SampleCheck, Sampling, make_loader
+from fast_cifar.data import BatchFormat, SampleCheck, Sampling, make_loader
 from fast_cifar.errors import UserError, exit_on_user_error
 from fast_cifar.files import writable_folder, write_json, write_text
 from fast_cifar.model import ResNet18
@@ -33,7 +33,7 @@ from fast_cifar.optim import make_optimizer, make_scheduler
 from fast_cifar.plots import plt, save_figure
 from fast_cifar.report import markdown_table, published_command, source_name
 from fast_cifar.results import Timer, describe_device, source_commit, versions
-from fast_cifar.compute import DTYPES, onednn_is_safe
+from fast_cifar.compute import DTYPES, onednn_is_safe, pick_loader, pick_memory_format, pick_precision
 from fast_cifar.steps import endless, evaluate, train_step
 import loader_rate  # benchmarks/, beside this script
 from plain_pytorch import make_torchvision_loader
@@ -44,14 +44,17 @@ EPOCH_IMAGES = 50_000
 # ffcv_async_copy: FFCV's own asynchronous transfer, which can hand out overwritten batches
 # (ffcv_pipeline.py): kept to price the wait that replaced it, and to show what it hands out.
 LOADERS = ("torchvision", "ffcv", "ffcv_async_copy", "device")
+# A training row's ingredients: the table's columns.
+INGREDIENTS = ("loader", "precision", "channels_last", "compile", "fused", "batch_size")
 PLAIN_PYTORCH = dict(loader="torchvision", precision="fp32", channels_last=False, compile="off", fused=False)
-RECIPE = dict(loader="ffcv", precision="bf16", channels_last=True, compile="reduce-overhead", fused=True)
-CHANGES = [("loader", "torchvision"), ("loader", "device"), ("channels_last", False), ("precision", "fp32"),
-           ("compile", "off"), ("compile", "default"), ("compile", "max-autotune"),  # max-autotune: cold compile
+# Each row past the recipe's changes one of its ingredients; one that would change nothing on this machine (the
+# loader the recipe reads through already) is left out.
+CHANGES = [("loader", "torchvision"), ("loader", "ffcv"), ("loader", "device"), ("channels_last", False),
+           ("precision", "fp32"), ("compile", "off"), ("compile", "default"),
+           ("compile", "max-autotune"),  # a cold compile
            ("fused", False),  # the optimizer's foreach step instead of its fused kernel
            ("batch_size", 1024)]  # the same max LR: this row prices the step, not the recipe at 1024
-TRAINING_ROWS = {"plain_pytorch": PLAIN_PYTORCH, "recipe": RECIPE,
-                 **{f"{key}={value}": RECIPE | {key: value} for key, value in CHANGES}}
+ROW_NAMES = ("plain_pytorch", "recipe", *(f"{key}={value}" for key, value in CHANGES))
 BATCH_COUNTS = ("batches", "correct", "duplicate", "torn", "missing", "wrong_labels")
 
 
@@ -62,6 +65,7 @@ class Bench:
     def __init__(self, cfg, args):
         self.cfg, self.args, self.info = cfg, args, load_dataset_info(cfg.data.path)
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        self.recipe = recipe_ingredients(cfg, self.device)
         workers = cfg.data.loader_threads if cfg.data.loader_threads > 0 else os.cpu_count()
         self.torchvision = endless(make_torchvision_loader(*read_split(self.info.path("train")), self.info,
                                                            cfg.training.batch_size, train=True, workers=workers))
@@ -69,23 +73,39 @@ class Bench:
             next(self.torchvision)
         self.torchvision_first_batch = first.recorded  # with the workers' start
 
-    def loader(self, kind, split, batches):
+    def loader(self, kind, split, batch_format):
         """One kind of loader over a split (seed 0): FFCV's or the device's as the kit builds them, or FFCV's
         with its own asynchronous transfer ("ffcv_async_copy"), the fault the kit's waiting copy replaced."""
         unsafe = kind == "ffcv_async_copy"
-        loader = make_loader(self.info, split, batches, Sampling(split == "train"), "ffcv" if unsafe else kind,
+        loader = make_loader(self.info, split, batch_format, Sampling(split == "train"), "ffcv" if unsafe else kind,
                              self.cfg.data.loader_threads)
         return with_async_copy(loader) if unsafe else loader
 
     def batches(self, kind, setting):
         """Endless train batches from one kind of loader, on the device in the setting's dtype and layout."""
         dtype = DTYPES[setting["precision"]]
-        batches = Batches(setting["batch_size"], self.device, dtype, setting["channels_last"])
+        batch_format = BatchFormat(setting["batch_size"], self.device, dtype, setting["channels_last"])
         if kind != "torchvision":
-            return endless(self.loader(kind, "train", batches))
-        layout = torch.channels_last if batches.channels_last else torch.contiguous_format
+            return endless(self.loader(kind, "train", batch_format))
+        layout = torch.channels_last if batch_format.channels_last else torch.contiguous_format
         return ((images.to(self.device, non_blocking=True).to(dtype=dtype, memory_format=layout),
                  labels.to(self.device, non_blocking=True)) for images, labels in self.torchvision)
+
+
+def recipe_ingredients(cfg, device):
+    """The recipe as train.py runs it from the config on this device: the loader, precision and layout it
+    picks, its compile mode, the fused optimizer on a GPU, the batch size."""
+    return dict(loader=pick_loader(cfg.data.loader, device),
+                precision=pick_precision(cfg.training.precision, device)[0],
+                channels_last=pick_memory_format(cfg.model.channels_last, device)[0],
+                compile=cfg.training.compile_mode if cfg.training.compile else "off",
+                fused=device.type == "cuda", batch_size=cfg.training.batch_size)
+
+
+def training_rows(recipe):
+    """{name: ingredients}: plain PyTorch's, the recipe's, and the recipe with one ingredient changed."""
+    return {"plain_pytorch": PLAIN_PYTORCH | {"batch_size": recipe["batch_size"]}, "recipe": recipe,
+            **{f"{key}={value}": recipe | {key: value} for key, value in CHANGES if recipe[key] != value}}
 
 
 def with_async_copy(loader):
@@ -99,7 +119,7 @@ def with_async_copy(loader):
 
 
 def measure_loader(bench, kind):
-    setting = RECIPE | {"precision": "fp32", "batch_size": bench.cfg.training.batch_size}  # as train.py's batches
+    setting = bench.recipe | {"precision": "fp32"}  # as train.py's batches
     with contextlib.closing(bench.batches(kind, setting)) as batches:
         row = {"loader": kind, **loader_rate.measure(batches, bench.args.loader_images, bench.device)}
     if kind == "torchvision":
@@ -134,19 +154,19 @@ def check_batches(bench):
     weights evaluated through both loaders; and the epoch check's own seconds."""
     rows, training = [], bench.cfg.training
     for split, size in (("test", training.test_batch_size), ("train", training.batch_size)):
-        batches = Batches(size, bench.device, torch.bfloat16)
-        expected = read_epoch(bench.loader("device", split, batches))
+        batch_format = BatchFormat(size, bench.device, torch.bfloat16)
+        expected = read_epoch(bench.loader("device", split, batch_format))
         for kind in ("ffcv_async_copy", "ffcv"):
-            delivered = read_epoch(bench.loader(kind, split, batches), bench.args.sleep_ms)
+            delivered = read_epoch(bench.loader(kind, split, batch_format), bench.args.sleep_ms)
             rows.append({"split": split, "loader": kind, **classify(delivered, expected)})
     torch.manual_seed(0)
     model = ResNet18(len(bench.info.classes), bench.cfg.model.width).to(bench.device)
-    test = Batches(training.test_batch_size, bench.device, torch.bfloat16, channels_last=False)
+    test = BatchFormat(training.test_batch_size, bench.device, torch.bfloat16, channels_last=False)
     evaluations = {kind: evaluate(model, bench.loader(kind, "test", test), torch.bfloat16, 0.0)
                    for kind in ("ffcv", "device")}
     return {"sleep_ms": bench.args.sleep_ms, "rows": rows, "evaluation": evaluations,
             "evaluations_equal": evaluations["ffcv"] == evaluations["device"],
-            "check_seconds_per_epoch": check_seconds(bench.loader("device", "train", batches))}
+            "check_seconds_per_epoch": check_seconds(bench.loader("device", "train", batch_format))}
 
 
 def read_epoch(loader, sleep_ms=0.0):
@@ -195,8 +215,6 @@ def check_seconds(loader):
 
 def measure_training(bench, name, setting):
     device, recipe, args = bench.device, bench.cfg.training, bench.args
-    setting = {"batch_size": recipe.batch_size} | setting
-    setting["channels_last"] &= onednn_is_safe(device)  # as train.py does on such a CPU: see onednn_is_safe
     torch.manual_seed(0)
     torch._dynamo.reset()  # each compiled row pays its own compilation
     model = ResNet18(width=bench.cfg.model.width).to(
@@ -229,7 +247,6 @@ def measure_training(bench, name, setting):
 def write_report(results, out):
     """table.md, and a bar chart of images/s for each kind of row measured."""
     loaders, batches, training = results["loaders"], results["batches"], results["training"]
-    columns = (*RECIPE, "batch_size")
     tables = [f"Device: {results['device']['name']} ({results['device']['type']}); data: {results['data']}; "
               f"{results['date']}; commit {results['commit']}; `{published_command(results['command'])}`\n"]
     if loaders:  # each row against the torchvision row of its round (--beside measures several)
@@ -245,11 +262,11 @@ def write_report(results, out):
               f"check: {1e3 * batches['check_seconds_per_epoch']:.3f} ms per train epoch.\n")
     if training:
         tables.append(markdown_table(
-            ["training", *columns, "warm-up (s)", "images/s", "epoch (s)", "peak GPU memory (GiB)", "speed-up"],
-            [[row["name"], *(row[key] for key in columns), f"{row['warmup_seconds']:.1f}",
+            ["training", *INGREDIENTS, "warm-up (s)", "images/s", "epoch (s)", "peak GPU memory (GiB)", "speed-up"],
+            [[row["name"], *(row[key] for key in INGREDIENTS), f"{row['warmup_seconds']:.1f}",
               f"{row['images_per_second']:,.0f}", f"{row['epoch_seconds']:.1f}",
               "-" if row["peak_memory_gib"] is None else f"{row['peak_memory_gib']:.2f}", f"{row['speedup']:.2f}x"]
-             for row in training], left=range(1 + len(RECIPE))))
+             for row in training], left=range(len(INGREDIENTS))))
     write_text(out / "table.md", "\n".join(tables))
     for kind, rows, label in (("loaders", loaders, loader_label), ("training", training, lambda row: row["name"])):
         if rows:
@@ -276,7 +293,7 @@ def parse(argv):
                                      allow_abbrev=False)
     parser.add_argument("--out", required=True, help="results folder")
     parser.add_argument("--rows", default="", help="'all', 'loaders', 'batches' or training rows by name, "
-                        f"comma-separated ({', '.join(TRAINING_ROWS)}); default: all on a GPU, loaders on a CPU")
+                        f"comma-separated ({', '.join(ROW_NAMES)}); default: all on a GPU, loaders on a CPU")
     parser.add_argument("--loader_images", type=int, default=200_000, help="images per loader row")
     parser.add_argument("--loaders", default=",".join(LOADERS), help="the loader rows, comma-separated (with "
                         "--beside: its ffcv and device rows, each beside torchvision's)")
@@ -288,8 +305,8 @@ def parse(argv):
     parser.add_argument("--timed_steps", type=int, default=100, help="timed steps per training row")
     args, train_flags = parser.parse_known_args(argv)  # the rest are train.py's: the recipe and the data
     rows = (args.rows or ("all" if torch.cuda.is_available() else "loaders")).split(",")
-    rows = ["loaders", "batches", *TRAINING_ROWS] if "all" in rows else rows
-    if unknown := set(rows) - {"loaders", "batches", *TRAINING_ROWS}:
+    rows = ["loaders", "batches", *ROW_NAMES] if "all" in rows else rows
+    if unknown := set(rows) - {"loaders", "batches", *ROW_NAMES}:
         raise UserError(f"--rows names unknown rows: {', '.join(sorted(unknown))}")
     if unknown := set(args.loaders.split(",")) - set(LOADERS):
         raise UserError(f"--loaders names unknown loaders: {', '.join(sorted(unknown))} (known: {', '.join(LOADERS)})")
@@ -319,8 +336,10 @@ def main(argv=None):
         else:
             results["loaders"] = []
         results["batches"] = check_batches(bench) if "batches" in rows else None
-        results["training"] = [measure_training(bench, name, setting) for name, setting in TRAINING_ROWS.items()
-                               if name in rows]
+        measured = {name: setting for name, setting in training_rows(bench.recipe).items() if name in rows}
+        if repeats := [name for name in rows if name in ROW_NAMES and name not in measured]:
+            print(f"not measured: {', '.join(repeats)}: the recipe has that already on this machine")
+        results["training"] = [measure_training(bench, name, setting) for name, setting in measured.items()]
     for row in results["training"]:  # over the first row measured: plain PyTorch's, unless --rows left it out
         row["speedup"] = round(row["images_per_second"] / results["training"][0]["images_per_second"], 3)
     write_json(out / "results.json", results)

@@ -26,7 +26,8 @@ import yaml
 from fast_cifar.errors import Interrupted, UserError, exit_on_user_error
 from fast_cifar.files import inside, writable_folder, write_json, write_text
 from fast_cifar.plots import plt, save_figure
-from fast_cifar.report import FIGURES, figures, finished_run, machine, markdown_table, mean_std, source_name
+from fast_cifar.report import FIGURES, figures, machine, markdown_table, mean_std, source_name
+from fast_cifar.results import finished_run
 
 REPO = Path(__file__).resolve().parents[1]
 TRAIN = "fast_cifar/train.py"
@@ -120,10 +121,10 @@ def error_line(log_path):
 def summarize(candidates, records, commands):
     """{candidate: its spec, model, figures over its runs, and each run's figures}."""
     def model(record):
-        described, flops = record.get("model", {}), (record.get("hardware_use") or {}).get("flops_per_image")
-        return {"arch": described.get("arch", "resnet18"),
-                "parameters_m": f"{described['parameters'] / 1e6:.2f}" if "parameters" in described else "",
-                "gflop_per_image": f"{flops / 1e9:.2f}" if flops else "", "epochs": record["epochs"][-1]["epoch"]}
+        described, use = record["model"], record["hardware_use"]
+        return {"arch": described["arch"], "parameters_m": f"{described['parameters'] / 1e6:.2f}",
+                "gflop_per_image": f"{use['flops_per_image'] / 1e9:.2f}" if use else "",
+                "epochs": record["epochs"][-1]["epoch"]}
 
     return {name: {"runs": len(runs), "figures": figures(runs), "model": model(runs[0]) if runs else None,
                    "per_run": [{"seed": r["config"]["training"]["seed"], **{k: read(r) for k, read in FIGURES.items()}}
@@ -256,7 +257,7 @@ def main(argv=None):
     first = next(iter(records.values()))[0]
     problems = {**{name: f"skipped: {why}" for name, why in skipped.items()},
                 **{label: f"failed: {line}" for label, line in failed.items()}}
-    summary, data = summarize(candidates, records, commands), source_name(first.get("data", {}).get("source"))
+    summary, data = summarize(candidates, records, commands), source_name(first["data"]["source"])
     stem = Path(args.candidates).stem if args.candidates else "sweep"
     write_json(out / f"{stem}.json", {
         "summary": summary, "not_run": problems, "seeds": args.seeds, "jobs": args.jobs, "run_flags": train_flags,

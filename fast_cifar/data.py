@@ -29,7 +29,7 @@ from fast_cifar.normalize import Normalize
 
 
 @dataclasses.dataclass(frozen=True)
-class Batches:
+class BatchFormat:
     """What a loader delivers: batches of `size` images on `device`, normalized into `dtype`."""
     size: int
     device: torch.device
@@ -74,7 +74,7 @@ def shuffled_positions(count, seed, epoch, shard=(0, 1)):
     return np.fromiter(sampler, dtype=np.int64)
 
 
-def make_loader(info, split, batches, sampling, kind="ffcv", threads=-1):
+def make_loader(info, split, batch_format, sampling, kind="ffcv", threads=-1):
     """A loader over one split: shuffled, augmented, last partial batch dropped when `sampling.train`.
     `kind` is "ffcv" (ffcv_pipeline.py's `EpochLoader`, `threads` of them; -1: all cores) or "device"
     (`DeviceLoader`).
@@ -88,9 +88,9 @@ def make_loader(info, split, batches, sampling, kind="ffcv", threads=-1):
         indices = (np.arange(info.records[split]) if indices is None else indices)[rank::ranks]
         sampling = dataclasses.replace(sampling, shard=(0, 1))  # the test shard is taken here, once
     if kind == "device":
-        return DeviceLoader(info, split, batches, sampling, indices)
+        return DeviceLoader(info, split, batch_format, sampling, indices)
     from fast_cifar.ffcv_pipeline import make_ffcv_loader  # ffcv's import costs seconds: only when used
-    return make_ffcv_loader(info, split, batches, sampling, indices, threads)
+    return make_ffcv_loader(info, split, batch_format, sampling, indices, threads)
 
 
 def shard_size(loader):
@@ -139,8 +139,8 @@ class DeviceLoader:
     flips them as FFCV's `PixelPass` would (`draw_crops`): same seed, same batches as `EpochLoader`.
     """
 
-    def __init__(self, info, split, batches, sampling, indices=None):
-        device, train = batches.device, sampling.train
+    def __init__(self, info, split, batch_format, sampling, indices=None):
+        device, train = batch_format.device, sampling.train
         images, labels = read_split(info.path(split), indices)
         images = torch.from_numpy(images).to(device)
         self.fill = torch.tensor(info.fill, dtype=torch.uint8, device=device)
@@ -149,11 +149,11 @@ class DeviceLoader:
         self.images, self.labels, self.split_labels = images, torch.from_numpy(labels).to(device), labels
         # the sample indices FFCV would see: the draws hash them, not their place in this subset
         self.sample_ids = np.arange(info.records[split]) if indices is None else indices
-        self.batch_size, self.device, self.train, self.seed = batches.size, device, train, sampling.seed
+        self.batch_size, self.device, self.train, self.seed = batch_format.size, device, train, sampling.seed
         self.augmentation = sampling.augmentation
-        self.channels_last = batches.channels_last
+        self.channels_last = batch_format.channels_last
         self.shard = sampling.shard  # every rank draws the same order and takes its part of it
-        self.normalize = Normalize(info.mean, info.std, batches.dtype, device)
+        self.normalize = Normalize(info.mean, info.std, batch_format.dtype, device)
         self.next_epoch = 0  # as FFCV's Loader names it; the training loop sets it
         self.shard_size = len(self.positions(0))
 

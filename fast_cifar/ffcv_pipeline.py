@@ -31,24 +31,24 @@ from fast_cifar.normalize import Normalize, normalization_table
 torch.set_num_threads(TORCH_THREADS)  # importing ffcv set it to 1: see fast_cifar/__init__.py
 
 
-def make_ffcv_loader(info, split, batches, sampling, indices, threads):
+def make_ffcv_loader(info, split, batch_format, sampling, indices, threads):
     """`EpochLoader` over one split (data.py's `make_loader` decides the shard and the subset)."""
     train = sampling.train
     return EpochLoader(
         info.path(split),
-        batches.device,
-        batch_size=batches.size,
+        batch_format.device,
+        batch_size=batch_format.size,
         num_workers=min(threads, numba.config.NUMBA_NUM_THREADS),  # numba refuses more threads than cores
         order=OrderOption.RANDOM if train else OrderOption.SEQUENTIAL,
         drop_last=train,
         seed=sampling.seed,
         indices=indices,
         distributed=train and sampling.shard[1] > 1,  # FFCV shards with torch's DistributedSampler
-        pipelines={"image": image_pipeline(info, batches, sampling), "label": label_pipeline(batches)},
+        pipelines={"image": image_pipeline(info, batch_format, sampling), "label": label_pipeline(batch_format)},
     )
 
 
-def image_pipeline(info, batches, sampling):
+def image_pipeline(info, batch_format, sampling):
     """Decode, then one pass: crop, flip and cutout (when `sampling.train`), and on a CPU the normalization;
     on a GPU, to the device, normalizing there.
 
@@ -61,21 +61,21 @@ def image_pipeline(info, batches, sampling):
     so with a GPU running batches behind, an asynchronous copy can read a buffer already refilled with
     a later batch. The wait runs in FFCV's loader thread, not in the training loop.
     """
-    on_cpu = batches.device.type == "cpu"
+    on_cpu = batch_format.device.type == "cpu"
     pipeline = [SimpleRGBImageDecoder()]
     if sampling.train or on_cpu:
-        table = normalization_table(info.mean, info.std, batches.dtype) if on_cpu else None
+        table = normalization_table(info.mean, info.std, batch_format.dtype) if on_cpu else None
         pipeline.append(PixelPass(info.fill, sampling, table))
+    to_image = ToTorchImage(channels_last=batch_format.channels_last)
     if on_cpu:  # FFCV's own buffers hold the batches: no copy
-        return pipeline + [ToTensor(), ViewAs(batches.dtype), ToTorchImage(channels_last=batches.channels_last)]
-    return pipeline + [ToTensor(), ToDevice(batches.device, non_blocking=False),
-                       ToTorchImage(channels_last=batches.channels_last),
-                       NormalizeStep(Normalize(info.mean, info.std, batches.dtype, batches.device))]
+        return pipeline + [ToTensor(), ViewAs(batch_format.dtype), to_image]
+    return pipeline + [ToTensor(), ToDevice(batch_format.device, non_blocking=False), to_image,
+                       NormalizeStep(Normalize(info.mean, info.std, batch_format.dtype, batch_format.device))]
 
 
-def label_pipeline(batches):
+def label_pipeline(batch_format):
     """Labels as int64 on the device; the transfer waits for its copy, as in `image_pipeline`."""
-    return [IntDecoder(), ToTensor(), ToDevice(batches.device, non_blocking=False), Squeeze(1)]
+    return [IntDecoder(), ToTensor(), ToDevice(batch_format.device, non_blocking=False), Squeeze(1)]
 
 
 class EpochLoader(Loader):

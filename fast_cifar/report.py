@@ -1,25 +1,21 @@
 """Reading finished runs back and summarizing them: what benchmarks/ and scripts/fill_readme.py share.
 
-A run's results.json (results.py writes it) is read with `read_run`; a set of runs
+A run's results.json, read with results.read_run, becomes a row of `FIGURES`; a set of runs
 becomes figures with `spread` (mean, standard deviation, min, max over seeds); and
 every table is drawn by `markdown_table`.
 """
-import json
 import re
 import statistics
 from pathlib import Path
 
-from fast_cifar.errors import UserError
-
-RUN_KEYS = ("config", "device", "versions", "epochs")  # what every run's results.json holds
-
-# A run's headline figures: name -> how to read it from results.json (None where the run has none).
+# A run's headline figures: name -> how to read it from a record (results.read_run checked its shape; None
+# where the run has no such figure).
 FIGURES = {
     "last-epoch test accuracy (%)": lambda r: 100 * r["epochs"][-1]["test_accuracy"],
     "with TTA (%)": lambda r: tta_accuracy(r["epochs"][-1]),
-    "max LR": lambda r: r.get("max_lr"),
+    "max LR": lambda r: r["max_lr"],
     "start-up (s)": lambda r: r["timings"].get("startup", {}).get("total"),
-    "training (s)": lambda r: r["timings"]["training"],
+    "training (s)": lambda r: training_seconds(r),
     "end to end (s)": lambda r: r["timings"].get("end_to_end") or r["timings"]["total"],
     "training images/s": lambda r: training_images_per_second(r),
 }
@@ -33,8 +29,14 @@ TTA_KEYS = ("test_accuracy_tta", "test_accuracy_multicrop_tta", "test_accuracy_f
 def training_images_per_second(record):
     """Training's images/s over every epoch a record holds (a resumed run's earlier ones too, each timed in
     its own process): the one definition every report reads."""
-    epochs = record["epochs"]
-    return record["data"]["train_images_per_epoch"] * len(epochs) / sum(epoch["train_seconds"] for epoch in epochs)
+    if record["data"] is None:  # a record written before the data was read
+        return None
+    return record["data"]["train_images_per_epoch"] * len(record["epochs"]) / training_seconds(record)
+
+
+def training_seconds(record):
+    """Training's seconds over every epoch a record holds."""
+    return sum(epoch["train_seconds"] for epoch in record["epochs"])
 
 
 def tta_accuracy(epoch):
@@ -42,31 +44,6 @@ def tta_accuracy(epoch):
     train.py's: the same with eval_multicrop_tta, else a flip), or None without one."""
     value = next((epoch[key] for key in TTA_KEYS if key in epoch), None)
     return None if value is None else 100 * value
-
-
-def read_run(folder):
-    """A run folder's results.json, checked to be a training run's record: one line if it is not."""
-    path = Path(folder) / "results.json"
-    if not path.is_file():
-        raise UserError(f"{folder} holds no results.json: give run folders made by fast_cifar/train.py")
-    try:
-        record = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise UserError(f"{path} is not valid JSON ({error})") from None
-    missing = [key for key in RUN_KEYS if not isinstance(record, dict) or key not in record]
-    if missing:
-        raise UserError(f"{path} is not a training run's record (it has no {', '.join(missing)}): "
-                        f"give run folders made by fast_cifar/train.py")
-    return record
-
-
-def finished_run(folder):
-    """The record of a finished run in `folder`, or None (no run, or one cut off)."""
-    try:
-        record = read_run(folder)
-    except UserError:
-        return None
-    return record if record.get("finished") else None
 
 
 def spread(values):

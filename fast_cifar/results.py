@@ -1,11 +1,14 @@
 """The run record, results.json: config, versions, device, per-epoch metrics, timings; and the weights.
 
-results.json is rewritten after every epoch (`"finished": false` until the end),
-each time atomically, so a crash leaves the last complete record, never a torn one.
+results.json has a declared shape (`RECORD_SHAPE`, version `RECORD_VERSION`). `RunRecord` writes every
+key of it, None until the run knows it, and rewrites the file after every epoch (`"finished": false`
+until the end), each time atomically, so a crash leaves the last complete record, never a torn one.
+`read_run` reads it back, refusing in one line a file of another shape: no reader has to guess.
 """
 import contextlib
 import datetime
 import importlib.metadata
+import json
 import os
 import platform
 import re
@@ -16,10 +19,30 @@ from pathlib import Path
 
 import torch
 
+from fast_cifar.errors import UserError
 from fast_cifar.files import atomic_file, write_json, write_text
 from fast_cifar.report import TTA_KEYS, markdown_table
 
 PACKAGES = ("torch", "torchvision", "ffcv", "numpy", "numba", "fastargs")
+
+RECORD_VERSION = 1  # raised whenever RECORD_SHAPE changes
+NUMBER = (int, float)
+# Every key of results.json, with the type it holds once the run knows it (None before). The first nine are
+# known from the start, those of KNOWN_WHEN_FINISHED once the run has finished.
+RECORD_SHAPE = {
+    "record_version": int, "finished": bool, "command": str, "started_at": str, "config": dict, "versions": dict,
+    "device": dict, "timings": dict, "epochs": list,
+    "data": dict,  # where the images came from; train_images_per_epoch
+    "model": dict,  # architecture, parameters, FLOPs per image, receptive fields
+    "loader": str, "precision": dict, "channels_last": dict, "onednn": bool, "optimizer": str, "tta": str,
+    "max_lr": NUMBER, "lr_finder": dict, "lr_finder_cached_from": str, "compile_cache": dict,
+    "resumed_after_epoch": int, "hardware_use": dict, "warnings": list, "best": dict, "last": dict,
+}
+ALWAYS_KNOWN = tuple(RECORD_SHAPE)[:9]
+KNOWN_WHEN_FINISHED = ("data", "model", "best", "last")
+# What every epoch holds (airbench94 counts 9.9 epochs); train.py's hold losses, the LR and the sample checks too.
+EPOCH_SHAPE = {"epoch": NUMBER, "test_accuracy": NUMBER, "train_seconds": NUMBER, "eval_seconds": NUMBER,
+               "elapsed_seconds": NUMBER}
 
 
 # Every stage results.json's `timings` holds, in the order a run goes through them, with what it covers:
@@ -97,7 +120,8 @@ class RunRecord:
         self.started = time.perf_counter() if started is None else started
         self.checkpointed_epoch = None  # the epoch checkpoint.pt on disk holds
         self.lock = lock
-        self.data = {
+        self.data = dict.fromkeys(RECORD_SHAPE) | {
+            "record_version": RECORD_VERSION,
             "finished": False,
             "command": " ".join([Path(sys.argv[0]).name, *(argv if argv is not None else sys.argv[1:])]),
             "started_at": datetime.datetime.now().isoformat(timespec="seconds"),
@@ -167,7 +191,7 @@ class RunRecord:
 
     def warn(self, message):
         """A warning on stderr, kept in results.json's `warnings`."""
-        self.data.setdefault("warnings", []).append(message)
+        self.data["warnings"] = [*(self.data["warnings"] or []), message]
         if self.writes:
             print(message, file=sys.stderr)
 
@@ -178,7 +202,56 @@ class RunRecord:
         self.timings["total"] = round(time.perf_counter() - self.started, 4)
         age = process_age()
         self.timings["end_to_end"] = round(age, 3) if age is not None else None
+        if problem := shape_problem(self.data):  # a writer's bug: never publish a record readers would refuse
+            raise ValueError(f"results.json would not have its declared shape: {problem}")
         write_json(self.folder / "results.json", self.data)
+
+
+def shape_problem(record):
+    """What keeps `record` from being a results.json of RECORD_SHAPE, in a few words; None if nothing."""
+    if not isinstance(record, dict):
+        return "not a JSON object"
+    if record.get("record_version") != RECORD_VERSION:
+        return f"record_version {record.get('record_version')}, where this kit reads {RECORD_VERSION}"
+    if unknown := sorted(set(record) - set(RECORD_SHAPE)):
+        return f"keys outside its shape: {', '.join(unknown)}"
+    for key, kind in RECORD_SHAPE.items():
+        if key not in record:
+            return f"no {key}"
+        if not isinstance(record[key], kind) and (record[key] is not None or key in ALWAYS_KNOWN):
+            return f"{key} holds a {type(record[key]).__name__}"
+    if not record["epochs"]:
+        return "no epoch"  # a run saves its record after each epoch
+    for epoch in record["epochs"]:
+        if not isinstance(epoch, dict) or not all(isinstance(epoch.get(k), kind) for k, kind in EPOCH_SHAPE.items()):
+            return f"an epoch without {', '.join(EPOCH_SHAPE)}"
+    if record["finished"] and not all(record[key] for key in KNOWN_WHEN_FINISHED):
+        return f"finished, without {', '.join(KNOWN_WHEN_FINISHED)}"
+    return None
+
+
+def read_run(folder):
+    """A run folder's results.json, checked against RECORD_SHAPE: one line if it is not such a record."""
+    path = Path(folder) / "results.json"
+    if not path.is_file():
+        raise UserError(f"{folder} holds no results.json: give run folders made by fast_cifar/train.py")
+    try:
+        record = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise UserError(f"{path} is not valid JSON ({error})") from None
+    if problem := shape_problem(record):
+        raise UserError(f"{path} is not a run record of this kit ({problem}): give run folders made by "
+                        f"fast_cifar/train.py")
+    return record
+
+
+def finished_run(folder):
+    """The record of a finished run in `folder`, or None (no run, or one cut off)."""
+    try:
+        record = read_run(folder)
+    except UserError:
+        return None
+    return record if record["finished"] else None
 
 
 def process_age(stat=Path("/proc/self/stat"), uptime=Path("/proc/uptime")):

@@ -28,7 +28,7 @@ from fast_cifar.augment import Augmentation
 from fast_cifar.beton import load_dataset_info
 from fast_cifar.compute import choose_compute
 from fast_cifar.config import as_dict, check_train_settings, declare_train_sections, parse_config, settings_of_kind
-from fast_cifar.data import Batches, SampleCheck, Sampling, last_batch_size, make_loader, split_size
+from fast_cifar.data import BatchFormat, SampleCheck, Sampling, last_batch_size, make_loader, split_size
 from fast_cifar.distributed import World, from_rank_zero, join, leave, mean_over_ranks
 from fast_cifar.errors import (INTERRUPTED, Diverged, Interrupted, UserError, WrongSamples, exit_on_user_error,
                                interruptible)
@@ -36,8 +36,7 @@ from fast_cifar.files import inside, lock_folder, write_json
 from fast_cifar.lr_finder import cached_sweep, find_lr, sweep_cache_key
 from fast_cifar.model import MODELS, describe_model, flops_per_image, receptive_fields
 from fast_cifar.optim import WeightAverage, check_schedule, make_optimizer, make_scheduler
-from fast_cifar.report import finished_run
-from fast_cifar.results import RunRecord, Timer, hardware_use, profiled, save_weights
+from fast_cifar.results import RunRecord, Timer, finished_run, hardware_use, profiled, save_weights
 from fast_cifar.run_folder import make_run_folder
 from fast_cifar.steps import endless, evaluate, forward, train_step, training_loss
 
@@ -105,7 +104,7 @@ def create_loaders(cfg, info, compute):
     augmentation = Augmentation(cfg.augment.flip, cfg.augment.cutout)
 
     def loader(split, batch_size, train, subset):
-        return make_loader(info, split, Batches(batch_size, compute.device, compute.dtype, compute.channels_last),
+        return make_loader(info, split, BatchFormat(batch_size, compute.device, compute.dtype, compute.channels_last),
                            Sampling(train, training.seed, subset, shard, augmentation), kind, data.loader_threads)
 
     test = loader("test", training.test_batch_size, False, data.test_subset)
@@ -137,7 +136,7 @@ def start_or_resume(cfg, argv, device, world, info, started):
                           f"its results are in {path.parent / 'results.json'}")
     record = RunRecord(path.parent, as_dict(cfg), device, argv, lock=lock, started=started, writes=world.is_main)
     saved = state["record"]
-    record.data.update({key: saved[key] for key in ("epochs", "lr_finder", "max_lr", "warnings") if key in saved})
+    record.data.update({key: saved[key] for key in ("epochs", "lr_finder", "max_lr", "warnings")})
     record.data["resumed_after_epoch"] = record.checkpointed_epoch = state["epoch"]
     record.say(f"resuming {path} after epoch {state['epoch']}" if state["epoch"] < cfg.training.epochs else
                f"finishing {path.parent}: it trained all {state['epoch']} epochs but was stopped before it wrote "
@@ -403,7 +402,7 @@ EXPLOSION_FACTOR = 4  # a loss this many times a uniform guess's means training 
 def warn_if_exploding(record, train_loss, epoch):
     """A loss far above a uniform guess's (ln of the class count) that has not turned NaN yet; said once."""
     uniform = math.log(record.data["model"]["classes"])
-    if train_loss > EXPLOSION_FACTOR * uniform and not any("blown up" in w for w in record.data.get("warnings", [])):
+    if train_loss > EXPLOSION_FACTOR * uniform and not any("blown up" in w for w in record.data["warnings"] or []):
         record.warn(f"warning: the training loss in epoch {epoch} is {train_loss:.3g}, far above a uniform guess's "
                     f"{uniform:.2f}: training has blown up; the max LR {record.data['max_lr']:.3g} is likely too high")
 

@@ -14,9 +14,8 @@ from fastargs import Param, Section
 from fast_cifar.config import parse_config
 from fast_cifar.errors import UserError, exit_on_user_error
 from fast_cifar.files import write_text
-from fast_cifar.report import (machine, markdown_table, published_command, read_run, source_name,
-                               training_images_per_second)
-from fast_cifar.results import STAGES
+from fast_cifar.report import machine, markdown_table, published_command, source_name, training_images_per_second
+from fast_cifar.results import STAGES, read_run
 
 START, END = "<!-- results:start -->", "<!-- results:end -->"
 FILES = ("results.json", "loss_accuracy_plots.png", "lr_finder.png")
@@ -45,9 +44,9 @@ def render(record, folder, readme):
     rows = [[label, f"{timings.get(key):.2f}"] for key, label in STAGES.items() if timings.get(key) is not None]
     if timings.get("startup", {}).get("total") is not None:
         rows.append(["start-up: process start to the first training step", f"{timings['startup']['total']:.2f}"])
-    use = record.get("hardware_use", {})
+    use = record["hardware_use"] or {}
     if use.get("achieved_tflops"):
-        mfu = f", {100 * use['mfu']:.1f}% of its bf16 peak (MFU)" if use.get("mfu") else ""
+        mfu = f", {100 * use['mfu']:.1f}% of its bf16 peak (MFU)" if use["mfu"] else ""
         rows.append(["training's arithmetic", f"{use['achieved_tflops']:.1f} TFLOP/s{mfu}"])
     rows.append(["training throughput", f"{training_images_per_second(record):,.0f} images/s"])
     end_to_end = timings.get("time_to_accuracy_end_to_end", {})
@@ -73,7 +72,7 @@ def main(argv=None):
         raise UserError("usage: fill_readme.py RUN_FOLDER [--fill.store DIR] [--fill.readme README.md]")
     run, cfg = Path(argv[0]), parse_config(declare_sections, argv[1:], description=__doc__).fill
     record = read_run(run)
-    if not record.get("finished"):
+    if not record["finished"]:
         raise UserError(f"{run / 'results.json'} is from an unfinished run")
     folder = Path(cfg.store) if cfg.store else run
     if cfg.store:

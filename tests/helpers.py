@@ -10,6 +10,8 @@ from pathlib import Path
 
 import torch
 
+from fast_cifar.results import RECORD_SHAPE, RECORD_VERSION
+
 REPO = Path(__file__).resolve().parents[1]
 # train.py's flags for a run of seconds on the CPU: tiny width, one epoch, no compile, a short LR finder.
 TINY_RUN = ["--model.width", "4", "--training.batch_size", "64", "--training.test_batch_size", "100",
@@ -17,6 +19,11 @@ TINY_RUN = ["--model.width", "4", "--training.batch_size", "64", "--training.tes
             "--lr_finder.num_iters", "5"]
 # A CIFAR-10 copy (an archive or folder write_datasets.py accepts) for the tests that need real images.
 OFFLINE_COPY = Path(os.environ["FAST_CIFAR_COPY"]) if os.environ.get("FAST_CIFAR_COPY") else None
+
+
+def record_of_shape(**fields):
+    """A results.json of the declared shape: `fields` set, every other key None."""
+    return dict.fromkeys(RECORD_SHAPE) | {"record_version": RECORD_VERSION} | fields
 
 
 def run_script(script, *args, cwd=REPO):

@@ -6,7 +6,7 @@ import torch
 
 from fast_cifar.augment import Augmentation
 from fast_cifar.beton import load_dataset_info
-from fast_cifar.data import (Batches, SampleCheck, Sampling, last_batch_size, make_loader, shard_size,
+from fast_cifar.data import (BatchFormat, SampleCheck, Sampling, last_batch_size, make_loader, shard_size,
                               shuffled_positions, subset_indices)
 from fast_cifar.errors import WrongSamples
 from fast_cifar.sources import make_synthetic
@@ -18,7 +18,7 @@ CPU = torch.device("cpu")
 
 def loader(info, split, size=64, dtype=torch.float32, kind="ffcv", **sampling):
     """make_loader on the CPU, training (shuffled, augmented) on the train split."""
-    return make_loader(info, split, Batches(size, CPU, dtype), Sampling(train=split == "train", **sampling), kind,
+    return make_loader(info, split, BatchFormat(size, CPU, dtype), Sampling(train=split == "train", **sampling), kind,
                        threads=2)
 
 

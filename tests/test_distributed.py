@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from fast_cifar.beton import load_dataset_info
-from fast_cifar.data import Batches, Sampling, make_loader
+from fast_cifar.data import BatchFormat, Sampling, make_loader
 from fast_cifar.distributed import World, from_rank_zero, sum_over_ranks
 
 from helpers import REPO
@@ -17,7 +17,7 @@ from helpers import REPO
 
 def test_train_shards_cover_each_sample_once_per_epoch(synthetic_folder):
     info = load_dataset_info(synthetic_folder)
-    loaders = [make_loader(info, "train", Batches(100, torch.device("cpu")), Sampling(True, seed=1, shard=(rank, 2)),
+    loaders = [make_loader(info, "train", BatchFormat(100, torch.device("cpu")), Sampling(True, seed=1, shard=(rank, 2)),
                            "device") for rank in (0, 1)]
     for epoch in (1, 2):
         orders = [loader.positions(epoch) for loader in loaders]
@@ -29,7 +29,7 @@ def test_train_shards_cover_each_sample_once_per_epoch(synthetic_folder):
 
 def test_test_shards_split_the_test_set(synthetic_folder):
     info = load_dataset_info(synthetic_folder)
-    labels = [torch.cat([y for _, y in make_loader(info, "test", Batches(64, torch.device("cpu")),
+    labels = [torch.cat([y for _, y in make_loader(info, "test", BatchFormat(64, torch.device("cpu")),
                                                    Sampling(False, shard=(rank, 2)), "device")]) for rank in (0, 1)]
     assert len(labels[0]) + len(labels[1]) == 200
 

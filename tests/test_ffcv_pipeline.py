@@ -17,7 +17,7 @@ from ffcv.transforms import NormalizeImage, ToDevice, ToTensor, ToTorchImage
 from fast_cifar import TORCH_THREADS
 from fast_cifar.augment import CROP_PADDING, Augmentation, Crops, augment_on_device, draw_crops, pad_with
 from fast_cifar.beton import load_dataset_info
-from fast_cifar.data import Batches, Sampling, make_loader
+from fast_cifar.data import BatchFormat, Sampling, make_loader
 from fast_cifar.ffcv_pipeline import EpochLoader, NormalizeStep, image_pipeline, label_pipeline, pixel_pass
 
 from helpers import all_batches
@@ -28,9 +28,9 @@ IDENTITY = np.arange(256, dtype=np.uint8)[:, None].repeat(3, 1)  # a table that 
 
 def sequential_loader(info, augment, pipeline=None):
     """The train pipeline (augment=True) or the test one, or `pipeline`, over the test split in file order."""
-    pipeline = pipeline or image_pipeline(info, Batches(100, CPU), Sampling(train=augment))
+    pipeline = pipeline or image_pipeline(info, BatchFormat(100, CPU), Sampling(train=augment))
     return Loader(str(info.path("test")), batch_size=100, num_workers=2, order=OrderOption.SEQUENTIAL,
-                  drop_last=False, pipelines={"image": pipeline, "label": label_pipeline(Batches(100, CPU))})
+                  drop_last=False, pipelines={"image": pipeline, "label": label_pipeline(BatchFormat(100, CPU))})
 
 
 def find_transform(augmented, plain, fill):
@@ -81,7 +81,7 @@ def test_the_transfer_waits_for_its_copy(synthetic_folder):
     # pipelines, built for the meta device: nothing runs.)
     info = load_dataset_info(synthetic_folder)
     for train in (True, False):
-        batches = Batches(64, torch.device("meta"))
+        batches = BatchFormat(64, torch.device("meta"))
         pipelines = image_pipeline(info, batches, Sampling(train)) + label_pipeline(batches)
         transfers = [op for op in pipelines if isinstance(op, ToDevice)]
         assert len(transfers) == 2 and not any(op.non_blocking for op in transfers)
@@ -92,10 +92,10 @@ def test_on_a_cpu_the_batches_are_normalized_in_the_pass_and_not_copied(syntheti
     # afterwards it cost most of the loader's time), and there is nothing to transfer.
     info = load_dataset_info(synthetic_folder)
     for dtype in (torch.float32, torch.bfloat16):
-        pipeline = image_pipeline(info, Batches(64, CPU, dtype), Sampling(train=True))
+        pipeline = image_pipeline(info, BatchFormat(64, CPU, dtype), Sampling(train=True))
         assert not [op for op in pipeline if isinstance(op, (ToDevice, NormalizeStep))]
-        images, _ = next(iter(make_loader(info, "test", Batches(64, CPU, dtype), Sampling(False), "ffcv", 2)))
-        device_images, _ = next(iter(make_loader(info, "test", Batches(64, CPU, dtype), Sampling(False), "device")))
+        images, _ = next(iter(make_loader(info, "test", BatchFormat(64, CPU, dtype), Sampling(False), "ffcv", 2)))
+        device_images, _ = next(iter(make_loader(info, "test", BatchFormat(64, CPU, dtype), Sampling(False), "device")))
         assert images.dtype == dtype and torch.equal(images, device_images)
 
 
@@ -113,7 +113,7 @@ def test_a_consumer_that_stops_early_leaves_no_filling_thread(synthetic_folder):
     from ffcv.loader.epoch_iterator import EpochIterator
 
     info = load_dataset_info(synthetic_folder)
-    loader = make_loader(info, "train", Batches(16, CPU), Sampling(train=True), "ffcv", 2)
+    loader = make_loader(info, "train", BatchFormat(16, CPU), Sampling(train=True), "ffcv", 2)
     for stop_after in (1, len(loader)):
         batches = iter(loader)
         for _ in range(stop_after):
@@ -166,7 +166,7 @@ def test_a_step_that_fails_raises_in_the_consumer_instead_of_hanging(synthetic_f
 def test_a_loader_with_fewer_threads_leaves_training_its_own(synthetic_folder):
     # ffcv 1.0.2 sets torch's thread count to its worker count when a loader is built and at every pass: a
     # 1-thread loader would train on one core, and train differently from the device loader.
-    loader = make_loader(load_dataset_info(synthetic_folder), "train", Batches(64, CPU), Sampling(train=True),
+    loader = make_loader(load_dataset_info(synthetic_folder), "train", BatchFormat(64, CPU), Sampling(train=True),
                          "ffcv", threads=1)
     assert torch.get_num_threads() == TORCH_THREADS
     with contextlib.closing(iter(loader)) as batches:

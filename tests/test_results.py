@@ -1,10 +1,12 @@
 import json
 import time
 
+import pytest
 import torch
 
+from fast_cifar.errors import UserError
 from fast_cifar.plots import plot_curves
-from fast_cifar.results import RunRecord, Timer, bf16_peak_tflops, profiled
+from fast_cifar.results import RunRecord, Timer, bf16_peak_tflops, finished_run, profiled, read_run
 
 CPU = torch.device("cpu")
 
@@ -12,6 +14,40 @@ CPU = torch.device("cpu")
 def epoch(number, accuracy, seconds=10.0):
     return dict(epoch=number, train_loss=1.0 / number, train_accuracy=accuracy, test_loss=1.0 / number,
                 test_accuracy=accuracy, train_seconds=seconds, eval_seconds=1.0)
+
+
+def saved_record(folder, finished=False):
+    record = RunRecord(folder, {"a": 1}, CPU, argv=[])
+    record.add_epoch(**epoch(1, 0.5))
+    record.summarize([0.9])
+    record.save(finished=finished)
+    return json.loads((folder / "results.json").read_text())
+
+
+@pytest.mark.parametrize("change", ["another version", "a key missing", "a key outside the shape", "a bare epoch",
+                                    "a number as text", "finished without its summary"])
+def test_a_record_of_another_shape_is_refused(tmp_path, change):
+    saved = saved_record(tmp_path)
+    assert read_run(tmp_path) == saved
+    broken = {"another version": {**saved, "record_version": 0},
+              "a key missing": {key: value for key, value in saved.items() if key != "max_lr"},
+              "a key outside the shape": {**saved, "speed": 1},
+              "a bare epoch": {**saved, "epochs": [{"epoch": 1, "test_accuracy": 0.5}]},
+              "a number as text": {**saved, "max_lr": "0.01"},
+              "finished without its summary": {**saved, "finished": True}}[change]
+    (tmp_path / "results.json").write_text(json.dumps(broken))
+    with pytest.raises(UserError):
+        read_run(tmp_path)
+    assert finished_run(tmp_path) is None
+
+
+def test_a_writer_cannot_save_a_record_outside_its_shape(tmp_path):
+    record = RunRecord(tmp_path, {}, CPU, argv=[])
+    record.add_epoch(**epoch(1, 0.5))
+    record.data["max_lr"] = "high"
+    with pytest.raises(ValueError):
+        record.save()
+    assert not (tmp_path / "results.json").exists()
 
 
 def test_summary_times_to_accuracy_and_best(tmp_path):
@@ -23,6 +59,7 @@ def test_summary_times_to_accuracy_and_best(tmp_path):
     # each epoch costs 10 s of training and 1 s of evaluation
     assert record.timings["time_to_accuracy"] == {"0.9": 22.0, "0.93": 33.0, "0.95": None}
     assert record.timings["training"] == 40.0 and record.timings["evaluation"] == 4.0
+    record.data.update(data={"train_images_per_epoch": 100}, model={"arch": "resnet18", "parameters": 1})
     record.save(finished=True)
     saved = json.loads((tmp_path / "results.json").read_text())
     assert saved["finished"] and saved["command"].endswith("--x 1") and saved["config"] == {"a": 1}

@@ -287,11 +287,11 @@ def test_a_second_run_reuses_the_first_ones_lr_sweep(synthetic_folder, tmp_path)
                            "--output.dir", str(tmp_path / "runs"), "--output.name", name, *flags])
 
     first, again = run("first"), run("again")
-    assert "lr_finder_cached_from" not in first and again["lr_finder_cached_from"]
+    assert first["lr_finder_cached_from"] is None and again["lr_finder_cached_from"]
     assert again["lr_finder"] == first["lr_finder"] and again["epochs"][0]["test_accuracy"] == \
         first["epochs"][0]["test_accuracy"]
     assert again["timings"]["lr_finder"] < 0.1 * first["timings"]["lr_finder"]
-    assert "lr_finder_cached_from" not in run("off", "--lr_finder.cache", "false")
+    assert run("off", "--lr_finder.cache", "false")["lr_finder_cached_from"] is None
 
 
 SWEEP_RECORD = SimpleNamespace(data={"data": {"sha256": {"train": "the data"}}, "device": {"name": "a CPU"},

@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from fast_cifar.beton import load_dataset_info, write_dataset
-from fast_cifar.data import Batches, Sampling, make_loader
+from fast_cifar.config import declare_train_sections, parse_config
+from fast_cifar.data import BatchFormat, Sampling, make_loader
 from fast_cifar.sources import make_synthetic
 
 from helpers import REPO, error_lines, run_main, run_script
@@ -75,7 +76,7 @@ def test_the_async_copy_row_reads_through_transfers_that_do_not_wait(synthetic_f
 
     monkeypatch.syspath_prepend(str(REPO / "benchmarks"))
     run = importlib.import_module("run")
-    loader = make_loader(load_dataset_info(synthetic_folder), "train", Batches(64, torch.device("cpu")),
+    loader = make_loader(load_dataset_info(synthetic_folder), "train", BatchFormat(64, torch.device("cpu")),
                          Sampling(train=True), "ffcv", 2)
     transfers = [op for spec in loader.pipeline_specs.values() for op in spec.transforms if isinstance(op, ToDevice)]
     assert transfers and not any(op.non_blocking for op in transfers)  # the kit's loader waits
@@ -90,26 +91,44 @@ def test_run_refuses_an_unknown_row_or_loader(synthetic_folder, tmp_path, flags)
 
 
 def test_the_speed_candidates_run(tmp_path, monkeypatch):
-    # The foreach optimizer and batch 1024 rows, uncompiled so that a CPU runs them in seconds (what they
-    # measure is the GPU's: scripts/gpu_run.sh bench), on a set with a full batch of 1024.
+    # The foreach optimizer and batch 1024 rows, uncompiled (from the config, as the recipe row reads it) so
+    # that a CPU runs them in seconds (what they measure is the GPU's: scripts/gpu_run.sh bench), on a set with
+    # a full batch of 1024.
     write_dataset(make_synthetic(1024, 100), tmp_path / "data", "synthetic", num_workers=2)
     monkeypatch.syspath_prepend(str(REPO / "benchmarks"))
     run = importlib.import_module("run")
-    speed_rows = ["fused=False", "batch_size=1024"]
-    for name in speed_rows:
-        monkeypatch.setitem(run.TRAINING_ROWS, name, run.TRAINING_ROWS[name] | {"compile": "off"})
-    args = ["--out", str(tmp_path / "out"), "--rows", ",".join(speed_rows), "--warmup_steps", "1", "--timed_steps",
-            "1", "--model.width", "4", "--training.batch_size", "16", "--data.loader_threads", "2"]
+    args = ["--out", str(tmp_path / "out"), "--rows", "recipe,fused=False,batch_size=1024", "--warmup_steps", "1",
+            "--timed_steps", "1", "--model.width", "4", "--training.batch_size", "16", "--data.loader_threads", "2",
+            "--training.compile", "false", "--training.precision", "fp32"]
     results = run.main([*args, "--data.path", str(tmp_path / "data")])
     rows = {row["name"]: row for row in results["training"]}
-    assert rows["fused=False"]["fused"] is False and rows["fused=False"]["batch_size"] == 16
-    assert rows["batch_size=1024"]["batch_size"] == 1024 and rows["batch_size=1024"]["images_per_second"] > 0
+    # on a CPU the recipe's optimizer is the foreach one already: the fused=False row would repeat it
+    assert set(rows) == {"recipe", "batch_size=1024"} and rows["recipe"]["fused"] is False
+    assert rows["recipe"]["batch_size"] == 16 and rows["batch_size=1024"]["batch_size"] == 1024
+    assert rows["batch_size=1024"]["images_per_second"] > 0
+    # the recipe's other ingredients are train.py's picks from the same config on this device
+    assert {row["compile"] for row in rows.values()} == {"off"} and {row["loader"] for row in rows.values()} == {"ffcv"}
 
     # a batch larger than the split is one line, not an endless pass over empty epochs
     write_dataset(make_synthetic(512, 100), tmp_path / "small", "synthetic", num_workers=2)
     with pytest.raises(SystemExit) as stopped:
         run.main([*args, "--data.path", str(tmp_path / "small")])
     assert stopped.value.code == 2
+
+
+def test_each_training_row_changes_one_ingredient_of_the_recipe_train_py_runs(monkeypatch):
+    monkeypatch.syspath_prepend(str(REPO / "benchmarks"))
+    run = importlib.import_module("run")
+    cfg = parse_config(declare_train_sections, ["--training.batch_size", "64"])
+    recipe = run.recipe_ingredients(cfg, torch.device("cpu"))
+    assert recipe["loader"] == "ffcv" and recipe["batch_size"] == 64 and not recipe["fused"]  # the CPU's picks
+    on_a_gpu = recipe | {"loader": "device", "fused": True}
+    rows = run.training_rows(on_a_gpu)
+    assert "loader=device" not in rows and rows["recipe"] == on_a_gpu  # no row repeats the recipe
+    for name, row in rows.items():
+        if name not in ("recipe", "plain_pytorch"):
+            key, value = name.split("=")
+            assert {k for k in row if row[k] != on_a_gpu[k]} == {key} and str(row[key]) == value
 
 
 def test_the_batch_check_tells_duplicate_torn_and_missing_batches(monkeypatch):

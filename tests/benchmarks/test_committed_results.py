@@ -1,5 +1,8 @@
 """What benchmarks/results holds speaks of the project only: no folders of the machines that made it."""
+import json
 import subprocess
+
+from fast_cifar.results import shape_problem
 
 from helpers import REPO, load_script
 
@@ -17,6 +20,15 @@ def test_no_record_names_a_machine_path():
     offending = [f"{path.relative_to(REPO)}: {line.strip()[:120]}" for path in reports
                  for line in path.read_text().splitlines() if MACHINE_PATH.search(line)]
     assert not offending, "\n".join(offending)
+
+
+def test_every_committed_run_record_has_the_declared_shape():
+    """So that compare.py, sweep.py and lr_rules.py read them as they read a new run."""
+    records = [path for path in committed("benchmarks/results/*results.json")
+               if "epochs" in json.loads(path.read_text())]  # not the benchmarks' own results.json
+    assert records, "no committed run record found"
+    assert not [f"{path.relative_to(REPO)}: {problem}" for path in records
+                if (problem := shape_problem(json.loads(path.read_text())))]
 
 
 def test_no_run_folder_lock_is_committed():

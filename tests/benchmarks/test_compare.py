@@ -33,7 +33,7 @@ def test_compare_writes_table_json_and_plots(two_runs, tmp_path):
     adamw = json.loads((two_runs / "adamw" / "results.json").read_text())
     assert figures["last-epoch test accuracy (%)"][1] == 100 * adamw["epochs"][-1]["test_accuracy"]
     first_training = figures[f"{STAGES['training']} (s)"][0]
-    assert figures["training time / the first run's"] == [1.0, adamw["timings"]["training"] / first_training]
+    assert figures["training time / the first run's"] == [1.0, pytest.approx(adamw["timings"]["training"] / first_training)]
     assert comparison["notes"] == []
     table = (tmp_path / "comparison.md").read_text()
     for row in ("| `training.optimizer` | adam | adamw |", "| last-epoch test accuracy (%) |", "| max LR |",
@@ -66,9 +66,8 @@ def test_a_record_that_is_not_a_runs_is_one_line(two_runs, tmp_path):
     (tmp_path / "results.json").write_text('{"mode": "cpu", "loaders": []}')  # a benchmark's, say
     result = run_main("benchmarks/compare.py", two_runs / "adam", tmp_path)
     assert result.returncode == 2
-    assert error_lines(result.stderr) == [f"error: {tmp_path / 'results.json'} is not a training run's record (it "
-                                          "has no config, device, versions, epochs): give run folders made by "
-                                          "fast_cifar/train.py"]
+    lines = error_lines(result.stderr)
+    assert len(lines) == 1 and str(tmp_path / "results.json") in lines[0]
 
 
 def test_a_peers_record_without_losses_is_compared_on_what_it_has(two_runs, tmp_path):
@@ -77,11 +76,14 @@ def test_a_peers_record_without_losses_is_compared_on_what_it_has(two_runs, tmp_
     record = json.loads((two_runs / "adam" / "results.json").read_text())
     for epoch in record["epochs"]:
         del epoch["train_loss"], epoch["test_loss"]
+    record.update(dict.fromkeys(("precision", "loader", "max_lr", "compile_cache", "hardware_use")))  # unknown
     (peer / "results.json").write_text(json.dumps(record))
     result = run_main("benchmarks/compare.py", two_runs / "adamw", peer, "--out", tmp_path / "out")
     assert result.returncode == 0, result.stderr[-3000:]
     notes = json.loads((tmp_path / "out" / "comparison.json").read_text())["notes"]
     assert "Not recorded, so not plotted: peer (train_loss, test_loss)." in notes
+    figures = json.loads((tmp_path / "out" / "comparison.json").read_text())["figures"]
+    assert figures["max LR"][1] is None and figures["MFU (% of the bf16 peak)"] == [None, None]  # CPU runs
     assert (tmp_path / "out" / "curves.png").read_bytes()[:4] == b"\x89PNG"
 
 

@@ -39,7 +39,7 @@ def test_candidates_over_seeds_then_a_rerun_keeps_them(tmp_path):
     assert {r["config"]["training"]["label_smoothing"] for r in runs["label_smoothing_0"]} == {0.0}
     # two runs side by side share the cores rather than each taking all of them
     expected = os.environ.get("OMP_NUM_THREADS", str(max(1, os.cpu_count() // 2)))
-    assert {r["omp_num_threads"] for r in runs["recipe"] + runs["label_smoothing_0"]} == {expected}
+    assert {r["device"]["omp_num_threads"] for r in runs["recipe"] + runs["label_smoothing_0"]} == {expected}
 
     summary = json.loads((out / "candidates.json").read_text())["summary"]  # named after the candidates file
     for name, records in runs.items():

@@ -1,21 +1,22 @@
 import json
 
-from helpers import error_lines, run_main
+from helpers import error_lines, record_of_shape, run_main
 
-RECORD = {
-    "finished": True, "started_at": "2026-11-24T20:00:00", "config": {},
-    "command": "train.py --config /scratch/repo/rn18_configs/24ep.yaml --data.path /scratch/data --output.dir /scratch/runs "
-               "--output.name 24ep --data.loader device",
-    "device": {"type": "cuda", "name": "NVIDIA H100 80GB HBM3"},
-    "versions": {"torch": "2.11.0", "ffcv": "1.0.2", "python": "3.12.3", "cuda": "12.8"},
-    "data": {"source": "image folder at /scratch/copies/cifar10-jpeg.tar.gz", "train_images_per_epoch": 1000},
-    "epochs": [{"epoch": 1, "test_accuracy": 0.91, "train_seconds": 1.5},
-               {"epoch": 2, "test_accuracy": 0.935, "train_seconds": 2.5}],
-    "best": {"test_accuracy": 0.935, "epoch": 2},
-    "timings": {"data_setup": 1.0, "loader_warmup": 2.0, "compile": 3.0, "training": 4.0, "evaluation": 0.5,
-                "total": 12.0, "time_to_accuracy": {"0.9": 2.2, "0.95": None},
-                "time_to_accuracy_end_to_end": {"0.9": 8.5, "0.95": None}},
-}
+RECORD = record_of_shape(
+    finished=True, started_at="2026-11-24T20:00:00", config={},
+    command="train.py --config /scratch/repo/rn18_configs/24ep.yaml --data.path /scratch/data --output.dir "
+            "/scratch/runs --output.name 24ep --data.loader device",
+    device={"type": "cuda", "name": "NVIDIA H100 80GB HBM3"},
+    versions={"torch": "2.11.0", "ffcv": "1.0.2", "python": "3.12.3", "cuda": "12.8"},
+    data={"source": "image folder at /scratch/copies/cifar10-jpeg.tar.gz", "train_images_per_epoch": 1000},
+    model={"arch": "resnet18", "parameters": 11173962},
+    epochs=[{"epoch": 1, "test_accuracy": 0.91, "train_seconds": 1.5, "eval_seconds": 0.25, "elapsed_seconds": 7.0},
+            {"epoch": 2, "test_accuracy": 0.935, "train_seconds": 2.5, "eval_seconds": 0.25, "elapsed_seconds": 9.8}],
+    best={"test_accuracy": 0.935, "epoch": 2}, last={"test_accuracy": 0.935, "epoch": 2},
+    timings={"data_setup": 1.0, "loader_warmup": 2.0, "compile": 3.0, "training": 4.0, "evaluation": 0.5,
+             "total": 12.0, "time_to_accuracy": {"0.9": 2.2, "0.95": None},
+             "time_to_accuracy_end_to_end": {"0.9": 8.5, "0.95": None}},
+)
 
 
 def test_fills_the_section_and_stores_the_files(tmp_path):
