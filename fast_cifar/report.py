@@ -8,6 +8,8 @@ import re
 import statistics
 from pathlib import Path
 
+from fast_cifar.config import settings_of_kind
+
 # A run's headline figures: name -> how to read it from a record (results.read_run checked its shape; None
 # where the run has no such figure).
 FIGURES = {
@@ -81,9 +83,9 @@ def source_name(source):
     return f"{kind} at {Path(path).name}" if kind else source or "unknown"
 
 
-# Flags that say where a run read and wrote, not what it ran: left out of every published command.
-WHERE_FLAGS = ("--data.path", "--output.dir", "--output.name", "--output.checkpoint", "--output.profile_epoch",
-               "--out")
+# Flags that say where a run read and wrote, not what it ran: left out of every published command. They are
+# train.py's settings of kind "place", and the benchmarks' output folder.
+WHERE_FLAGS = (*sorted(f"--{name}" for name in settings_of_kind("place")), "--out")
 
 
 def published_command(command):

@@ -58,15 +58,15 @@ nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=c
 FRONTIER_PART_1=reference,recipe_24,recipe_16,cutout_16,alternating_16,ema_16,norm_lr_16,batch1024_16
 
 # The measurements, each into the folder it is given (a job's own, or a part of the session's).
-batch_check() {
+bench() {  # bench OUT FLAGS...: benchmarks/run.py
     local out=$1; shift
-    "$PYTHON" benchmarks/run.py --rows batches --data.path "$DATA" --out "$out" "$@"
+    "$PYTHON" benchmarks/run.py --data.path "$DATA" --out "$out" "$@"
 }
-profile() {
-    local out=$1; shift
-    "$PYTHON" fast_cifar/train.py --config rn18_configs/24ep.yaml --data.path "$DATA" --data.loader device \
-        --output.dir "$out" --output.name profile --output.checkpoint false --output.profile_epoch 2 "$@"
-    cat "$out/profile/kernels.md"
+recipe() {  # recipe OUT NAME LOADER FLAGS...: the 24-epoch recipe, epoch 2 profiled
+    local out=$1 name=$2 loader=$3; shift 3
+    "$PYTHON" fast_cifar/train.py --config rn18_configs/24ep.yaml --data.path "$DATA" --data.loader "$loader" \
+        --output.dir "$out" --output.name "$name" --output.checkpoint false --output.profile_epoch 2 "$@"
+    cat "$out/$name/kernels.md"
 }
 sweep() {  # sweep OUT SECONDS CANDIDATES ONLY SEEDS FLAGS...: none started after SECONDS, all stopped 100 s later
     local out=$1 seconds=$2 candidates=$3 only=$4 seeds=$5; shift 5
@@ -91,24 +91,23 @@ session)
         "$@" || echo "== stopped or failed (exit $?): what it finished is kept"
         pack
     }
-    part "1. batch check" batch_check "$RESULTS/batch_check" "$@"
+    part "1. batch check" bench "$RESULTS/batch_check" --rows batches "$@"
     part "2. the recipe's rows" sweep "$RESULTS/recipe" "$(($(left) - 200))" benchmarks/recipe_candidates.yaml \
         recipe_device,recipe_ffcv "${SEEDS:-3}" --fresh-compile-cache "$@"
-    part "3. profile" profile "$RESULTS" "$@"
+    part "3. profile" recipe "$RESULTS" profile device "$@"
     part "4. frontier, first screen" sweep "$RESULTS/frontier" "$(($(left) - 100))" \
         benchmarks/frontier_candidates.yaml "${ONLY:-$FRONTIER_PART_1}" 1 \
         --peers benchmarks/results/peers_h200/peers.json "$@" ;;
 batch_check)
-    batch_check "$RESULTS" "$@" ;;
+    bench "$RESULTS" --rows batches "$@" ;;
 train)
     for loader in ffcv device; do
-        "$PYTHON" fast_cifar/train.py --config rn18_configs/24ep.yaml --data.path "$DATA" --data.loader "$loader" \
-            --output.dir "$RESULTS" --output.name "24ep_$loader" --output.checkpoint false --output.profile_epoch 2 "$@"
+        recipe "$RESULTS" "24ep_$loader" "$loader" "$@"
     done ;;
 profile)
-    profile "$RESULTS" "$@" ;;
+    recipe "$RESULTS" profile device "$@" ;;
 bench)
-    "$PYTHON" benchmarks/run.py --out "$RESULTS" --data.path "$DATA" "$@" ;;
+    bench "$RESULTS" "$@" ;;
 seeds)
     sweep "$RESULTS" "${START_UNTIL:-300}" "${CANDIDATES:-benchmarks/recipe_candidates.yaml}" "" "${SEEDS:-5}" \
         --jobs "${JOBS:-3}" --data.loader_threads 5 "$@" ;;

@@ -31,8 +31,8 @@ def synthetic_folder(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def real_subset_archive(offline_copy, tmp_path_factory):
-    """A .tar.gz in the offline copy's layout with the first 20 train and 10 test images of each class."""
-    keep = {"train": 20, "test": 10}
+    """A .tar.gz in the offline copy's layout with the first 100 train and 20 test images of each class."""
+    keep = {"train": 100, "test": 20}
     path = tmp_path_factory.mktemp("real_subset") / "cifar10-small.tar.gz"
     counts = {}
     with tarfile.open(offline_copy) as source, tarfile.open(path, "w:gz") as target:
@@ -48,8 +48,18 @@ def real_subset_archive(offline_copy, tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def real_subset_folder(real_subset_archive, tmp_path_factory):
+    """That small archive written as .beton files (1,000 train and 200 test images): real photos for runs."""
+    folder = tmp_path_factory.mktemp("cifar10_subset")
+    splits, description = load_source(str(real_subset_archive))
+    write_dataset(splits, folder, description, num_workers=2)
+    return folder
+
+
+@pytest.fixture(scope="session")
 def real_folder(offline_copy, tmp_path_factory):
-    """The whole offline copy written as .beton files, as `write_datasets.py` does."""
+    """The whole offline copy written as .beton files, as `write_datasets.py` does (60,000 decoded images:
+    only the test of that conversion reads it)."""
     folder = tmp_path_factory.mktemp("cifar10")
     splits, description = load_source(str(offline_copy))
     write_dataset(splits, folder, description, num_workers=2)

@@ -13,8 +13,11 @@ import torch
 from fast_cifar.results import RECORD_SHAPE, RECORD_VERSION
 
 REPO = Path(__file__).resolve().parents[1]
-# train.py's flags for a run of seconds on the CPU: tiny width, one epoch, no compile, a short LR finder.
-TINY_RUN = ["--model.width", "4", "--training.batch_size", "64", "--training.test_batch_size", "100",
+# train.py's flags for a run of seconds on the CPU: tiny width, one epoch, no compile, a short LR finder, and
+# ResNet-9, which runs every code path of a run at half ResNet-18's cost per step (the tests of the recipe's
+# own network, tests/test_model.py and the command-line run, name resnet18).
+TINY_RUN = ["--model.arch", "resnet9", "--model.width", "4", "--training.batch_size", "64",
+            "--training.test_batch_size", "100",
             "--training.epochs", "1", "--training.compile", "false", "--training.precision", "fp32",
             "--lr_finder.num_iters", "5"]
 # A CIFAR-10 copy (an archive or folder write_datasets.py accepts) for the tests that need real images.

@@ -34,16 +34,17 @@ def test_train_loader_batches(synthetic_folder):
 
 
 @pytest.mark.slow
-def test_test_loader_is_sequential_complete_and_normalized(real_folder):
-    info = load_dataset_info(real_folder)
-    images, labels = all_batches(loader(info, "test", 1000, torch.bfloat16))
-    assert images.dtype == torch.bfloat16 and images.shape == (10000, 3, 32, 32)
+def test_test_loader_is_sequential_complete_and_normalized(real_subset_folder):
+    info = load_dataset_info(real_subset_folder)
+    images, labels = all_batches(loader(info, "test", 64, torch.bfloat16))
+    assert images.dtype == torch.bfloat16 and images.shape == (200, 3, 32, 32)
     assert labels.tolist() == sorted(labels.tolist())  # file order: the copy is sorted by class
-    assert np.bincount(labels.numpy()).tolist() == [1000] * 10
-    # normalized with the train split's statistics: about zero mean and unit std on the test split
+    assert np.bincount(labels.numpy()).tolist() == [20] * 10
+    # normalized with the train split's statistics: about zero mean and unit std on the test split (of 200
+    # photos: raw pixels would be near 120 and 60)
     per_channel = images.float().transpose(0, 1).reshape(3, -1)
-    np.testing.assert_allclose(per_channel.mean(1).numpy(), 0, atol=0.05)
-    np.testing.assert_allclose(per_channel.std(1).numpy(), 1, atol=0.05)
+    np.testing.assert_allclose(per_channel.mean(1).numpy(), 0, atol=0.15)
+    np.testing.assert_allclose(per_channel.std(1).numpy(), 1, atol=0.15)
 
 
 def test_subset_is_fixed_random_and_sorted():
@@ -61,6 +62,7 @@ def in_sample_order(loader, epoch, seed):
     return images[np.argsort(order)]
 
 
+@pytest.mark.slow  # FFCV compiles a pipeline per loader: seconds
 def test_crops_and_flips_follow_from_the_seed_and_change_every_epoch(synthetic_folder):
     info = load_dataset_info(synthetic_folder)
 

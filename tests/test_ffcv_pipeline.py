@@ -47,6 +47,7 @@ def find_transform(augmented, plain, fill):
     return None
 
 
+@pytest.mark.slow  # FFCV compiles a pipeline per loader: seconds
 def test_augmentation_is_a_random_translate_and_flip(synthetic_folder):
     info = load_dataset_info(synthetic_folder)
     plain, labels = all_batches(sequential_loader(info, augment=False))
@@ -63,6 +64,7 @@ def test_augmentation_is_a_random_translate_and_flip(synthetic_folder):
     assert len({t[1:] for t in transforms}) > 20  # many different offsets
 
 
+@pytest.mark.slow  # FFCV compiles a pipeline per loader: seconds
 def test_normalize_matches_ffcvs_normalize_image(synthetic_folder):
     # Normalize runs after the transfer, on the device, in the compute dtype; FFCV's NormalizeImage, on
     # the CPU before it, gives the same float32 values.
@@ -87,6 +89,7 @@ def test_the_transfer_waits_for_its_copy(synthetic_folder):
         assert len(transfers) == 2 and not any(op.non_blocking for op in transfers)
 
 
+@pytest.mark.slow  # FFCV compiles a pipeline per loader: seconds
 def test_on_a_cpu_the_batches_are_normalized_in_the_pass_and_not_copied(synthetic_folder):
     # On a CPU the lookup runs inside the numba pass (benchmarks/results/loader_steps_cpu: as a torch op
     # afterwards it cost most of the loader's time), and there is nothing to transfer.

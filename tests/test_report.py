@@ -31,6 +31,7 @@ def test_spread_over_seeds_skips_runs_without_the_figure():
 
 
 def test_published_commands_and_sources_name_no_folder_of_the_machine():
-    command = "train.py --config /home/me/repo/rn18_configs/24ep.yaml --data.path /data/c --output.name x --seed 1"
+    command = ("train.py --config /home/me/repo/rn18_configs/24ep.yaml --data.path /data/c --output.name x "
+               "--training.resume /home/me/runs/x --seed 1")  # every setting of kind "place" goes
     assert published_command(command) == "python fast_cifar/train.py --config rn18_configs/24ep.yaml --seed 1"
     assert source_name("image folder at /data/x/cifar10-jpeg.tar.gz") == "image folder at cifar10-jpeg.tar.gz"

@@ -27,10 +27,10 @@ SMALL_RUN = [*TINY_RUN, "--model.width", "8", "--lr_finder.num_iters", "12", "--
 
 
 @pytest.mark.slow
-def test_cli_run_writes_results_plots_and_checkpoint(real_folder, tmp_path):
-    """A short run on a real subset, through the command line as a user runs it."""
+def test_cli_run_writes_results_plots_and_checkpoint(real_subset_folder, tmp_path):
+    """A short run on real photos, through the command line as a user runs it."""
     result = run_script("fast_cifar/train.py", "--config", REPO / "rn18_configs" / "24ep.yaml", *SMALL_RUN,
-                        "--data.path", real_folder, "--data.train_subset", 1024, "--data.test_subset", 500,
+                        "--model.arch", "resnet18", "--data.path", real_subset_folder, "--data.test_subset", 100,
                         "--training.epochs", 2, "--training.compile", "false", "--training.precision", "fp32",
                         "--output.profile_epoch", 2, "--output.dir", tmp_path, "--output.name", "run")
     assert result.returncode == 0, result.stderr[-3000:]
@@ -44,8 +44,8 @@ def test_cli_run_writes_results_plots_and_checkpoint(real_folder, tmp_path):
     assert record["finished"] and record["config"]["training"]["epochs"] == 2
     assert {"python", "torch", "ffcv", "cuda"} <= set(record["versions"])
     assert record["device"]["type"] == "cpu"
-    assert record["data"]["records"] == {"train": 50000, "test": 10000}
-    assert record["data"]["train_images_per_epoch"] == 1024 and record["data"]["test_images"] == 500
+    assert record["data"]["records"] == {"train": 1000, "test": 200}
+    assert record["data"]["train_images_per_epoch"] == 1000 // 64 * 64 and record["data"]["test_images"] == 100
     assert record["model"]["receptive_fields"]  # tests/test_model.py checks the figures
     assert len(record["lr_finder"]["lrs"]) > 0 and record["max_lr"] == record["lr_finder"]["suggested_lr"]
 
@@ -284,7 +284,8 @@ def test_the_epochs_before_the_last_can_score_a_sample_and_the_last_scores_the_w
 def test_a_second_run_reuses_the_first_ones_lr_sweep(synthetic_folder, tmp_path):
     def run(name, *flags):
         return train.main([*TINY_RUN, "--lr_finder.num_iters", "12", "--data.path", str(synthetic_folder),
-                           "--output.dir", str(tmp_path / "runs"), "--output.name", name, *flags])
+                           "--data.loader", "device", "--output.dir", str(tmp_path / "runs"), "--output.name", name,
+                           *flags])
 
     first, again = run("first"), run("again")
     assert first["lr_finder_cached_from"] is None and again["lr_finder_cached_from"]

@@ -17,7 +17,7 @@ pytestmark = pytest.mark.slow  # benchmarks/run.py compiles its rows
 
 def test_run_writes_every_row_table_and_plots(synthetic_folder, tmp_path):
     # the uncompiled training rows: a compiled row takes a minute on a CPU
-    result = run_script("benchmarks/run.py", "--out", tmp_path, "--data.path", synthetic_folder,
+    result = run_main("benchmarks/run.py", "--out", tmp_path, "--data.path", synthetic_folder,
                         "--rows", "loaders,plain_pytorch,compile=off", "--loader_images", 640,
                         "--warmup_steps", 1, "--timed_steps", 1, "--model.width", 4,
                         "--training.batch_size", 16, "--data.loader_threads", 2)
@@ -57,12 +57,12 @@ def test_run_puts_an_earlier_commits_loader_rows_beside_this_trees(synthetic_fol
     assert all(rate > 0 for rate in rows.values())
     assert "| device at HEAD (round 2) |" in (tmp_path / "table.md").read_text()
 
-    refused = run_script("benchmarks/run.py", "--out", tmp_path / "other", *common, "--beside", "no-such-commit")
+    refused = run_main("benchmarks/run.py", "--out", tmp_path / "other", *common, "--beside", "no-such-commit")
     assert refused.returncode == 2 and len(error_lines(refused.stderr)) == 1 and not (tmp_path / "other").exists()
 
 
 def test_loader_steps_times_each_cut_of_the_pipeline(synthetic_folder, tmp_path):
-    result = run_script("benchmarks/loader_steps.py", "--out", tmp_path, "--data.path", synthetic_folder,
+    result = run_main("benchmarks/loader_steps.py", "--out", tmp_path, "--data.path", synthetic_folder,
                         "--images", 128, "--rounds", 1, "--training.batch_size", 64, "--threads", 2)
     assert result.returncode == 0, result.stderr[-3000:]
     rates = json.loads((tmp_path / "results.json").read_text())["images_per_second"]
@@ -86,7 +86,7 @@ def test_the_async_copy_row_reads_through_transfers_that_do_not_wait(synthetic_f
 
 @pytest.mark.parametrize("flags", [["--rows", "recipe,turbo"], ["--loaders", "ffcv,turbo"]])
 def test_run_refuses_an_unknown_row_or_loader(synthetic_folder, tmp_path, flags):
-    result = run_script("benchmarks/run.py", "--out", tmp_path, "--data.path", synthetic_folder, *flags)
+    result = run_main("benchmarks/run.py", "--out", tmp_path, "--data.path", synthetic_folder, *flags)
     assert result.returncode == 2 and len(error_lines(result.stderr)) == 1 and "turbo" in result.stderr
 
 

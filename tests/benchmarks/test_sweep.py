@@ -11,7 +11,7 @@ import time
 import pytest
 import yaml
 
-from helpers import REPO, error_lines, run_script
+from helpers import REPO, error_lines, record_of_shape, run_script
 
 STAND_IN = REPO / "tests" / "benchmarks" / "stand_in_train.py"
 CANDIDATES = f"""
@@ -21,6 +21,13 @@ label_smoothing_0:
   script: {STAND_IN}
   settings: {{training.label_smoothing: 0.0}}
 """
+
+
+@pytest.fixture(autouse=True)
+def stand_in_template(tmp_path, monkeypatch):
+    template = tmp_path / "record_template.json"
+    template.write_text(json.dumps(record_of_shape()))
+    monkeypatch.setenv("STAND_IN_TEMPLATE", str(template))
 
 
 @pytest.mark.slow

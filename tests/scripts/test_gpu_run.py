@@ -12,15 +12,14 @@ from fast_cifar.beton import load_dataset_info
 
 from helpers import REPO, TINY_RUN
 
+# One dry run per code path of the script: batch_check, bench, train and profile run the functions the
+# session's parts run (bench, recipe), with other flags; benchmarks/run.py's rows are tested in
+# tests/benchmarks/test_benchmarks.py.
 JOBS = {
     # every measurement a lent GPU makes first, in one call: the batch check, the recipe's two rows (1 seed
-    # each here), the profile (of epoch 2) and the frontier's reference; each job of its own calls the same code
+    # each here), the profile (of epoch 2) and the frontier's reference
     "session": ({"SEEDS": "1", "ONLY": "reference"},
                 [*TINY_RUN, "--data.loader_threads", "2", "--training.epochs", "2"]),
-    "train": ({}, TINY_RUN),
-    # benchmarks/run.py's training rows are tested in tests/benchmarks/test_benchmarks.py: the loader rows here
-    "bench": ({}, ["--rows", "loaders", "--training.batch_size", "64", "--loader_images", "128",
-                   "--data.loader_threads", "2"]),
     "study": ({"SEEDS": "1", "CONFIGS": "rn18_configs/8ep.yaml"}, [*TINY_RUN, "--data.loader", "device"]),
     # the recipe's two rows are the session's runs: the peers' own scripts and settings here
     "peers": ({"SEEDS": "1", "ONLY": "plain_pytorch,resnet9,airbench94,airbench96"},
@@ -41,7 +40,7 @@ def test_every_job_runs_and_packs_its_results(job, synthetic_folder, tmp_path):
         names = archive.getnames()
     expected = {"session": ["batch_check/table.md", "recipe/recipe_candidates.json", "profile/kernels.md",
                             "frontier/frontier_candidates.png"],
-                "train": ["24ep_device/results.json"], "bench": ["results.json"], "study": ["sweep.json"],
+                "study": ["sweep.json"],
                 "peers": ["peers.json"]}[job]
     assert {f"{job}/{name}" for name in expected} <= set(names), names
     assert not [name for name in names if name.endswith(".pt")]  # weights stay behind: the archive must travel

@@ -4,7 +4,7 @@ import signal
 
 import pytest
 
-from helpers import error_lines, run_main, run_script
+from helpers import error_lines, run_main
 
 
 def test_help_documents_every_option():
@@ -16,9 +16,9 @@ def test_help_documents_every_option():
 
 @pytest.mark.slow
 def test_writes_a_real_subset_of_the_offline_copy(real_subset_archive, tmp_path):
-    result = run_script("scripts/write_datasets.py", "--data.source", real_subset_archive, "--data.path", tmp_path)
+    result = run_main("scripts/write_datasets.py", "--data.source", real_subset_archive, "--data.path", tmp_path)
     assert result.returncode == 0, result.stderr[-2000:]
-    assert "train: 200, test: 100" in result.stdout
+    assert "train: 1000, test: 200" in result.stdout
     info = json.loads((tmp_path / "dataset.json").read_text())
     assert info["classes"][0] == "airplane" and "image folder" in info["source"]
     assert {p.name for p in tmp_path.iterdir()} == {"train.beton", "test.beton", "dataset.json"}
