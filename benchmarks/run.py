@@ -59,19 +59,26 @@ BATCH_COUNTS = ("batches", "correct", "duplicate", "torn", "missing", "wrong_lab
 
 
 class Bench:
-    """What every row reads: the config, the data, the device, and one torchvision DataLoader for every row,
-    whose workers fork once, before any FFCV thread exists."""
+    """What every row reads: the config, the data, the device, and, where a row reads through it, one
+    torchvision DataLoader for every row, whose workers fork once, before any FFCV thread exists."""
 
-    def __init__(self, cfg, args):
+    def __init__(self, cfg, args, rows):
         self.cfg, self.args, self.info = cfg, args, load_dataset_info(cfg.data.path)
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         self.recipe = recipe_ingredients(cfg, self.device)
-        workers = cfg.data.loader_threads if cfg.data.loader_threads > 0 else os.cpu_count()
-        self.torchvision = endless(make_torchvision_loader(*read_split(self.info.path("train")), self.info,
-                                                           cfg.training.batch_size, train=True, workers=workers))
-        with Timer(self.device) as first:
-            next(self.torchvision)
-        self.torchvision_first_batch = first.recorded  # with the workers' start
+        self.training_rows = {name: row for name, row in training_rows(self.recipe).items() if name in rows}
+        self.torchvision, self.torchvision_first_batch = None, None
+        if "loaders" in rows or any(row["loader"] == "torchvision" for row in self.training_rows.values()):
+            workers = cfg.data.loader_threads if cfg.data.loader_threads > 0 else os.cpu_count()
+            self.torchvision = endless(make_torchvision_loader(*read_split(self.info.path("train")), self.info,
+                                                               cfg.training.batch_size, train=True, workers=workers))
+            with Timer(self.device) as first:
+                next(self.torchvision)
+            self.torchvision_first_batch = first.recorded  # with the workers' start
+
+    def close(self):
+        if self.torchvision:
+            self.torchvision.close()  # stops its workers
 
     def loader(self, kind, split, batch_format):
         """One kind of loader over a split (seed 0): FFCV's or the device's as the kit builds them, or FFCV's
@@ -321,7 +328,7 @@ def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     args, rows, cfg = parse(argv)
     out = writable_folder(Path(args.out))
-    bench = Bench(cfg, args)
+    bench = Bench(cfg, args, rows)
     torch.backends.mkldnn.enabled = onednn_is_safe(bench.device)  # as train.py does: see onednn_is_safe
     torch.backends.cudnn.benchmark = True
     torch._inductor.config.force_disable_caches = True  # every compiled row pays a cold compile
@@ -329,17 +336,16 @@ def main(argv=None):
                "command": " ".join(["benchmarks/run.py", *argv]), "device": describe_device(bench.device),
                "commit": source_commit(), "versions": versions(), "onednn": torch.backends.mkldnn.enabled,
                "steps": vars(args)}
-    with contextlib.closing(bench.torchvision):
+    with contextlib.closing(bench):
         if "loaders" in rows:
             results["loaders"] = loaders_beside(bench, args.beside) if args.beside else \
                 [measure_loader(bench, kind) for kind in args.loaders.split(",")]
         else:
             results["loaders"] = []
         results["batches"] = check_batches(bench) if "batches" in rows else None
-        measured = {name: setting for name, setting in training_rows(bench.recipe).items() if name in rows}
-        if repeats := [name for name in rows if name in ROW_NAMES and name not in measured]:
+        if repeats := [name for name in rows if name in ROW_NAMES and name not in bench.training_rows]:
             print(f"not measured: {', '.join(repeats)}: the recipe has that already on this machine")
-        results["training"] = [measure_training(bench, name, setting) for name, setting in measured.items()]
+        results["training"] = [measure_training(bench, name, setting) for name, setting in bench.training_rows.items()]
     for row in results["training"]:  # over the first row measured: plain PyTorch's, unless --rows left it out
         row["speedup"] = round(row["images_per_second"] / results["training"][0]["images_per_second"], 3)
     write_json(out / "results.json", results)

@@ -11,7 +11,7 @@ import time
 import pytest
 import yaml
 
-from helpers import REPO, error_lines, record_of_shape, run_script
+from helpers import REPO, error_lines, record_of_shape, run_main
 
 STAND_IN = REPO / "tests" / "benchmarks" / "stand_in_train.py"
 CANDIDATES = f"""
@@ -36,7 +36,7 @@ def test_candidates_over_seeds_then_a_rerun_keeps_them(tmp_path):
     candidates.write_text(CANDIDATES)
     out = tmp_path / "sweep"
     args = ["--candidates", candidates, "--seeds", 2, "--jobs", 2, "--out", out, "--training.epochs", 3]
-    result = run_script("benchmarks/sweep.py", *args)
+    result = run_main("benchmarks/sweep.py", *args)
     assert result.returncode == 0, result.stderr[-3000:]
 
     runs = {name: [json.loads((out / "runs" / name / f"seed{s}" / "results.json").read_text()) for s in (0, 1)]
@@ -61,7 +61,7 @@ def test_candidates_over_seeds_then_a_rerun_keeps_them(tmp_path):
     assert (out / "candidates.png").read_bytes()[:4] == b"\x89PNG"
 
     # Run again: nothing is run again, and the figures are the same.
-    again = run_script("benchmarks/sweep.py", *args)
+    again = run_main("benchmarks/sweep.py", *args)
     assert again.returncode == 0 and "4 of 4 runs finished earlier; 0 to run" in again.stdout
     assert json.loads((out / "candidates.json").read_text())["summary"] == summary
 
@@ -87,7 +87,7 @@ def test_ctrl_c_stops_the_sweep_and_its_run_and_a_rerun_finishes_every_seed_once
         os.kill(int(started.read_text()), 0)
     assert not (out / "runs" / "recipe" / "seed0" / "results.json").exists()
 
-    again = run_script("benchmarks/sweep.py", *args)
+    again = run_main("benchmarks/sweep.py", *args)
     assert again.returncode == 0 and "0 of 4 runs finished earlier; 4 to run" in again.stdout, again.stderr
     summary = json.loads((out / "candidates.json").read_text())["summary"]
     assert {name: [run["seed"] for run in row["per_run"]] for name, row in summary.items()} == {
@@ -98,7 +98,7 @@ def test_ctrl_c_stops_the_sweep_and_its_run_and_a_rerun_finishes_every_seed_once
 def test_a_failed_run_is_named_and_the_others_are_reported(tmp_path):
     candidates = tmp_path / "candidates.yaml"
     candidates.write_text(CANDIDATES + f"broken:\n  script: {STAND_IN}\n  settings: {{fail: 'batch too large'}}\n")
-    result = run_script("benchmarks/sweep.py", "--candidates", candidates, "--only", "recipe,broken", "--out",
+    result = run_main("benchmarks/sweep.py", "--candidates", candidates, "--only", "recipe,broken", "--out",
                         tmp_path / "sweep")
     assert result.returncode == 2
     assert error_lines(result.stderr)[-1].startswith("error: 1 runs failed (broken seed 0)")
@@ -136,7 +136,7 @@ def test_peers_a_seed_cap_a_skip_and_ratios(tmp_path):
     candidates = tmp_path / "peers.yaml"
     candidates.write_text(PEERS)
     out = tmp_path / "peers"
-    result = run_script("benchmarks/sweep.py", "--candidates", candidates, "--seeds", 2, "--out", out)
+    result = run_main("benchmarks/sweep.py", "--candidates", candidates, "--seeds", 2, "--out", out)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "skipping gpu_only: needs a CUDA GPU" in result.stdout  # CI has no GPU
     report = json.loads((out / "peers.json").read_text())
@@ -158,7 +158,7 @@ def test_peers_a_seed_cap_a_skip_and_ratios(tmp_path):
 
     # a GPU machine's finished run of gpu_only, reported where no GPU is: --report-only skips nothing
     shutil.copytree(out / "runs" / "kit" / "seed0", out / "runs" / "gpu_only" / "seed0")
-    result = run_script("benchmarks/sweep.py", "--candidates", candidates, "--seeds", 2, "--out", out, "--report-only")
+    result = run_main("benchmarks/sweep.py", "--candidates", candidates, "--seeds", 2, "--out", out, "--report-only")
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads((out / "peers.json").read_text())
     assert report["summary"]["gpu_only"]["runs"] == 1 and report["not_run"] == {}
@@ -171,7 +171,7 @@ def test_bad_candidates_are_one_line(tmp_path):
                            "candidate 'typo': config file not found: rn18_configs/no_such.yaml"),
                           ("../up:\n  config: rn18_configs/24ep.yaml\n", "a candidate's name must be one plain name")):
         candidates.write_text(text)
-        result = run_script("benchmarks/sweep.py", "--candidates", candidates, "--out", tmp_path / "sweep")
+        result = run_main("benchmarks/sweep.py", "--candidates", candidates, "--out", tmp_path / "sweep")
         assert result.returncode == 2 and message in error_lines(result.stderr)[0], result.stderr
     assert not (tmp_path / "sweep" / "runs").exists()
 

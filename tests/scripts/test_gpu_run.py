@@ -18,8 +18,8 @@ from helpers import REPO, TINY_RUN
 JOBS = {
     # every measurement a lent GPU makes first, in one call: the batch check, the recipe's two rows (1 seed
     # each here), the profile (of epoch 2) and the frontier's reference
-    "session": ({"SEEDS": "1", "ONLY": "reference"},
-                [*TINY_RUN, "--data.loader_threads", "2", "--training.epochs", "2"]),
+    "session": ({"SEEDS": "1", "ONLY": "reference"},  # the recipe's rows read through the loader each one names
+                [*TINY_RUN, "--data.loader", "device", "--data.loader_threads", "2", "--training.epochs", "2"]),
     "study": ({"SEEDS": "1", "CONFIGS": "rn18_configs/8ep.yaml"}, [*TINY_RUN, "--data.loader", "device"]),
     # the recipe's two rows are the session's runs: the peers' own scripts and settings here
     "peers": ({"SEEDS": "1", "ONLY": "plain_pytorch,resnet9,airbench94,airbench96"},
