@@ -193,7 +193,8 @@ def test_a_compiled_run_learns_and_the_next_one_reuses_its_graphs(synthetic_fold
     assert cold["inductor_misses"] > 0 and cold["inductor_hits"] == 0  # torch.compile really ran
     assert warm["inductor_misses"] == 0 and warm["inductor_hits"] == cold["inductor_misses"]
     assert records[0]["best"]["test_accuracy"] > 0.6  # the synthetic classes are easy to tell apart
-    assert records[0]["timings"]["loader_warmup"] < 1.0  # the device loader has nothing to JIT-compile
+    # the device loader has nothing to JIT-compile: its first batches cost less than a few training steps
+    assert records[0]["timings"]["loader_warmup"] < 0.25 * records[0]["epochs"][0]["train_seconds"]
 
 
 @pytest.mark.slow
