@@ -14,9 +14,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from ffcv.fields.decoders import IntDecoder, SimpleRGBImageDecoder
-from ffcv.loader import OrderOption
-from ffcv.transforms import ToDevice, ToTensor, ToTorchImage
 
 import loader_rate  # benchmarks/, beside this script
 from fast_cifar.beton import load_dataset_info
@@ -28,6 +25,10 @@ from fast_cifar.files import writable_folder, write_json, write_text
 from fast_cifar.normalize import Normalize, normalization_table
 from fast_cifar.report import markdown_table, published_command, source_name
 from fast_cifar.results import describe_device, source_commit, versions
+# after fast_cifar.ffcv_pipeline, which records torch's thread count before ffcv's import sets it to 1
+from ffcv.fields.decoders import IntDecoder, SimpleRGBImageDecoder
+from ffcv.loader import OrderOption
+from ffcv.transforms import ToDevice, ToTensor, ToTorchImage
 
 CPU = torch.device("cpu")
 

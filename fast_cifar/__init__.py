@@ -7,12 +7,4 @@ compute.py picks the device, precision and loader, steps.py holds the training s
 results.py (the run's record), run_folder.py (its folder), checkpoint.py (resuming), distributed.py
 (torchrun), config.py (every setting).
 """
-import torch as _torch
-
-# Importing ffcv sets torch's CPU thread count to 1 (its loaders later set it to their worker count).
-# The count is kept here, before any ffcv import, and ffcv_pipeline.py puts it back after its own, so
-# that a run that never builds an FFCV loader (--data.loader device) keeps all its threads. Tools that never touch
-# ffcv (sweep.py, compare.py) do not pay for importing it.
-TORCH_THREADS = _torch.get_num_threads()
-
 __version__ = "0.1.0"

@@ -7,9 +7,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from fast_cifar import TORCH_THREADS
 from fast_cifar.distributed import World
 from fast_cifar.errors import UserError
+
+# Importing ffcv sets torch's CPU thread count to 1, and its loaders set it to their worker count every epoch.
+# The count is recorded here, before any ffcv import: train.py imports this module before it builds a loader,
+# and ffcv_pipeline.py imports it before ffcv. Training puts it back (choose_compute, EpochLoader).
+TORCH_THREADS = torch.get_num_threads()
 
 DTYPES = {"bf16": torch.bfloat16, "fp32": torch.float32}  # training.precision's compute dtypes
 

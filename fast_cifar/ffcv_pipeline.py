@@ -15,6 +15,8 @@ import queue
 import numba
 import numpy as np
 import torch
+
+from fast_cifar.compute import TORCH_THREADS  # recorded before ffcv's import sets it to 1: see compute.py
 from ffcv.fields.decoders import IntDecoder, SimpleRGBImageDecoder
 from ffcv.loader import Loader, OrderOption
 from ffcv.loader.epoch_iterator import EpochIterator
@@ -23,12 +25,11 @@ from ffcv.pipeline.compiler import Compiler
 from ffcv.pipeline.operation import Operation
 from ffcv.transforms import Squeeze, ToDevice, ToTensor, ToTorchImage
 
-from fast_cifar import TORCH_THREADS
 from fast_cifar.augment import Augmentation, draw_crops
 from fast_cifar.beton import read_labels
 from fast_cifar.normalize import Normalize, normalization_table
 
-torch.set_num_threads(TORCH_THREADS)  # importing ffcv set it to 1: see fast_cifar/__init__.py
+torch.set_num_threads(TORCH_THREADS)  # importing ffcv set it to 1: see compute.py
 
 
 def make_ffcv_loader(info, split, batch_format, sampling, indices, threads):
@@ -102,7 +103,7 @@ class EpochLoader(Loader):
         order = self.next_traversal_order()[:len(self) * self.batch_size]
         self.next_epoch += 1
         epoch = FillingThread(self, order)  # the code was generated when the loader was built
-        torch.set_num_threads(TORCH_THREADS)  # as in __init__: FFCV set it again for this pass
+        torch.set_num_threads(TORCH_THREADS)  # FFCV set it again for this pass
         try:
             yield from epoch
         finally:  # at the epoch's end, or when the consumer stops early (closing this generator)

@@ -4,6 +4,7 @@ import tarfile
 
 import pytest
 
+import fast_cifar.compute  # noqa: F401  first: it records torch's thread count before a test module imports ffcv
 from fast_cifar.beton import write_dataset
 from fast_cifar.sources import load_source, make_synthetic
 

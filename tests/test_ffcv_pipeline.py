@@ -14,7 +14,7 @@ from ffcv.loader import Loader, OrderOption
 from ffcv.pipeline.operation import Operation
 from ffcv.transforms import NormalizeImage, ToDevice, ToTensor, ToTorchImage
 
-from fast_cifar import TORCH_THREADS
+from fast_cifar.compute import TORCH_THREADS
 from fast_cifar.augment import CROP_PADDING, Augmentation, Crops, augment_on_device, draw_crops, pad_with
 from fast_cifar.beton import load_dataset_info
 from fast_cifar.data import BatchFormat, Sampling, make_loader
