@@ -36,6 +36,7 @@ from fast_cifar.files import inside, lock_folder, write_json
 from fast_cifar.lr_finder import cached_sweep, find_lr, sweep_cache_key
 from fast_cifar.model import MODELS, describe_model, flops_per_image, receptive_fields
 from fast_cifar.optim import WeightAverage, check_schedule, make_optimizer, make_scheduler
+from fast_cifar.report import training_seconds
 from fast_cifar.results import RunRecord, Timer, finished_run, hardware_use, profiled, save_weights
 from fast_cifar.run_folder import make_run_folder
 from fast_cifar.steps import endless, evaluate, forward, train_step, training_loss
@@ -136,7 +137,7 @@ def start_or_resume(cfg, argv, device, world, info, started):
                           f"its results are in {path.parent / 'results.json'}")
     record = RunRecord(path.parent, as_dict(cfg), device, argv, lock=lock, started=started, writes=world.is_main)
     saved = state["record"]
-    record.data.update({key: saved[key] for key in ("epochs", "lr_finder", "max_lr", "warnings")})
+    record.data.update({key: saved[key] for key in ("epochs", "lr_finder", "max_lr", "warnings") if key in saved})
     record.data["resumed_after_epoch"] = record.checkpointed_epoch = state["epoch"]
     record.say(f"resuming {path} after epoch {state['epoch']}" if state["epoch"] < cfg.training.epochs else
                f"finishing {path.parent}: it trained all {state['epoch']} epochs but was stopped before it wrote "
@@ -419,8 +420,8 @@ def finish(cfg, record, model):
     best = record.summarize(cfg.output.accuracy_targets)
     epochs = record.data["epochs"]  # every epoch, a resumed run's earlier ones too: each timed its own training
     images = record.data["data"]["train_images_per_epoch"] * len(epochs)
-    record.data["hardware_use"] = hardware_use(flops_per_image(model), images,
-                                               sum(epoch["train_seconds"] for epoch in epochs), record.data["device"])
+    record.data["hardware_use"] = hardware_use(flops_per_image(model), images, training_seconds(record.data),
+                                               record.data["device"])
     if not record.writes:
         return record.data
     save_weights(model, record.folder / "model.pt")  # the result: written with or without checkpoints
