@@ -20,7 +20,6 @@ import sys
 import time
 from pathlib import Path
 
-import torch
 import yaml
 
 from fast_cifar.errors import Interrupted, UserError, exit_on_user_error
@@ -214,6 +213,12 @@ def parse(argv):
     return args, train_flags
 
 
+def cuda_available():
+    import torch  # here, not above: a sweep that needs no CUDA starts without torch's import, over a second
+
+    return torch.cuda.is_available()
+
+
 @exit_on_user_error
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
@@ -226,7 +231,7 @@ def main(argv=None):
     out = writable_folder(Path(args.out))
     skipped = {} if args.report_only else {  # --report-only runs nothing: a GPU's runs are reported anywhere
         name: "needs a CUDA GPU, and torch sees none" for name, spec in candidates.items()
-        if spec["needs"] == "cuda" and not torch.cuda.is_available()}
+        if spec["needs"] == "cuda" and not cuda_available()}
     for name, why in skipped.items():
         print(f"skipping {name}: {why}", flush=True)
     folders = {(name, seed): out / "runs" / name / f"seed{seed}" for seed in range(args.seeds)

@@ -93,15 +93,9 @@ def make_loader(info, split, batch_format, sampling, kind="ffcv", threads=-1):
     return make_ffcv_loader(info, split, batch_format, sampling, indices, threads)
 
 
-def shard_size(loader):
-    """How many samples this process's loader goes through per epoch, a partial last batch included.
-    (For FFCV's training loaders over several processes, FFCV shards inside: not counted here.)"""
-    return loader.shard_size if isinstance(loader, DeviceLoader) else len(loader.indices)
-
-
 def last_batch_size(loader):
     """The size of an epoch's last batch: evaluation compiles for it as well as for full batches."""
-    return shard_size(loader) - (len(loader) - 1) * loader.batch_size
+    return loader.shard_size - (len(loader) - 1) * loader.batch_size
 
 
 class SampleCheck:
@@ -155,7 +149,7 @@ class DeviceLoader:
         self.shard = sampling.shard  # every rank draws the same order and takes its part of it
         self.normalize = Normalize(info.mean, info.std, batch_format.dtype, device)
         self.next_epoch = 0  # as FFCV's Loader names it; the training loop sets it
-        self.shard_size = len(self.positions(0))
+        self.shard_size = len(self.positions(0))  # the samples a pass goes through, as for FFCV's loader
 
     def __len__(self):
         return self.shard_size // self.batch_size if self.train else -(-self.shard_size // self.batch_size)

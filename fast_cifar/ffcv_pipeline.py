@@ -91,6 +91,12 @@ class EpochLoader(Loader):
         self.pixel_passes = [operation for spec in self.pipeline_specs.values() for operation in spec.transforms
                              if isinstance(operation, PixelPass)]
 
+    @property
+    def shard_size(self):
+        """How many samples a pass goes through, a partial last batch included. (For a training loader over
+        several processes, FFCV shards inside: not counted here.)"""
+        return len(self.indices)
+
     def expected_labels(self):
         """The labels of the next pass, in the order FFCV will read its samples."""
         return self.split_labels[self.next_traversal_order()[:len(self) * self.batch_size]]

@@ -4,6 +4,9 @@ results.json has a declared shape (`RECORD_SHAPE`, version `RECORD_VERSION`). `R
 key of it, None until the run knows it, and rewrites the file after every epoch (`"finished": false`
 until the end), each time atomically, so a crash leaves the last complete record, never a torn one.
 `read_run` reads it back, refusing in one line a file of another shape: no reader has to guess.
+
+torch is imported only where a run is measured, so the scripts that only read records (sweep.py, compare.py)
+start without its second of import.
 """
 import contextlib
 import datetime
@@ -16,8 +19,6 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-
-import torch
 
 from fast_cifar.errors import UserError
 from fast_cifar.files import atomic_file, write_json, write_text
@@ -91,6 +92,8 @@ class Timer:
 
     def _synchronize(self):
         if self.device.type == "cuda":
+            import torch
+
             torch.cuda.synchronize(self.device)
 
     def __enter__(self):
@@ -265,6 +268,8 @@ def process_age(stat=Path("/proc/self/stat"), uptime=Path("/proc/uptime")):
 
 
 def versions():
+    import torch
+
     found = {"python": platform.python_version()}
     for package in PACKAGES:
         try:
@@ -288,6 +293,8 @@ def source_commit(tree=Path(__file__).resolve().parent.parent):
 
 
 def describe_device(device):
+    import torch
+
     if device.type == "cuda":
         properties = torch.cuda.get_device_properties(device)
         return {"type": "cuda", "name": properties.name, "memory_gib": round(properties.total_memory / 2**30, 1),
@@ -315,6 +322,8 @@ def profiled(enabled, folder, device):
     if not enabled:
         yield
         return
+    import torch
+
     activities = [torch.profiler.ProfilerActivity.CPU]
     if device.type == "cuda":
         activities.append(torch.profiler.ProfilerActivity.CUDA)
@@ -329,6 +338,8 @@ def profiled(enabled, folder, device):
 def top_kernels(events, device, count=20):
     """The `count` costliest GPU kernels by their total GPU time, as a Markdown table with each one's share;
     on a CPU, the costliest operators by their own CPU time."""
+    import torch
+
     on_gpu = device.type == "cuda"
     own_time = (lambda e: e.self_device_time_total) if on_gpu else (lambda e: e.self_cpu_time_total)
     kernels = [e for e in events if (e.device_type == torch.autograd.DeviceType.CUDA) == on_gpu and own_time(e) > 0]
@@ -343,5 +354,7 @@ def top_kernels(events, device, count=20):
 
 def save_weights(model, path):
     """model.pt: the final state_dict alone, loadable with torch.load(weights_only=True)."""
+    import torch
+
     with atomic_file(path) as file:
         torch.save(model.state_dict(), file)

@@ -35,7 +35,7 @@
 # Unpack here with: tar xzf <job>.tar.gz -C benchmarks/results/   Extra arguments go to train.py
 # (bench: to benchmarks/run.py). Where ffcv is installed already, it installs nothing from gpu_bundle/wheels
 # and uses what is there: so a CPU machine can dry-run every job at a tiny size (PYTHON=.venv/bin/python, DATA=a written
-# data folder, tiny flags), as the tests do.
+# data folder, tiny flags), as tests/scripts/test_gpu_run.py does.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 JOB=${1:-train}

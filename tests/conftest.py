@@ -55,13 +55,3 @@ def real_subset_folder(real_subset_archive, tmp_path_factory):
     splits, description = load_source(str(real_subset_archive))
     write_dataset(splits, folder, description, num_workers=2)
     return folder
-
-
-@pytest.fixture(scope="session")
-def real_folder(offline_copy, tmp_path_factory):
-    """The whole offline copy written as .beton files, as `write_datasets.py` does (60,000 decoded images:
-    only the test of that conversion reads it)."""
-    folder = tmp_path_factory.mktemp("cifar10")
-    splits, description = load_source(str(offline_copy))
-    write_dataset(splits, folder, description, num_workers=2)
-    return folder

@@ -118,7 +118,7 @@ class FaultyLoader:
 
 def run_args(data, out, name):
     # Deterministic mode pins the kernels: the run is repeatable bit for bit.
-    return [*TINY_RUN, "--data.path", str(data), "--data.loader", "device", "--model.width", "8",
+    return [*TINY_RUN, "--data.path", str(data), "--data.loader", "device",
             "--training.epochs", "3", "--lr_finder.num_iters", "8", "--training.deterministic", "true",
             "--output.dir", str(out), "--output.name", name]
 

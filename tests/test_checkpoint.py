@@ -2,11 +2,9 @@
 import contextlib
 import copy
 import json
+import os
 import re
 import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -19,37 +17,30 @@ from fast_cifar.errors import UserError
 from fast_cifar.report import FIGURES
 from fast_cifar.sources import make_synthetic
 
-from helpers import REPO, RunsCode, error_lines, one_epoch, run_args
+from helpers import RunsCode, error_lines, one_epoch, run_args
 
 pytestmark = pytest.mark.slow  # every test trains, some several times
 
 
-def interrupt_after_first_epoch(args, folder):
-    """Start a run and send it SIGTERM once its results.json records the first epoch; returns its exit
-    code and what it wrote to stderr."""
-    with open(folder.parent / f"{folder.name}.stderr", "w+") as log:
-        process = subprocess.Popen([sys.executable, str(REPO / "fast_cifar" / "train.py"), *args],
-                                   stdout=subprocess.DEVNULL, stderr=log, text=True)
-        while process.poll() is None and not epochs_recorded(folder):
-            time.sleep(0.05)
-        process.send_signal(signal.SIGTERM)
-        process.wait(timeout=120)
-        log.seek(0)
-        return process.returncode, log.read()
+def signal_at_epoch(number, patch):
+    """SIGTERM as epoch `number` starts: the run stops with the epochs before it recorded."""
+    started = []
 
+    def signalled(*args, **kwargs):
+        started.append(True)
+        if len(started) == number:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return train_epoch(*args, **kwargs)
 
-def epochs_recorded(folder):
-    try:  # written atomically after every epoch, so never read half-written
-        return len(json.loads((folder / "results.json").read_text())["epochs"])
-    except FileNotFoundError:
-        return 0
+    train_epoch = train.train_epoch
+    patch.setattr(train, "train_epoch", signalled)
 
 
 def weights(folder):
     return torch.load(folder / "model.pt")
 
 
-def test_interrupted_run_resumes_to_the_same_weights(synthetic_folder, tmp_path):
+def test_interrupted_run_resumes_to_the_same_weights(synthetic_folder, tmp_path, monkeypatch, capsys):
     # With a moving average of the weights from epoch 2, which the checkpoint must carry too.
     average = ["--training.ema_decay", "0.8", "--training.ema_start_epoch", "2"]
     train.main(run_args(synthetic_folder, tmp_path, "whole") + average)
@@ -58,9 +49,11 @@ def test_interrupted_run_resumes_to_the_same_weights(synthetic_folder, tmp_path)
     assert all(torch.equal(result[key], saved["average"][key]) for key in result)
     assert not all(torch.equal(result[key], saved["model"][key]) for key in result)
 
-    code, stderr = interrupt_after_first_epoch(run_args(synthetic_folder, tmp_path, "cut") + average, tmp_path / "cut")
-    assert code == 130
-    assert "resume after epoch 1 with --training.resume" in error_lines(stderr)[-1]
+    with monkeypatch.context() as patch, pytest.raises(SystemExit) as stop:
+        signal_at_epoch(2, patch)
+        train.main(run_args(synthetic_folder, tmp_path, "cut") + average)
+    assert stop.value.code == 130
+    assert "resume after epoch 1 with --training.resume" in error_lines(capsys.readouterr().err)[-1]
     assert not (tmp_path / "cut" / "model.pt").exists()
     assert len(json.loads((tmp_path / "cut" / "results.json").read_text())["epochs"]) == 1
 
@@ -178,7 +171,9 @@ def metrics(record):
 
 def test_a_run_killed_after_any_write_is_finished_by_its_resume_or_refused(synthetic_folder, tmp_path, monkeypatch,
                                                                            capsys):
-    args = [*run_args(synthetic_folder, tmp_path, "whole"), "--training.epochs", "2", "--lr_finder.cache", "false"]
+    # 16 runs: 5 sweep steps and 4 steps an epoch each
+    args = [*run_args(synthetic_folder, tmp_path, "whole"), "--training.epochs", "2", "--lr_finder.cache", "false",
+            "--lr_finder.num_iters", "5", "--data.train_subset", "256"]
     with monkeypatch.context() as patch:
         writes = kill_after_write(0, patch)
         whole = train.main(args)

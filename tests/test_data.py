@@ -6,7 +6,7 @@ import torch
 
 from fast_cifar.augment import Augmentation
 from fast_cifar.beton import load_dataset_info
-from fast_cifar.data import (BatchFormat, SampleCheck, Sampling, last_batch_size, make_loader, shard_size,
+from fast_cifar.data import (BatchFormat, SampleCheck, Sampling, last_batch_size, make_loader,
                               shuffled_positions, subset_indices)
 from fast_cifar.errors import WrongSamples
 from fast_cifar.sources import make_synthetic
@@ -80,7 +80,7 @@ def test_loaders_report_their_last_batch(synthetic_folder):
     for kind in ("ffcv", "device"):
         assert last_batch_size(loader(info, "test", kind=kind)) == 8
         shard = loader(info, "test", kind=kind, shard=(1, 3))
-        assert shard_size(shard) == 67 and last_batch_size(shard) == 3  # images 1, 4, ..., 199
+        assert shard.shard_size == 67 and last_batch_size(shard) == 3  # images 1, 4, ..., 199
 
 
 # --- the GPU data path (run here on the CPU) ---------------------------------------

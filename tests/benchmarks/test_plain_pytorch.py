@@ -10,7 +10,10 @@ pytestmark = pytest.mark.slow  # it trains
 
 def test_it_builds_the_optimizer_its_config_names(synthetic_folder, tmp_path):
     result = run_main("benchmarks/plain_pytorch.py", "--config", REPO / "rn18_configs" / "24ep_sgd_reference.yaml",
-                        *TINY_RUN, "--data.path", synthetic_folder, "--output.dir", tmp_path, "--output.name", "sgd")
+                      *TINY_RUN, "--training.lr", 0.0106, "--data.path", synthetic_folder, "--output.dir", tmp_path,
+                      "--output.name", "sgd")
     assert result.returncode == 0, result.stderr[-3000:]
     record = read_run(tmp_path / "sgd")  # a peer's record has the kit's shape
     assert record["optimizer"] == "SGD" and record["finished"]
+    # by hand: torchvision's loader, and no LR finder: it trains at the LR it is given
+    assert record["loader"].startswith("torchvision DataLoader") and record["max_lr"] == 0.0106

@@ -1,4 +1,5 @@
 """benchmarks/sweep.py's bookkeeping, with a stand-in for train.py (stand_in_train.py), and its bad input."""
+import importlib
 import json
 import os
 import shutil
@@ -7,9 +8,12 @@ import statistics
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import yaml
+
+from fast_cifar.config import check_train_settings, declare_train_sections, parse_config
 
 from helpers import REPO, error_lines, record_of_shape, run_main
 
@@ -189,3 +193,17 @@ def test_committed_study_runs_match_their_candidates():
                 assert recorded[section][setting] == value, (results, key)
             checked += 1
     assert checked > 0
+
+
+@pytest.mark.parametrize("candidates", sorted((REPO / "benchmarks").glob("*.yaml")), ids=lambda path: path.name)
+def test_every_committed_candidate_is_a_command_its_script_accepts(candidates, tmp_path, monkeypatch):
+    """A misspelt setting of any candidate, run or not by scripts/gpu_run.sh's dry runs, fails here, not on
+    a lent GPU: each candidate's command, as the sweep builds it, goes through its script's own parser."""
+    monkeypatch.syspath_prepend(str(REPO / "benchmarks"))
+    sweep = importlib.import_module("sweep")
+    sections = {"fast_cifar/train.py": declare_train_sections, "benchmarks/plain_pytorch.py": declare_train_sections,
+                "benchmarks/airbench_peer.py": importlib.import_module("airbench_peer").declare_sections}
+    args, _ = sweep.parse(["--out", str(tmp_path), "--candidates", str(candidates)])
+    for name, spec in sweep.read_candidates(args).items():
+        _, script, *argv = sweep.command_for(spec, 0, tmp_path / name, [])
+        check_train_settings(parse_config(sections[str(Path(script).relative_to(REPO))], argv))

@@ -1,4 +1,4 @@
-"""scripts/gpu_run.sh, every job dry-run on the CPU at a tiny size, so no GPU minute is lost to a typo."""
+"""scripts/gpu_run.sh dry-run on the CPU at a tiny size, each code path once, so no GPU minute is lost to a typo."""
 import json
 import os
 import subprocess
@@ -6,24 +6,21 @@ import sys
 import tarfile
 
 import pytest
-import yaml
 
 from fast_cifar.beton import load_dataset_info
 
 from helpers import REPO, TINY_RUN
 
-# One dry run per code path of the script: batch_check, bench, train and profile run the functions the
-# session's parts run (bench, recipe), with other flags; benchmarks/run.py's rows are tested in
-# tests/benchmarks/test_benchmarks.py.
+# One dry run per code path of the script. batch_check, bench, train and profile run the functions the
+# session's parts run (bench, recipe), with other flags; seeds, peers and frontier run its `sweep`.
+# benchmarks/run.py's rows are tested in tests/benchmarks/test_benchmarks.py, and every committed candidate's
+# settings in tests/benchmarks/test_sweep.py.
 JOBS = {
     # every measurement a lent GPU makes first, in one call: the batch check, the recipe's two rows (1 seed
     # each here), the profile (of epoch 2) and the frontier's reference
     "session": ({"SEEDS": "1", "ONLY": "reference"},  # the recipe's rows read through the loader each one names
                 [*TINY_RUN, "--data.loader", "device", "--data.loader_threads", "2", "--training.epochs", "2"]),
     "study": ({"SEEDS": "1", "CONFIGS": "rn18_configs/8ep.yaml"}, [*TINY_RUN, "--data.loader", "device"]),
-    # the recipe's two rows are the session's runs: the peers' own scripts and settings here
-    "peers": ({"SEEDS": "1", "ONLY": "plain_pytorch,resnet9,airbench94,airbench96"},
-              [*TINY_RUN, "--data.loader", "device", "--training.epochs", "2", "--training.batch_size", "32"]),  # ResNet-9 warms up 2+ steps
 }
 
 
@@ -40,20 +37,10 @@ def test_every_job_runs_and_packs_its_results(job, synthetic_folder, tmp_path):
         names = archive.getnames()
     expected = {"session": ["batch_check/table.md", "recipe/recipe_candidates.json", "profile/kernels.md",
                             "frontier/frontier_candidates.png"],
-                "study": ["sweep.json"],
-                "peers": ["peers.json"]}[job]
+                "study": ["sweep.json"]}[job]
     assert {f"{job}/{name}" for name in expected} <= set(names), names
     assert not [name for name in names if name.endswith(".pt")]  # weights stay behind: the archive must travel
     results = tmp_path / "results" / job
-    if job == "peers":  # every peer asked for ran but airbench's, which needs CUDA
-        not_run = json.loads((results / "peers.json").read_text())["not_run"]
-        assert set(not_run) == {"airbench94", "airbench96"}, not_run
-        by_hand = json.loads((results / "runs" / "plain_pytorch" / "seed0" / "results.json").read_text())
-        peers = yaml.safe_load((REPO / "benchmarks" / "peers.yaml").read_text())
-        no_finder = peers["plain_pytorch"]["settings"]["training.lr"]  # it trains at the LR its candidate gives
-        assert by_hand["loader"].startswith("torchvision DataLoader") and by_hand["max_lr"] == no_finder
-        resnet9 = json.loads((results / "runs" / "resnet9" / "seed0" / "results.json").read_text())
-        assert resnet9["model"]["arch"] == "resnet9" and resnet9["finished"]
     if job == "session":  # on a CPU no copy is asynchronous: every batch arrives whole, both ways
         record = json.loads((results / "batch_check" / "results.json").read_text())
         batch_size = int(TINY_RUN[TINY_RUN.index("--training.batch_size") + 1])
