@@ -3,4 +3,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
-.venv/bin/python -m pytest -q "$@"
+# Two test processes, one per core of a 2-core machine: most tests wait on imports, FFCV's JIT or a child
+# process, not on arithmetic. OpenMP threads then sleep while they wait instead of spinning: spinning, each
+# process's torch threads would take the other's core (the suite ran slower in two processes than in one).
+OMP_WAIT_POLICY=PASSIVE .venv/bin/python -m pytest -q -n 2 "$@"
