@@ -21,7 +21,7 @@ def flat(cfg):
 MAY_CHANGE = {
     "24ep.yaml": set(),
     **{f"{epochs}ep.yaml": {"training.epochs"} for epochs in (8, 12, 16, 32, 40)},
-    "cpu_small.yaml": {"model.width", "data.train_subset", "data.early_test_subset", "training.epochs",
+    "cpu_small.yaml": {"model.width", "data.loader", "data.train_subset", "data.early_test_subset", "training.epochs",
                        "training.batch_size",
                        "training.test_batch_size",
                        "training.precision", "training.compile", "training.device"},
