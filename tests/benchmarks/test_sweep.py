@@ -207,3 +207,10 @@ def test_every_committed_candidate_is_a_command_its_script_accepts(candidates, t
     for name, spec in sweep.read_candidates(args).items():
         _, script, *argv = sweep.command_for(spec, 0, tmp_path / name, [])
         check_train_settings(parse_config(sections[str(Path(script).relative_to(REPO))], argv))
+
+
+def test_the_sweep_starts_without_torch():
+    # It runs each candidate in a process of its own: its own start, reports included, needs no torch (over a
+    # second of import), unless a candidate needs CUDA.
+    code = "import sys; import sweep; sys.exit('torch' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], cwd=REPO / "benchmarks").returncode == 0
