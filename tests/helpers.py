@@ -6,10 +6,12 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import torch
 
+from fast_cifar import train
 from fast_cifar.results import RECORD_SHAPE, RECORD_VERSION
 
 REPO = Path(__file__).resolve().parents[1]
@@ -125,3 +127,24 @@ def run_args(data, out, name):
 
 def one_epoch(data, out, name):
     return run_args(data, out, name) + ["--training.epochs", "1"]  # the last value of a flag wins
+
+
+def sigterm_at_call(patch, name, number=1):
+    """train.<name> sends this process SIGTERM as its `number`th call starts: a stop at that point of a run."""
+    step, calls = getattr(train, name), []
+
+    def signalled(*args, **kwargs):
+        calls.append(name)
+        if len(calls) == number:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return step(*args, **kwargs)
+
+    patch.setattr(train, name, signalled)
+
+
+def wait_until(condition, seconds):
+    """Poll `condition` until it holds or `seconds` pass; its last value."""
+    deadline = time.monotonic() + seconds
+    while not (met := condition()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return met

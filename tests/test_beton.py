@@ -5,7 +5,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +19,7 @@ from fast_cifar.errors import UserError
 from fast_cifar.files import sha256
 from fast_cifar.sources import Split, make_synthetic
 
-from helpers import REPO, error_lines
+from helpers import REPO, error_lines, wait_until
 
 
 def test_write_records_counts_checksums_and_stats(synthetic_folder):
@@ -254,13 +253,6 @@ def test_kill_9_leaves_no_workers_and_the_next_write_removes_its_temporaries(tmp
 
     write_dataset(make_synthetic(40, 20), out, "synthetic", num_workers=1)
     assert sorted(p.name for p in out.iterdir()) == ["dataset.json", "test.beton", "train.beton"]
-
-
-def wait_until(condition, seconds):
-    deadline = time.time() + seconds
-    while not (met := condition()) and time.time() < deadline:
-        time.sleep(0.1)
-    return met
 
 
 def processes_mentioning(text):

@@ -2,9 +2,7 @@
 import contextlib
 import copy
 import json
-import os
 import re
-import signal
 from pathlib import Path
 
 import pytest
@@ -17,23 +15,9 @@ from fast_cifar.errors import UserError
 from fast_cifar.report import FIGURES
 from fast_cifar.sources import make_synthetic
 
-from helpers import RunsCode, error_lines, one_epoch, run_args
+from helpers import RunsCode, error_lines, one_epoch, run_args, sigterm_at_call
 
 pytestmark = pytest.mark.slow  # every test trains, some several times
-
-
-def signal_at_epoch(number, patch):
-    """SIGTERM as epoch `number` starts: the run stops with the epochs before it recorded."""
-    started = []
-
-    def signalled(*args, **kwargs):
-        started.append(True)
-        if len(started) == number:
-            os.kill(os.getpid(), signal.SIGTERM)
-        return train_epoch(*args, **kwargs)
-
-    train_epoch = train.train_epoch
-    patch.setattr(train, "train_epoch", signalled)
 
 
 def weights(folder):
@@ -50,7 +34,7 @@ def test_interrupted_run_resumes_to_the_same_weights(synthetic_folder, tmp_path,
     assert not all(torch.equal(result[key], saved["model"][key]) for key in result)
 
     with monkeypatch.context() as patch, pytest.raises(SystemExit) as stop:
-        signal_at_epoch(2, patch)
+        sigterm_at_call(patch, "train_epoch", 2)  # as epoch 2 starts
         train.main(run_args(synthetic_folder, tmp_path, "cut") + average)
     assert stop.value.code == 130
     assert "resume after epoch 1 with --training.resume" in error_lines(capsys.readouterr().err)[-1]

@@ -20,7 +20,7 @@ from fast_cifar.data import make_loader
 from fast_cifar.lr_finder import sweep_cache_key
 from fast_cifar.model import ResNet18
 
-from helpers import REPO, TINY_RUN, FaultyLoader, error_lines, one_epoch, run_args, run_script
+from helpers import REPO, TINY_RUN, FaultyLoader, error_lines, one_epoch, run_args, run_script, sigterm_at_call
 
 # The tiny run, wide enough to learn the synthetic classes and with a sweep long enough to find a valley.
 SMALL_RUN = [*TINY_RUN, "--model.width", "8", "--lr_finder.num_iters", "12", "--data.loader_threads", "2"]
@@ -224,13 +224,7 @@ STAGES = {"data set-up": "load_dataset_info", "loader warm-up": "first_batch", "
 @pytest.mark.slow
 @pytest.mark.parametrize("stage", STAGES)
 def test_a_signal_at_any_stage_stops_the_run_the_same_way(synthetic_folder, tmp_path, monkeypatch, capsys, stage):
-    step = getattr(train, STAGES[stage])
-
-    def signalled(*args, **kwargs):
-        os.kill(os.getpid(), signal.SIGTERM)
-        return step(*args, **kwargs)
-
-    monkeypatch.setattr(train, STAGES[stage], signalled)
+    sigterm_at_call(monkeypatch, STAGES[stage])
     # in training, on a CPU's own loader, FFCV's, whose filling thread runs as the signal lands
     loader = "ffcv" if stage == "training" else "device"
     run = [*TINY_RUN, "--data.path", str(synthetic_folder), "--data.loader", loader, "--output.dir", str(tmp_path),

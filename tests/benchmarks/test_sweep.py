@@ -15,7 +15,7 @@ import yaml
 
 from fast_cifar.config import check_train_settings, declare_train_sections, parse_config
 
-from helpers import REPO, error_lines, record_of_shape, run_main
+from helpers import REPO, error_lines, record_of_shape, run_main, wait_until
 
 STAND_IN = REPO / "tests" / "benchmarks" / "stand_in_train.py"
 CANDIDATES = f"""
@@ -79,9 +79,7 @@ def test_ctrl_c_stops_the_sweep_and_its_run_and_a_rerun_finishes_every_seed_once
     sweep = subprocess.Popen([sys.executable, str(REPO / "benchmarks" / "sweep.py"), *map(str, args)], text=True,
                              env={**os.environ, "STAND_IN_SECONDS": "60"}, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     started = out / "runs" / "recipe" / "seed0" / "pid"
-    deadline = time.monotonic() + 60
-    while not started.exists() and time.monotonic() < deadline:
-        time.sleep(0.05)
+    wait_until(started.exists, 60)
     time.sleep(0.2)  # the pid is written: the run is mid-work
     sweep.send_signal(signal.SIGINT)
     _, stderr = sweep.communicate(timeout=60)
